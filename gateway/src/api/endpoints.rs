@@ -1,0 +1,194 @@
+//! Model endpoints: validate the request, then [`forward`] it.
+//! `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
+use axum::response::Response;
+use tokio::time::Instant;
+
+use super::extract::{JsonObject, view};
+use super::log::RequestLog;
+use super::middleware::RequestId;
+use super::proxy::{Forward, fail, forward};
+use super::types::{ChatCompletionRequest, CompletionRequest, EmbeddingInput, EmbeddingRequest};
+use crate::app::{App, Limits};
+use crate::error::ApiError;
+use crate::providers::Endpoint;
+
+pub async fn chat_completions(
+    State(app): State<Arc<App>>,
+    Extension(RequestId(id)): Extension<RequestId>,
+    body: Result<JsonObject, ApiError>,
+) -> Response {
+    let started = Instant::now();
+    let log = RequestLog::new(id, "chat.completions", started);
+    let chat = match body.and_then(|b| {
+        let chat = view::<ChatCompletionRequest>(&b)?;
+        validate_chat(&chat, &app.limits)?;
+        Ok((b, chat))
+    }) {
+        Ok(ok) => ok,
+        Err(e) => return fail(log, e),
+    };
+    let (body, chat) = chat;
+    let fwd = Forward {
+        endpoint: Endpoint::ChatCompletions,
+        body: &body,
+        chat: Some(&chat),
+        model: &chat.model,
+        stream: chat.is_stream(),
+    };
+    forward(&app, log, started, fwd).await
+}
+
+fn validate_chat(chat: &ChatCompletionRequest, limits: &Limits) -> Result<(), ApiError> {
+    if chat.messages.is_empty() {
+        return Err(ApiError::invalid(
+            "'messages' must contain at least one message.",
+            Some("messages"),
+        ));
+    }
+    if chat.messages.len() > limits.max_messages {
+        return Err(ApiError::InvalidRequest {
+            message: format!(
+                "Too many messages: {} (this gateway accepts at most {}).",
+                chat.messages.len(),
+                limits.max_messages
+            ),
+            param: Some("messages".into()),
+            code: Some("too_many_messages"),
+        });
+    }
+    check_n(chat.n, limits)?;
+    if let Some(t) = chat.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(ApiError::invalid(
+            format!("Invalid 'temperature': {t} is not between 0 and 2."),
+            Some("temperature"),
+        ));
+    }
+    if let Some(p) = chat.top_p
+        && !(0.0..=1.0).contains(&p)
+    {
+        return Err(ApiError::invalid(
+            format!("Invalid 'top_p': {p} is not between 0 and 1."),
+            Some("top_p"),
+        ));
+    }
+    if chat.stream_options.is_some() && !chat.is_stream() {
+        return Err(ApiError::invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            Some("stream_options"),
+        ));
+    }
+    for (i, tool) in chat.tools.iter().flatten().enumerate() {
+        if tool.kind != "function" {
+            return Err(ApiError::invalid(
+                format!("Invalid tool type `{}`: only `function` is supported.", tool.kind),
+                Some(&format!("tools[{i}].type")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_n(n: Option<u32>, limits: &Limits) -> Result<(), ApiError> {
+    match n {
+        Some(0) => Err(ApiError::invalid("'n' must be at least 1.", Some("n"))),
+        Some(n) if n > limits.max_n => Err(ApiError::invalid(
+            format!("'n' is {n}; this gateway accepts at most {}.", limits.max_n),
+            Some("n"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub async fn completions(
+    State(app): State<Arc<App>>,
+    Extension(RequestId(id)): Extension<RequestId>,
+    body: Result<JsonObject, ApiError>,
+) -> Response {
+    let started = Instant::now();
+    let log = RequestLog::new(id, "completions", started);
+    let parsed = body.and_then(|b| {
+        let req = view::<CompletionRequest>(&b)?;
+        check_n(req.n, &app.limits)?;
+        if !(req.prompt.is_string() || req.prompt.is_array()) {
+            return Err(ApiError::invalid(
+                "'prompt' must be a string, an array of strings or an array of tokens.",
+                Some("prompt"),
+            ));
+        }
+        Ok((b, req))
+    });
+    let (body, req) = match parsed {
+        Ok(ok) => ok,
+        Err(e) => return fail(log, e),
+    };
+    let fwd = Forward {
+        endpoint: Endpoint::Completions,
+        body: &body,
+        chat: None,
+        model: &req.model,
+        stream: req.stream.unwrap_or(false),
+    };
+    forward(&app, log, started, fwd).await
+}
+
+pub async fn embeddings(
+    State(app): State<Arc<App>>,
+    Extension(RequestId(id)): Extension<RequestId>,
+    body: Result<JsonObject, ApiError>,
+) -> Response {
+    let started = Instant::now();
+    let log = RequestLog::new(id, "embeddings", started);
+    let parsed = body.and_then(|b| {
+        let req = view::<EmbeddingRequest>(&b)?;
+        validate_embeddings(&req, &app.limits)?;
+        Ok((b, req))
+    });
+    let (body, req) = match parsed {
+        Ok(ok) => ok,
+        Err(e) => return fail(log, e),
+    };
+    let fwd = Forward {
+        endpoint: Endpoint::Embeddings,
+        body: &body,
+        chat: None,
+        model: &req.model,
+        stream: false,
+    };
+    forward(&app, log, started, fwd).await
+}
+
+fn validate_embeddings(req: &EmbeddingRequest, limits: &Limits) -> Result<(), ApiError> {
+    if req.input.is_empty() {
+        return Err(ApiError::invalid("'input' must not be empty.", Some("input")));
+    }
+    if req.input.len() > limits.max_embedding_inputs {
+        return Err(ApiError::InvalidRequest {
+            message: format!(
+                "Too many inputs: {} (this gateway accepts at most {} per request).",
+                req.input.len(),
+                limits.max_embedding_inputs
+            ),
+            param: Some("input".into()),
+            code: Some("too_many_inputs"),
+        });
+    }
+    let empty = match &req.input {
+        EmbeddingInput::One(s) => s.is_empty(),
+        EmbeddingInput::Many(v) => v.iter().any(String::is_empty),
+        EmbeddingInput::Tokens(t) => t.is_empty(),
+        EmbeddingInput::ManyTokens(v) => v.iter().any(Vec::is_empty),
+    };
+    if empty {
+        return Err(ApiError::invalid("'input' must not contain empty strings or empty token arrays.", Some("input")));
+    }
+    if req.dimensions == Some(0) {
+        return Err(ApiError::invalid("'dimensions' must be at least 1.", Some("dimensions")));
+    }
+    Ok(())
+}

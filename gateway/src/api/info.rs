@@ -1,0 +1,86 @@
+//! Informational endpoints: `/v1/models`, `/healthz`, `/readyz`, and the
+//! admin view of deployments.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+fn model_json(name: &str, created: u64) -> Value {
+    json!({"id": name, "object": "model", "created": created, "owned_by": "switchyard"})
+}
+
+/// `GET /v1/models`: the configured model groups.
+pub async fn list_models(State(app): State<Arc<App>>) -> Json<Value> {
+    let data: Vec<Value> = app
+        .groups
+        .iter()
+        .map(|g| model_json(&g.name, app.started_at))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{model}` (model names may contain `/`).
+pub async fn get_model(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    app.groups
+        .get(&name)
+        .map(|g| Json(model_json(&g.name, app.started_at)))
+        .ok_or(ApiError::ModelNotFound(name))
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: ready to take traffic; 503 once shutdown has begun.
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.shutting_down.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down"}))).into_response()
+    } else {
+        Json(json!({"status": "ready"})).into_response()
+    }
+}
+
+/// `GET /admin/deployments`: every deployment with its circuit breaker.
+pub async fn deployments(State(app): State<Arc<App>>) -> Json<Value> {
+    let now = Instant::now();
+    let groups: Vec<Value> = app
+        .groups
+        .iter()
+        .map(|g| {
+            let deployments: Vec<Value> = g
+                .deployments
+                .iter()
+                .map(|d| {
+                    json!({"id": d.id, "provider": d.provider_name, "model": d.model,
+                           "weight": d.weight, "breaker": d.breaker.snapshot(now)})
+                })
+                .collect();
+            json!({"name": g.name, "strategy": format!("{:?}", g.strategy).to_lowercase(),
+                   "deployments": deployments})
+        })
+        .collect();
+    Json(json!({"model_groups": groups}))
+}
+
+/// Unknown routes.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("Unknown request URL: {method} {}.", uri.path()))
+}
+
+/// Known routes, wrong method.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("Method {method} is not allowed on {}.", uri.path()))
+}

@@ -1,0 +1,66 @@
+//! The per-request log line: id, endpoint, model group, deployment, status,
+//! latency, overhead, tokens, attempts. Prompts and secrets are never
+//! logged. The line is written exactly once, when the [`RequestLog`] is
+//! dropped: at the end of the handler, or at the end of a stream.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::providers::Usage;
+
+#[derive(Debug)]
+pub struct RequestLog {
+    pub request_id: String,
+    pub endpoint: &'static str,
+    pub model_group: Option<String>,
+    pub deployment: Option<String>,
+    pub status: u16,
+    pub stream: bool,
+    pub attempts: u32,
+    pub usage: Option<Usage>,
+    pub overhead: Option<Duration>,
+    /// Why a stream ended early (upstream error, client gone).
+    pub outcome: &'static str,
+    started: Instant,
+}
+
+impl RequestLog {
+    pub fn new(request_id: String, endpoint: &'static str, started: Instant) -> Self {
+        Self {
+            request_id,
+            endpoint,
+            model_group: None,
+            deployment: None,
+            status: 200,
+            stream: false,
+            attempts: 0,
+            usage: None,
+            overhead: None,
+            outcome: "ok",
+            started,
+        }
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let usage = self.usage.unwrap_or_default();
+        tracing::info!(
+            target: "switchyard::request",
+            request_id = %self.request_id,
+            endpoint = self.endpoint,
+            model_group = self.model_group.as_deref().unwrap_or("-"),
+            deployment = self.deployment.as_deref().unwrap_or("-"),
+            status = self.status,
+            outcome = self.outcome,
+            stream = self.stream,
+            attempts = self.attempts,
+            latency_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            overhead_ms = self.overhead.map(|d| d.as_secs_f64() * 1e3),
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            "request"
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! Cross-cutting request handling: request ids and key checks.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// The request's id: the client's `x-request-id` when it is sane (1–128
+/// visible ASCII characters), otherwise a fresh UUID.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+/// Constant-time comparison, so response timing does not reveal a key.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// `/v1/*`: when a master key is configured, the caller must present it.
+pub async fn require_client_key(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Some(master) = &app.master_key {
+        match bearer(&req) {
+            None => {
+                return ApiError::Unauthorized(
+                    "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.".into(),
+                )
+                .into_response();
+            }
+            Some(k) if !same(k.as_bytes(), master.expose_secret().as_bytes()) => {
+                return ApiError::Unauthorized("Incorrect API key provided.".into()).into_response();
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(req).await
+}
+
+/// `/admin/*`: only with the master key; absent when none is configured.
+pub async fn require_master_key(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let Some(master) = &app.master_key else {
+        return ApiError::NotFound(
+            "The admin API is disabled: set auth.master_key to enable it.".into(),
+        )
+        .into_response();
+    };
+    match bearer(&req) {
+        Some(k) if same(k.as_bytes(), master.expose_secret().as_bytes()) => next.run(req).await,
+        _ => ApiError::Unauthorized("The admin API needs the master key.".into()).into_response(),
+    }
+}

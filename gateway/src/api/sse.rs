@@ -1,0 +1,80 @@
+//! The client's SSE body for a streamed answer: each upstream chunk as a
+//! `data:` event, `data: [DONE]` only after the upstream finished properly.
+//! An upstream failure after streaming has begun ends the stream with an
+//! explicit error event (`data: {"error": {...}}`, which the OpenAI SDKs
+//! raise as an exception) and no `[DONE]`, never a clean end.
+
+use axum::body::Body;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use super::log::RequestLog;
+use crate::error::ApiError;
+use crate::providers::{ChunkStream, Usage};
+
+struct State {
+    first: Option<Bytes>,
+    rest: ChunkStream,
+    log: RequestLog,
+    deployment: String,
+}
+
+fn frame(payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(payload.len() + 8);
+    b.put_slice(b"data: ");
+    b.put_slice(payload);
+    b.put_slice(b"\n\n");
+    b.freeze()
+}
+
+/// Usage carried by a chunk, if any (checked cheaply before parsing).
+fn chunk_usage(chunk: &[u8]) -> Option<Usage> {
+    const NEEDLE: &[u8] = b"\"usage\":{";
+    if !chunk.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct U {
+        usage: Option<Usage>,
+    }
+    serde_json::from_slice::<U>(chunk).ok()?.usage
+}
+
+pub fn body(first: Bytes, rest: ChunkStream, mut log: RequestLog, deployment: String) -> Body {
+    // Until the stream ends one way or another, a dropped body means the
+    // client went away.
+    log.outcome = "client_disconnected";
+    let state = State {
+        first: Some(first),
+        rest,
+        log,
+        deployment,
+    };
+    let stream = futures_util::stream::unfold(Some(state), |state| async move {
+        let mut st = state?;
+        let next = match st.first.take() {
+            Some(first) => Some(Ok(first)),
+            None => st.rest.next().await,
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                if let Some(u) = chunk_usage(&chunk) {
+                    st.log.usage = Some(u);
+                }
+                Some((Ok::<_, std::io::Error>(frame(&chunk)), Some(st)))
+            }
+            Some(Err(error)) => {
+                tracing::warn!(request_id = %st.log.request_id, deployment = %st.deployment,
+                               error = %error, "upstream failed mid-stream");
+                st.log.outcome = "upstream_error_mid_stream";
+                let err = ApiError::Upstream { deployment: st.deployment.clone(), error };
+                Some((Ok(frame(err.body().to_string().as_bytes())), None))
+            }
+            None => {
+                st.log.outcome = "ok";
+                Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None))
+            }
+        }
+    });
+    Body::from_stream(stream)
+}

@@ -1,0 +1,326 @@
+//! Configuration: one TOML file, `SWITCHYARD__…` environment overrides, and
+//! validation at start-up with messages that name the field and say why.
+//!
+//! Every field is documented here and in `docs/configuration.md`; a test
+//! checks that the two agree.
+
+mod env;
+mod secret;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+pub use env::apply_env_overrides;
+pub use secret::SecretRef;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listener and request limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Who may call the gateway.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Log format and level.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Retry policy applied to every deployment unless it overrides it.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Circuit-breaker policy applied to every deployment.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Upstream providers by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Model groups: the model names clients ask for.
+    #[serde(default)]
+    pub model_groups: Vec<ModelGroupConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (logged at start-up).
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Most messages accepted in one chat request; more get 400.
+    pub max_messages: usize,
+    /// Largest `n` (choices per request) accepted; larger gets 400.
+    pub max_n: u32,
+    /// Most inputs accepted in one embeddings request; more get 400.
+    pub max_embedding_inputs: usize,
+    /// Seconds in-flight requests (streams included) may take to finish after
+    /// SIGTERM/SIGINT before the process exits anyway.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 8 * 1024 * 1024,
+            max_messages: 2_000,
+            max_n: 16,
+            max_embedding_inputs: 2_048,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Master key. When set, every `/v1/*` call needs `Authorization: Bearer
+    /// <master key>` and the admin API under `/admin/` is enabled; when unset,
+    /// `/v1/*` is open and `/admin/` answers 404.
+    pub master_key: Option<SecretRef>,
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// `json` (one JSON object per line) or `text`.
+    pub format: LogFormat,
+    /// Filter in `tracing` env-filter syntax, e.g. `info` or
+    /// `info,switchyard_gateway=debug`. `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `[retry]` and per-deployment `retry`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Retries on one deployment after the first attempt, for retryable
+    /// failures (429, 408, 5xx, connect errors, resets, time-to-first-token
+    /// time-outs) that happen before the first byte reached the client.
+    pub max_retries: u32,
+    /// First backoff in milliseconds; doubles each retry, with full jitter.
+    pub backoff_base_ms: u64,
+    /// Cap on one backoff, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// A `retry-after` from the upstream is honoured up to this many
+    /// milliseconds; a longer one moves on to the next deployment instead.
+    pub max_retry_after_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            backoff_base_ms: 100,
+            backoff_max_ms: 2_000,
+            max_retry_after_ms: 5_000,
+        }
+    }
+}
+
+/// `[breaker]`
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failed attempts that open a deployment's breaker.
+    pub failure_threshold: u32,
+    /// Milliseconds a breaker stays open before one half-open probe is let
+    /// through; the probe's success closes it, its failure reopens it.
+    pub open_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_ms: 30_000,
+        }
+    }
+}
+
+/// `[providers.NAME]`: an upstream, tagged by its wire format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProviderConfig {
+    /// OpenAI and every OpenAI-compatible server (vLLM, SGLang, TGI, Ollama,
+    /// llama.cpp, Groq, Together, DeepSeek, Mistral…).
+    OpenaiCompat {
+        /// Base URL including the version prefix, e.g.
+        /// `https://api.openai.com/v1` or `http://gpu-1:8000/v1`.
+        base_url: String,
+        /// API key location, sent as `Authorization: Bearer`; omit for
+        /// servers that need none.
+        api_key: Option<SecretRef>,
+    },
+    /// Azure OpenAI: `{base_url}/openai/deployments/{model}/…?api-version=…`
+    /// with an `api-key` header; a deployment's `model` is the Azure
+    /// deployment name.
+    AzureOpenai {
+        /// Resource URL, e.g. `https://my-resource.openai.azure.com`.
+        base_url: String,
+        /// API key location, sent as the `api-key` header.
+        api_key: SecretRef,
+        /// The `api-version` query parameter, e.g. `2024-10-21`.
+        api_version: String,
+    },
+    /// Anthropic's Messages API, translated to and from OpenAI's format.
+    Anthropic {
+        /// Base URL without the version, default `https://api.anthropic.com`.
+        #[serde(default = "default_anthropic_url")]
+        base_url: String,
+        /// API key location, sent as `x-api-key`.
+        api_key: SecretRef,
+        /// The `anthropic-version` header.
+        #[serde(default = "default_anthropic_version")]
+        anthropic_version: String,
+        /// `max_tokens` sent when the client set neither `max_tokens` nor
+        /// `max_completion_tokens` (Anthropic requires one).
+        #[serde(default = "default_anthropic_max_tokens")]
+        default_max_tokens: u32,
+    },
+}
+
+fn default_anthropic_url() -> String {
+    "https://api.anthropic.com".into()
+}
+fn default_anthropic_version() -> String {
+    "2023-06-01".into()
+}
+fn default_anthropic_max_tokens() -> u32 {
+    4_096
+}
+
+/// `[[model_groups]]`: a model name clients ask for, served by deployments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelGroupConfig {
+    /// The name clients put in `model`.
+    pub name: String,
+    /// How the first deployment is chosen; the others follow as fallbacks.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// The deployments serving this group, in fallback order.
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+/// Deployment choice within a model group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Always start with the first deployment; fall back in listed order.
+    #[default]
+    Ordered,
+    /// Start with a deployment drawn at random by `weight`; fall back to the
+    /// others by descending weight.
+    Weighted,
+}
+
+/// `[[model_groups.deployments]]`: one provider + upstream model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Name of a provider under `[providers]`.
+    pub provider: String,
+    /// Model name sent upstream (the Azure deployment name for `azure_openai`).
+    pub model: String,
+    /// Identifier shown in `x-switchyard-backend`, logs and the admin API;
+    /// default `provider/model`.
+    pub id: Option<String>,
+    /// Relative weight for the `weighted` strategy.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Time-outs for this deployment.
+    #[serde(default)]
+    pub timeouts: TimeoutConfig,
+    /// Overrides `[retry]` for this deployment.
+    pub retry: Option<RetryConfig>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Per-deployment time-outs, in milliseconds.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutConfig {
+    /// TCP (and TLS) connection set-up.
+    pub connect_ms: u64,
+    /// From sending the request to the response headers (non-streaming) or
+    /// the first streamed event; retryable when it expires.
+    pub ttft_ms: u64,
+    /// Whole attempt, body or stream included; a stream cut by it ends with
+    /// an error event.
+    pub total_ms: u64,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: 5_000,
+            ttft_ms: 60_000,
+            total_ms: 600_000,
+        }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Parse `text`, apply overrides from `env` (`SWITCHYARD__SECTION__KEY`),
+    /// deserialize and validate.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError(format!("invalid TOML: {e}")))?;
+        apply_env_overrides(&mut table, env)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().message().to_owned();
+                if path == "." || path.is_empty() {
+                    ConfigError(inner)
+                } else {
+                    ConfigError(format!("{path}: {inner}"))
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read and parse a file with the process environment's overrides.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text, std::env::vars())
+    }
+}

@@ -1,0 +1,13 @@
+//! Switchyard's gateway: the OpenAI-compatible HTTP API, configuration,
+//! providers and dispatch. `main.rs` is a thin wrapper over [`cli::main`].
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod logging;
+pub mod providers;
+pub mod routing;
+pub mod server;

@@ -1,0 +1,71 @@
+//! Serving: bind, log the address, and shut down gracefully on SIGTERM or
+//! SIGINT: stop accepting, let in-flight requests (streams included) finish
+//! within `server.shutdown_grace_secs`, then exit regardless.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::api;
+use crate::app::App;
+use crate::config::Config;
+
+pub async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    let app = Arc::new(app);
+    let groups: Vec<&str> = app.groups.iter().map(|g| g.name.as_str()).collect();
+    tracing::info!(addr = %addr, model_groups = ?groups, "listening");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, api::router(app.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.changed().await;
+        })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return Ok(result?),
+        signal = shutdown_signal() => tracing::info!(signal, "shutting down: no new connections; waiting for in-flight requests"),
+    }
+    app.shutting_down.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => {
+            tracing::info!("shutdown complete");
+            Ok(result?)
+        }
+        Err(_) => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with requests still in flight");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c().await,
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            s = ctrl_c() => s,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        ctrl_c().await
+    }
+}
+
+async fn ctrl_c() -> &'static str {
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => "SIGINT",
+        Err(_) => std::future::pending().await,
+    }
+}
