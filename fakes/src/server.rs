@@ -321,6 +321,8 @@ pub(crate) fn sse_response(
     tokio::spawn(async move {
         for (i, event) in events.into_iter().enumerate() {
             if drop_after == Some(i) {
+                // Let the frames already sent reach the client first.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 let _ = tx
                     .send(Err(io::Error::other("injected drop mid-stream")))
                     .await;

@@ -324,3 +324,6 @@ impl Config {
         Self::parse(&text, std::env::vars())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -165,3 +165,6 @@ fn translate_stream(
     });
     Box::pin(stream)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+use std::collections::HashMap;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[providers.openai]
+type = "openai_compat"
+base_url = "https://api.openai.com/v1"
+api_key = { env = "OPENAI_API_KEY" }
+
+[[model_groups]]
+name = "gpt-4o-mini"
+[[model_groups.deployments]]
+provider = "openai"
+model = "gpt-4o-mini"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Vec::new())
+}
+
+fn err(text: &str) -> String {
+    match parse(text) {
+        Ok(_) => String::from("<parsed without error>"),
+        Err(e) => e.0,
+    }
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = parse(MINIMAL).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.server.max_body_bytes, 8 * 1024 * 1024);
+    assert_eq!(c.retry.max_retries, 2);
+    assert_eq!(c.breaker.failure_threshold, 5);
+    let d = &c.model_groups[0].deployments[0];
+    assert_eq!(d.timeouts.ttft_ms, 60_000);
+}
+
+#[test]
+fn unknown_fields_are_rejected_with_their_path() {
+    let e = err(&format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:1\"\nmax_bdy = 3\n"));
+    assert!(e.contains("server") && e.contains("max_bdy"), "{e}");
+    let e = err(&MINIMAL.replace("model = \"gpt-4o-mini\"", "model = \"x\"\nwieght = 2"));
+    assert!(e.contains("model_groups[0].deployments[0]") && e.contains("wieght"), "{e}");
+    let e = err(&MINIMAL.replace("type = \"openai_compat\"", "type = \"openai_compat\"\nbase = 1"));
+    assert!(e.contains("providers.openai") && e.contains("base"), "{e}");
+}
+
+#[test]
+fn wrong_types_and_values_name_the_field() {
+    let e = err(&format!("{MINIMAL}\n[server]\nlisten = \"not an address\"\n"));
+    assert!(e.starts_with("server.listen"), "{e}");
+    let e = err(&MINIMAL.replace("openai_compat", "openai_compatible"));
+    assert!(e.contains("providers.openai") && e.contains("openai_compatible"), "{e}");
+    let e = err(&MINIMAL.replace("https://api.openai.com/v1", "ftp://x"));
+    assert!(e.starts_with("providers.openai.base_url"), "{e}");
+    let e = err(&MINIMAL.replace("provider = \"openai\"", "provider = \"nope\""));
+    assert!(e.contains("model_groups[0].deployments[0].provider") && e.contains("nope"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[[model_groups]]\nname = \"gpt-4o-mini\"\ndeployments = []\n"));
+    assert!(e.contains("model_groups[1]"), "{e}");
+    let e = err(&MINIMAL.replace("model = \"gpt-4o-mini\"", "model = \"x\"\ntimeouts = { ttft_ms = 10, total_ms = 5 }"));
+    assert!(e.contains("ttft_ms"), "{e}");
+}
+
+#[test]
+fn env_overrides_apply_with_types() {
+    let env = vec![
+        ("SWITCHYARD__SERVER__LISTEN".to_owned(), "0.0.0.0:9999".to_owned()),
+        ("SWITCHYARD__SERVER__MAX_N".to_owned(), "4".to_owned()),
+        ("SWITCHYARD__PROVIDERS__OPENAI__BASE_URL".to_owned(), "http://gpu-1:8000/v1".to_owned()),
+        ("UNRELATED".to_owned(), "1".to_owned()),
+    ];
+    let c = Config::parse(MINIMAL, env).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:9999");
+    assert_eq!(c.server.max_n, 4);
+    match &c.providers["openai"] {
+        ProviderConfig::OpenaiCompat { base_url, .. } => assert_eq!(base_url, "http://gpu-1:8000/v1"),
+        other => unreachable!("{other:?}"),
+    }
+    let bad = vec![("SWITCHYARD__SERVER__MAX_N".to_owned(), "lots".to_owned())];
+    let e = Config::parse(MINIMAL, bad).err().map(|e| e.0).unwrap_or_default();
+    assert!(e.starts_with("server.max_n"), "{e}");
+}
+
+#[test]
+fn secrets_resolve_by_location_and_never_print() {
+    let vars: HashMap<&str, &str> = HashMap::from([("OPENAI_API_KEY", "sk-very-secret")]);
+    let env = |n: &str| vars.get(n).map(|v| (*v).to_owned());
+    let s = SecretRef::Env("OPENAI_API_KEY".into());
+    let secret = s.resolve(&env).unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(!format!("{secret:?}").contains("sk-very-secret"));
+    let missing = SecretRef::Env("NOPE".into()).resolve(&env).err().unwrap_or_default();
+    assert!(missing.contains("NOPE"));
+    let dir = std::env::temp_dir().join(format!("sy-secret-{}", std::process::id()));
+    std::fs::write(&dir, "  from-file \n").unwrap_or_else(|e| unreachable!("{e}"));
+    let from_file = SecretRef::File(dir.clone()).resolve(&env).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&from_file), "from-file");
+    let _ = std::fs::remove_file(dir);
+}
+
+#[test]
+fn example_configs_parse() {
+    for path in ["../examples/quickstart.toml"] {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| unreachable!("{path}: {e}"));
+        if let Err(e) = Config::parse(&text, Vec::new()) {
+            unreachable!("{path}: {e}");
+        }
+    }
+}
