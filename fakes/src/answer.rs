@@ -82,7 +82,12 @@ pub(crate) fn embedding(text: &str, dims: usize) -> Vec<f32> {
             (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
         })
         .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }

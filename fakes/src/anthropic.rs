@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 
 use crate::answer::{answer_words, content_text, count_tokens, tool_arguments};
 use crate::faults::Fault;
-use crate::server::{FakeState, json_or_truncated, json_response, new_id, sse_response, with_retry_after};
+use crate::server::{
+    FakeState, json_or_truncated, json_response, new_id, sse_response, with_retry_after,
+};
 
 /// Anthropic's error body: `{"type":"error","error":{"type","message"}}`.
 fn error(status: u16, kind: &str, message: &str) -> Response<Body> {
@@ -50,9 +52,18 @@ pub(crate) async fn messages(
         return error(401, "authentication_error", "invalid x-api-key");
     }
     if headers.get("anthropic-version").is_none() {
-        return error(400, "invalid_request_error", "anthropic-version: header is required");
+        return error(
+            400,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+        );
     }
-    if let Some(Fault::Status { status, retry_after_secs, message }) = &fault {
+    if let Some(Fault::Status {
+        status,
+        retry_after_secs,
+        message,
+    }) = &fault
+    {
         let msg = message.clone().unwrap_or_else(|| match status {
             429 => "Number of request tokens has exceeded your per-minute rate limit".into(),
             529 => "Overloaded".into(),
@@ -69,12 +80,28 @@ pub(crate) async fn messages(
     let Some(max_tokens) = req.get("max_tokens").and_then(Value::as_u64) else {
         return error(400, "invalid_request_error", "max_tokens: Field required");
     };
-    let Some(messages) = req.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty())
+    let Some(messages) = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
     else {
-        return error(400, "invalid_request_error", "messages: at least one message is required");
+        return error(
+            400,
+            "invalid_request_error",
+            "messages: at least one message is required",
+        );
     };
-    if messages.first().and_then(|m| m.get("role")).and_then(Value::as_str) != Some("user") {
-        return error(400, "invalid_request_error", "messages: first message must use the \"user\" role");
+    if messages
+        .first()
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        != Some("user")
+    {
+        return error(
+            400,
+            "invalid_request_error",
+            "messages: first message must use the \"user\" role",
+        );
     }
     let system = req.get("system").map(content_text).unwrap_or_default();
     let input_tokens = count_tokens(&system)
@@ -84,17 +111,32 @@ pub(crate) async fn messages(
             .sum::<u64>();
     let last = messages.last().unwrap_or(&Value::Null);
     let blocks = last.get("content").cloned().unwrap_or(Value::Null);
-    let last_is_tool_result = blocks
-        .as_array()
-        .is_some_and(|b| b.iter().any(|x| x.get("type").and_then(Value::as_str) == Some("tool_result")));
+    let last_is_tool_result = blocks.as_array().is_some_and(|b| {
+        b.iter()
+            .any(|x| x.get("type").and_then(Value::as_str) == Some("tool_result"))
+    });
     let last_text = content_text(&blocks);
     let tool = pick_tool(&req, last_is_tool_result).map(|t| {
-        let name = t.get("name").and_then(Value::as_str).unwrap_or("tool").to_owned();
+        let name = t
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("tool")
+            .to_owned();
         (name, tool_arguments(t.get("input_schema"), &last_text))
     });
-    let prompt = if last_is_tool_result { format!("tool result {last_text}") } else { last_text.clone() };
+    let prompt = if last_is_tool_result {
+        format!("tool result {last_text}")
+    } else {
+        last_text.clone()
+    };
     let (words, cut) = answer_words(&prompt, Some(max_tokens));
-    let stop_reason = if tool.is_some() { "tool_use" } else if cut { "max_tokens" } else { "end_turn" };
+    let stop_reason = if tool.is_some() {
+        "tool_use"
+    } else if cut {
+        "max_tokens"
+    } else {
+        "end_turn"
+    };
     let id = new_id("msg_");
     let tool_id = new_id("toolu_");
     let output_tokens = match &tool {
@@ -103,7 +145,9 @@ pub(crate) async fn messages(
     };
     if !req.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         let content = match &tool {
-            Some((name, input)) => json!([{"type": "tool_use", "id": tool_id, "name": name, "input": input}]),
+            Some((name, input)) => {
+                json!([{"type": "tool_use", "id": tool_id, "name": name, "input": input}])
+            }
             None => json!([{"type": "text", "text": words.join(" ")}]),
         };
         let body = json!({"id": id, "type": "message", "role": "assistant", "model": model,
@@ -111,39 +155,58 @@ pub(crate) async fn messages(
             "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}});
         return json_or_truncated(fault.as_ref(), &body);
     }
-    let mut events: Vec<(&str, Value)> = vec![
-        ("message_start", json!({"type": "message_start", "message": {"id": id, "type": "message",
+    let mut events: Vec<(&str, Value)> = vec![(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": id, "type": "message",
             "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})),
-    ];
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
+    )];
     match &tool {
         Some((name, input)) => {
-            events.push(("content_block_start", json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "tool_use", "id": tool_id, "name": name, "input": {}}})));
+            events.push((
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": tool_id, "name": name, "input": {}}}),
+            ));
             events.push(("ping", json!({"type": "ping"})));
             let text = input.to_string();
             let chars: Vec<char> = text.chars().collect();
             for piece in chars.chunks(8) {
                 let piece: String = piece.iter().collect();
-                events.push(("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": piece}})));
+                events.push((
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                ));
             }
         }
         None => {
-            events.push(("content_block_start", json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""}})));
+            events.push((
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+            ));
             events.push(("ping", json!({"type": "ping"})));
             for (k, w) in words.iter().enumerate() {
                 let text = if k == 0 { w.clone() } else { format!(" {w}") };
-                events.push(("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": text}})));
+                events.push((
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": text}}),
+                ));
             }
         }
     }
-    events.push(("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
-    events.push(("message_delta", json!({"type": "message_delta",
+    events.push((
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    events.push((
+        "message_delta",
+        json!({"type": "message_delta",
         "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-        "usage": {"output_tokens": output_tokens}})));
+        "usage": {"output_tokens": output_tokens}}),
+    ));
     events.push(("message_stop", json!({"type": "message_stop"})));
     let frames = events
         .into_iter()
@@ -157,7 +220,10 @@ pub(crate) async fn messages(
 fn pick_tool(req: &Value, after_tool_result: bool) -> Option<&Value> {
     let tools = req.get("tools")?.as_array()?;
     let choice = req.get("tool_choice");
-    let kind = choice.and_then(|c| c.get("type")).and_then(Value::as_str).unwrap_or("auto");
+    let kind = choice
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("auto");
     if kind == "none" || (after_tool_result && kind == "auto") {
         return None;
     }

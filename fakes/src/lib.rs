@@ -22,8 +22,8 @@
 //! mid-way. Requests are recorded (`GET /__fake/requests`) so tests can check
 //! exactly what reached the upstream.
 
-mod anthropic;
 mod answer;
+mod anthropic;
 mod faults;
 mod openai;
 mod server;

@@ -13,8 +13,7 @@ use serde_json::{Value, json};
 use crate::answer::{answer_words, content_text, count_tokens, embedding, tool_arguments};
 use crate::faults::Fault;
 use crate::server::{
-    FakeState, json_or_truncated, json_response, new_id, now_secs, sse_response,
-    with_retry_after,
+    FakeState, json_or_truncated, json_response, new_id, now_secs, sse_response, with_retry_after,
 };
 
 /// OpenAI's error body with the given status.
@@ -45,7 +44,10 @@ fn fault_error(status: u16, retry_after: Option<u64>, message: Option<&str>) -> 
             None,
         ),
     };
-    with_retry_after(error(status, message.unwrap_or(default), kind, code), retry_after)
+    with_retry_after(
+        error(status, message.unwrap_or(default), kind, code),
+        retry_after,
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -60,13 +62,22 @@ fn unauthorized(presented: Option<&str>) -> Response<Body> {
     let masked = presented
         .map(|k| {
             let head: String = k.chars().take(4).collect();
-            let tail: String = k.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = k
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             format!("{head}****{tail}")
         })
         .unwrap_or_default();
     error(
         401,
-        &format!("Incorrect API key provided: {masked}. You can find your API key at https://platform.openai.com/account/api-keys."),
+        &format!(
+            "Incorrect API key provided: {masked}. You can find your API key at https://platform.openai.com/account/api-keys."
+        ),
         "invalid_request_error",
         Some("invalid_api_key"),
     )
@@ -161,11 +172,24 @@ fn chosen_tool<'a>(req: &'a Value, last_role: &str) -> Option<&'a Value> {
 
 fn chat_common(st: &FakeState, fault: Option<&Fault>, req: &Value) -> Response<Body> {
     let Some(model) = req.get("model").and_then(Value::as_str) else {
-        return error(400, "you must provide a model parameter", "invalid_request_error", None);
+        return error(
+            400,
+            "you must provide a model parameter",
+            "invalid_request_error",
+            None,
+        );
     };
-    let Some(messages) = req.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty())
+    let Some(messages) = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
     else {
-        return error(400, "[] is too short - 'messages'", "invalid_request_error", None);
+        return error(
+            400,
+            "[] is too short - 'messages'",
+            "invalid_request_error",
+            None,
+        );
     };
     let prompt_tokens: u64 = messages
         .iter()
@@ -185,7 +209,10 @@ fn chat_common(st: &FakeState, fault: Option<&Fault>, req: &Value) -> Response<B
         .and_then(Value::as_u64);
     let n = req.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
     let tool = chosen_tool(req, last_role).map(|t| {
-        let name = t.pointer("/function/name").and_then(Value::as_str).unwrap_or("tool");
+        let name = t
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .unwrap_or("tool");
         let args = tool_arguments(t.pointer("/function/parameters"), &last_text).to_string();
         (name.to_owned(), args)
     });
@@ -220,7 +247,9 @@ fn chat_common(st: &FakeState, fault: Option<&Fault>, req: &Value) -> Response<B
                         "tool_calls": [{"id": format!("call_{i}_{id}"), "type": "function",
                                         "function": {"name": name, "arguments": args}}],
                     }),
-                    None => json!({"role": "assistant", "content": words.join(" "), "refusal": null}),
+                    None => {
+                        json!({"role": "assistant", "content": words.join(" "), "refusal": null})
+                    }
                 };
                 json!({"index": i, "message": message, "logprobs": null, "finish_reason": finish})
             })
@@ -249,10 +278,12 @@ fn chat_common(st: &FakeState, fault: Option<&Fault>, req: &Value) -> Response<B
     for i in 0..n {
         match &tool {
             Some((name, args)) => {
-                events.push(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": null,
+                events.push(chunk(
+                    json!([{"index": i, "delta": {"role": "assistant", "content": null,
                     "tool_calls": [{"index": 0, "id": format!("call_{i}_{id}"), "type": "function",
                                     "function": {"name": name, "arguments": ""}}]},
-                    "logprobs": null, "finish_reason": null}])));
+                    "logprobs": null, "finish_reason": null}]),
+                ));
                 let chars: Vec<char> = args.chars().collect();
                 for piece in chars.chunks(8) {
                     let piece: String = piece.iter().collect();
@@ -363,7 +394,10 @@ pub(crate) async fn azure_embeddings(
 }
 
 fn embeddings_common(fault: Option<&Fault>, req: &Value) -> Response<Body> {
-    let model = req.get("model").and_then(Value::as_str).unwrap_or("fake-embedding");
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("fake-embedding");
     let inputs: Vec<String> = match req.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) if items.iter().all(Value::is_number) => {
@@ -371,9 +405,20 @@ fn embeddings_common(fault: Option<&Fault>, req: &Value) -> Response<Body> {
         }
         Some(Value::Array(items)) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| i.to_string())
+            })
             .collect(),
-        _ => return error(400, "'input' is a required property", "invalid_request_error", None),
+        _ => {
+            return error(
+                400,
+                "'input' is a required property",
+                "invalid_request_error",
+                None,
+            );
+        }
     };
     let dims = req.get("dimensions").and_then(Value::as_u64).unwrap_or(8) as usize;
     let base64 = req.get("encoding_format").and_then(Value::as_str) == Some("base64");

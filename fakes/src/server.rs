@@ -293,8 +293,9 @@ pub(crate) fn json_or_truncated(fault: Option<&Fault>, body: &Value) -> Response
                     .send(Err(io::Error::other("injected drop mid-body")))
                     .await;
             });
-            let mut resp =
-                Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
+            let mut resp = Response::new(Body::from_stream(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("application/json"),

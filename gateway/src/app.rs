@@ -28,12 +28,18 @@ pub struct App {
 
 impl App {
     /// Build providers and deployments, resolving secrets through `env`.
-    pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn build(
+        config: &Config,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let master_key = config
             .auth
             .master_key
             .as_ref()
-            .map(|k| k.resolve(env).map_err(|e| ConfigError(format!("auth.master_key: {e}"))))
+            .map(|k| {
+                k.resolve(env)
+                    .map_err(|e| ConfigError(format!("auth.master_key: {e}")))
+            })
             .transpose()?;
         let s = &config.server;
         Ok(Self {

@@ -11,7 +11,11 @@ use crate::app::{App, process_env};
 use crate::config::{Config, LoggingConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "Switchyard: an OpenAI-compatible AI gateway")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Switchyard: an OpenAI-compatible AI gateway"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -44,12 +48,25 @@ pub enum Command {
         /// Require this key (read from the named environment variable).
         #[arg(long)]
         api_key_env: Option<String>,
+        /// Do not keep a log of requests (for load benchmarks).
+        #[arg(long)]
+        no_record: bool,
+        /// Runtime worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
     },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::FakeUpstream {
+        threads: Some(n), ..
+    } = &cli.command
+    {
+        builder.worker_threads((*n).max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
@@ -71,7 +88,7 @@ async fn run(command: Command) -> ExitCode {
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
-            crate::logging::init(&config.logging);
+            let _log_guard = crate::logging::init(&config.logging);
             let app = match App::build(&config, &process_env) {
                 Ok(app) => app,
                 Err(e) => return fail(&e.to_string()),
@@ -100,8 +117,10 @@ async fn run(command: Command) -> ExitCode {
             listen,
             token_delay_ms,
             api_key_env,
+            no_record,
+            threads: _,
         } => {
-            crate::logging::init(&LoggingConfig::default());
+            let _log_guard = crate::logging::init(&LoggingConfig::default());
             let api_key = match api_key_env.map(|n| std::env::var(&n).map_err(|_| n)) {
                 Some(Err(name)) => return fail(&format!("environment variable {name} is not set")),
                 Some(Ok(k)) => Some(k),
@@ -110,7 +129,7 @@ async fn run(command: Command) -> ExitCode {
             let config = switchyard_fakes::FakeConfig {
                 token_delay: std::time::Duration::from_millis(token_delay_ms),
                 api_key,
-                record_requests: true,
+                record_requests: !no_record,
             };
             match switchyard_fakes::FakeUpstream::start(listen, config).await {
                 Ok(fake) => {

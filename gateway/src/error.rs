@@ -51,7 +51,9 @@ pub enum ApiError {
 
 fn upstream_message(deployment: &str, error: &ProviderError) -> String {
     match error {
-        ProviderError::Status { status, message, .. } => match status {
+        ProviderError::Status {
+            status, message, ..
+        } => match status {
             400 | 413 | 422 => message.clone(),
             401 | 403 => format!(
                 "Upstream deployment `{deployment}` rejected the gateway's credentials (HTTP {status})."
@@ -124,7 +126,9 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::Unavailable { .. } => Some("no_healthy_deployment"),
             Self::Upstream { error, .. } => Some(match error {
-                ProviderError::Status { status: 401 | 403, .. } => "upstream_auth_failed",
+                ProviderError::Status {
+                    status: 401 | 403, ..
+                } => "upstream_auth_failed",
                 ProviderError::Status { status: 429, .. } => "upstream_rate_limited",
                 ProviderError::Status { .. } => "upstream_error",
                 ProviderError::Timeout(TimeoutPhase::Connect) => "upstream_connect_timeout",

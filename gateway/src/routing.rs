@@ -104,7 +104,10 @@ fn deployment(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Deployment, ConfigError> {
     let provider_config = config.providers.get(&d.provider).ok_or_else(|| {
-        ConfigError(format!("deployment provider `{}` is not configured", d.provider))
+        ConfigError(format!(
+            "deployment provider `{}` is not configured",
+            d.provider
+        ))
     })?;
     Ok(Deployment {
         id: d

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::api;
@@ -19,6 +20,10 @@ pub async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     let groups: Vec<&str> = app.groups.iter().map(|g| g.name.as_str()).collect();
     tracing::info!(addr = %addr, model_groups = ?groups, "listening");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // Small SSE chunks must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, api::router(app.clone()))
         .with_graceful_shutdown(async move {
             let _ = stop_rx.changed().await;
@@ -38,7 +43,10 @@ pub async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
             Ok(result?)
         }
         Err(_) => {
-            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with requests still in flight");
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "grace period over; exiting with requests still in flight"
+            );
             Ok(())
         }
     }

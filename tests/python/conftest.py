@@ -38,5 +38,9 @@ def basic(tmp_path_factory) -> Iterable[Basic]:
 
 
 @pytest.fixture
-def client(basic: Basic) -> openai.OpenAI:
-    return basic.client
+def client(request, basic: Basic) -> Iterable[openai.OpenAI]:
+    """The SDK client of the shared gateway (no master key)."""
+    yield basic.client
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(basic.gateway.process.log_text(40))

@@ -13,7 +13,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -108,6 +110,18 @@ def http_request(
 # --------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: SIGKILL the child if the test process dies, so an interrupted
+    run leaves nothing behind."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:
+        pass
+
+
 class Process:
     """A child process whose stderr (JSON log lines) is collected by a thread."""
 
@@ -125,6 +139,7 @@ class Process:
             text=True,
             encoding="utf-8",
             errors="replace",
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         self._reader = threading.Thread(target=self._read, name=f"{name}-stderr", daemon=True)
         self._reader.start()

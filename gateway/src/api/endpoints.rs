@@ -86,7 +86,10 @@ fn validate_chat(chat: &ChatCompletionRequest, limits: &Limits) -> Result<(), Ap
     for (i, tool) in chat.tools.iter().flatten().enumerate() {
         if tool.kind != "function" {
             return Err(ApiError::invalid(
-                format!("Invalid tool type `{}`: only `function` is supported.", tool.kind),
+                format!(
+                    "Invalid tool type `{}`: only `function` is supported.",
+                    tool.kind
+                ),
                 Some(&format!("tools[{i}].type")),
             ));
         }
@@ -165,7 +168,10 @@ pub async fn embeddings(
 
 fn validate_embeddings(req: &EmbeddingRequest, limits: &Limits) -> Result<(), ApiError> {
     if req.input.is_empty() {
-        return Err(ApiError::invalid("'input' must not be empty.", Some("input")));
+        return Err(ApiError::invalid(
+            "'input' must not be empty.",
+            Some("input"),
+        ));
     }
     if req.input.len() > limits.max_embedding_inputs {
         return Err(ApiError::InvalidRequest {
@@ -185,10 +191,16 @@ fn validate_embeddings(req: &EmbeddingRequest, limits: &Limits) -> Result<(), Ap
         EmbeddingInput::ManyTokens(v) => v.iter().any(Vec::is_empty),
     };
     if empty {
-        return Err(ApiError::invalid("'input' must not contain empty strings or empty token arrays.", Some("input")));
+        return Err(ApiError::invalid(
+            "'input' must not contain empty strings or empty token arrays.",
+            Some("input"),
+        ));
     }
     if req.dimensions == Some(0) {
-        return Err(ApiError::invalid("'dimensions' must be at least 1.", Some("dimensions")));
+        return Err(ApiError::invalid(
+            "'dimensions' must be at least 1.",
+            Some("dimensions"),
+        ));
     }
     Ok(())
 }

@@ -36,7 +36,10 @@ impl FromRequest<std::sync::Arc<App>> for JsonObject {
         })?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(v @ Value::Object(_)) => Ok(Self(v)),
-            Ok(_) => Err(ApiError::invalid("The request body must be a JSON object.", None)),
+            Ok(_) => Err(ApiError::invalid(
+                "The request body must be a JSON object.",
+                None,
+            )),
             Err(e) => Err(ApiError::invalid(
                 format!("We could not parse the JSON body of your request: {e}"),
                 None,
@@ -56,7 +59,11 @@ pub fn view<T: DeserializeOwned>(body: &JsonObject) -> Result<T, ApiError> {
             .strip_prefix("missing field `")
             .and_then(|m| m.split('`').next())
         {
-            param = if param == "." { field.to_owned() } else { format!("{param}.{field}") };
+            param = if param == "." {
+                field.to_owned()
+            } else {
+                format!("{param}.{field}")
+            };
         }
         let param = (param != ".").then_some(param);
         let message = match &param {

@@ -47,7 +47,11 @@ pub async fn healthz() -> Json<Value> {
 /// `GET /readyz`: ready to take traffic; 503 once shutdown has begun.
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.shutting_down.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting_down"})),
+        )
+            .into_response()
     } else {
         Json(json!({"status": "ready"})).into_response()
     }

@@ -53,12 +53,14 @@ pub async fn require_client_key(State(app): State<Arc<App>>, req: Request, next:
         match bearer(&req) {
             None => {
                 return ApiError::Unauthorized(
-                    "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.".into(),
+                    "You didn't provide an API key. Send it as `Authorization: Bearer <key>`."
+                        .into(),
                 )
                 .into_response();
             }
             Some(k) if !same(k.as_bytes(), master.expose_secret().as_bytes()) => {
-                return ApiError::Unauthorized("Incorrect API key provided.".into()).into_response();
+                return ApiError::Unauthorized("Incorrect API key provided.".into())
+                    .into_response();
             }
             Some(_) => {}
         }

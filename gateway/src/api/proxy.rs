@@ -35,7 +35,12 @@ pub fn fail(mut log: RequestLog, error: ApiError) -> Response {
     error.into_response()
 }
 
-pub async fn forward(app: &App, mut log: RequestLog, started: Instant, fwd: Forward<'_>) -> Response {
+pub async fn forward(
+    app: &App,
+    mut log: RequestLog,
+    started: Instant,
+    fwd: Forward<'_>,
+) -> Response {
     log.model_group = Some(fwd.model.to_owned());
     log.stream = fwd.stream;
     let Some(group) = app.groups.get(fwd.model) else {

@@ -67,7 +67,10 @@ pub fn body(first: Bytes, rest: ChunkStream, mut log: RequestLog, deployment: St
                 tracing::warn!(request_id = %st.log.request_id, deployment = %st.deployment,
                                error = %error, "upstream failed mid-stream");
                 st.log.outcome = "upstream_error_mid_stream";
-                let err = ApiError::Upstream { deployment: st.deployment.clone(), error };
+                let err = ApiError::Upstream {
+                    deployment: st.deployment.clone(),
+                    error,
+                };
                 Some((Ok(frame(err.body().to_string().as_bytes())), None))
             }
             None => {

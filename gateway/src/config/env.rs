@@ -33,7 +33,9 @@ pub fn apply_env_overrides(
                 .entry(segment.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             cursor = entry.as_table_mut().ok_or_else(|| {
-                ConfigError(format!("{key}: `{segment}` is not a table, cannot override inside it"))
+                ConfigError(format!(
+                    "{key}: `{segment}` is not a table, cannot override inside it"
+                ))
             })?;
         }
         cursor.insert(last.clone(), value);

@@ -11,13 +11,13 @@ mod validate;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use env::apply_env_overrides;
 pub use secret::SecretRef;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// HTTP listener and request limits.
@@ -44,7 +44,7 @@ pub struct Config {
 }
 
 /// `[server]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free port (logged at start-up).
@@ -76,7 +76,7 @@ impl Default for ServerConfig {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Master key. When set, every `/v1/*` call needs `Authorization: Bearer
@@ -86,7 +86,7 @@ pub struct AuthConfig {
 }
 
 /// `[logging]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
     /// `json` (one JSON object per line) or `text`.
@@ -106,7 +106,7 @@ impl Default for LoggingConfig {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Json,
@@ -114,7 +114,7 @@ pub enum LogFormat {
 }
 
 /// `[retry]` and per-deployment `retry`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Retries on one deployment after the first attempt, for retryable
@@ -142,7 +142,7 @@ impl Default for RetryConfig {
 }
 
 /// `[breaker]`
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
     /// Consecutive failed attempts that open a deployment's breaker.
@@ -162,7 +162,7 @@ impl Default for BreakerConfig {
 }
 
 /// `[providers.NAME]`: an upstream, tagged by its wire format.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProviderConfig {
     /// OpenAI and every OpenAI-compatible server (vLLM, SGLang, TGI, Ollama,
@@ -214,7 +214,7 @@ fn default_anthropic_max_tokens() -> u32 {
 }
 
 /// `[[model_groups]]`: a model name clients ask for, served by deployments.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelGroupConfig {
     /// The name clients put in `model`.
@@ -227,7 +227,7 @@ pub struct ModelGroupConfig {
 }
 
 /// Deployment choice within a model group.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Always start with the first deployment; fall back in listed order.
@@ -239,7 +239,7 @@ pub enum Strategy {
 }
 
 /// `[[model_groups.deployments]]`: one provider + upstream model.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     /// Name of a provider under `[providers]`.
@@ -264,7 +264,7 @@ fn default_weight() -> u32 {
 }
 
 /// Per-deployment time-outs, in milliseconds.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutConfig {
     /// TCP (and TLS) connection set-up.
@@ -303,8 +303,8 @@ impl Config {
             .parse()
             .map_err(|e: toml::de::Error| ConfigError(format!("invalid TOML: {e}")))?;
         apply_env_overrides(&mut table, env)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner().message().to_owned();
                 if path == "." || path.is_empty() {

@@ -2,10 +2,10 @@
 //! [`SecretString`] so they cannot be printed by accident.
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a secret lives: `{ env = "NAME" }` or `{ file = "/path" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum SecretRef {
     /// The value of this environment variable.
@@ -18,8 +18,9 @@ impl SecretRef {
     /// Read the secret; the error names the location, never a value.
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<SecretString, String> {
         let value = match self {
-            Self::Env(name) => env(name)
-                .ok_or_else(|| format!("environment variable {name} is not set"))?,
+            Self::Env(name) => {
+                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?
+            }
             Self::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
                 .trim()

@@ -39,47 +39,79 @@ fn minimal_config_gets_documented_defaults() {
 
 #[test]
 fn unknown_fields_are_rejected_with_their_path() {
-    let e = err(&format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:1\"\nmax_bdy = 3\n"));
+    let e = err(&format!(
+        "{MINIMAL}\n[server]\nlisten = \"127.0.0.1:1\"\nmax_bdy = 3\n"
+    ));
     assert!(e.contains("server") && e.contains("max_bdy"), "{e}");
     let e = err(&MINIMAL.replace("model = \"gpt-4o-mini\"", "model = \"x\"\nwieght = 2"));
-    assert!(e.contains("model_groups[0].deployments[0]") && e.contains("wieght"), "{e}");
-    let e = err(&MINIMAL.replace("type = \"openai_compat\"", "type = \"openai_compat\"\nbase = 1"));
+    assert!(
+        e.contains("model_groups[0].deployments[0]") && e.contains("wieght"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace(
+        "type = \"openai_compat\"",
+        "type = \"openai_compat\"\nbase = 1",
+    ));
     assert!(e.contains("providers.openai") && e.contains("base"), "{e}");
 }
 
 #[test]
 fn wrong_types_and_values_name_the_field() {
-    let e = err(&format!("{MINIMAL}\n[server]\nlisten = \"not an address\"\n"));
+    let e = err(&format!(
+        "{MINIMAL}\n[server]\nlisten = \"not an address\"\n"
+    ));
     assert!(e.starts_with("server.listen"), "{e}");
     let e = err(&MINIMAL.replace("openai_compat", "openai_compatible"));
-    assert!(e.contains("providers.openai") && e.contains("openai_compatible"), "{e}");
+    assert!(
+        e.contains("providers.openai") && e.contains("openai_compatible"),
+        "{e}"
+    );
     let e = err(&MINIMAL.replace("https://api.openai.com/v1", "ftp://x"));
     assert!(e.starts_with("providers.openai.base_url"), "{e}");
     let e = err(&MINIMAL.replace("provider = \"openai\"", "provider = \"nope\""));
-    assert!(e.contains("model_groups[0].deployments[0].provider") && e.contains("nope"), "{e}");
-    let e = err(&format!("{MINIMAL}\n[[model_groups]]\nname = \"gpt-4o-mini\"\ndeployments = []\n"));
+    assert!(
+        e.contains("model_groups[0].deployments[0].provider") && e.contains("nope"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[[model_groups]]\nname = \"gpt-4o-mini\"\ndeployments = []\n"
+    ));
     assert!(e.contains("model_groups[1]"), "{e}");
-    let e = err(&MINIMAL.replace("model = \"gpt-4o-mini\"", "model = \"x\"\ntimeouts = { ttft_ms = 10, total_ms = 5 }"));
+    let e = err(&MINIMAL.replace(
+        "model = \"gpt-4o-mini\"",
+        "model = \"x\"\ntimeouts = { ttft_ms = 10, total_ms = 5 }",
+    ));
     assert!(e.contains("ttft_ms"), "{e}");
 }
 
 #[test]
 fn env_overrides_apply_with_types() {
     let env = vec![
-        ("SWITCHYARD__SERVER__LISTEN".to_owned(), "0.0.0.0:9999".to_owned()),
+        (
+            "SWITCHYARD__SERVER__LISTEN".to_owned(),
+            "0.0.0.0:9999".to_owned(),
+        ),
         ("SWITCHYARD__SERVER__MAX_N".to_owned(), "4".to_owned()),
-        ("SWITCHYARD__PROVIDERS__OPENAI__BASE_URL".to_owned(), "http://gpu-1:8000/v1".to_owned()),
+        (
+            "SWITCHYARD__PROVIDERS__OPENAI__BASE_URL".to_owned(),
+            "http://gpu-1:8000/v1".to_owned(),
+        ),
         ("UNRELATED".to_owned(), "1".to_owned()),
     ];
     let c = Config::parse(MINIMAL, env).unwrap_or_else(|e| unreachable!("{e}"));
     assert_eq!(c.server.listen.to_string(), "0.0.0.0:9999");
     assert_eq!(c.server.max_n, 4);
     match &c.providers["openai"] {
-        ProviderConfig::OpenaiCompat { base_url, .. } => assert_eq!(base_url, "http://gpu-1:8000/v1"),
+        ProviderConfig::OpenaiCompat { base_url, .. } => {
+            assert_eq!(base_url, "http://gpu-1:8000/v1")
+        }
         other => unreachable!("{other:?}"),
     }
     let bad = vec![("SWITCHYARD__SERVER__MAX_N".to_owned(), "lots".to_owned())];
-    let e = Config::parse(MINIMAL, bad).err().map(|e| e.0).unwrap_or_default();
+    let e = Config::parse(MINIMAL, bad)
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default();
     assert!(e.starts_with("server.max_n"), "{e}");
 }
 
@@ -90,12 +122,20 @@ fn secrets_resolve_by_location_and_never_print() {
     let s = SecretRef::Env("OPENAI_API_KEY".into());
     let secret = s.resolve(&env).unwrap_or_else(|e| unreachable!("{e}"));
     assert!(!format!("{secret:?}").contains("sk-very-secret"));
-    let missing = SecretRef::Env("NOPE".into()).resolve(&env).err().unwrap_or_default();
+    let missing = SecretRef::Env("NOPE".into())
+        .resolve(&env)
+        .err()
+        .unwrap_or_default();
     assert!(missing.contains("NOPE"));
     let dir = std::env::temp_dir().join(format!("sy-secret-{}", std::process::id()));
     std::fs::write(&dir, "  from-file \n").unwrap_or_else(|e| unreachable!("{e}"));
-    let from_file = SecretRef::File(dir.clone()).resolve(&env).unwrap_or_else(|e| unreachable!("{e}"));
-    assert_eq!(secrecy::ExposeSecret::expose_secret(&from_file), "from-file");
+    let from_file = SecretRef::File(dir.clone())
+        .resolve(&env)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&from_file),
+        "from-file"
+    );
     let _ = std::fs::remove_file(dir);
 }
 
@@ -107,4 +147,57 @@ fn example_configs_parse() {
             unreachable!("{path}: {e}");
         }
     }
+}
+
+/// Key paths of a TOML value, arrays collapsed to `[]`.
+fn key_paths(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.insert(p.clone());
+                if !matches!(k.as_str(), "api_key" | "master_key") {
+                    key_paths(v, &p, out);
+                }
+            }
+        }
+        toml::Value::Array(items) => {
+            for item in items {
+                key_paths(item, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn reference_block_matches_the_code() {
+    let doc = std::fs::read_to_string("../docs/configuration.md").unwrap();
+    let block = doc
+        .split("## Reference")
+        .nth(1)
+        .and_then(|s| s.split("```toml\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .unwrap();
+    // Documented ⊆ code: the block parses with unknown fields denied.
+    let config = Config::parse(block, Vec::new())
+        .unwrap_or_else(|e| unreachable!("docs/configuration.md: {e}"));
+    // Code ⊆ documented: every field the code has (defaults filled in) is in the block.
+    let mut documented = std::collections::BTreeSet::new();
+    key_paths(
+        &toml::Value::Table(block.parse().unwrap()),
+        "",
+        &mut documented,
+    );
+    let mut actual = std::collections::BTreeSet::new();
+    key_paths(&toml::Value::try_from(&config).unwrap(), "", &mut actual);
+    let missing: Vec<_> = actual.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "fields missing from docs/configuration.md: {missing:?}"
+    );
 }

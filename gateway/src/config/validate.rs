@@ -13,7 +13,9 @@ impl Config {
             return err("server.max_body_bytes: must be at least 1024".into());
         }
         if s.max_messages == 0 || s.max_n == 0 || s.max_embedding_inputs == 0 {
-            return err("server: max_messages, max_n and max_embedding_inputs must be at least 1".into());
+            return err(
+                "server: max_messages, max_n and max_embedding_inputs must be at least 1".into(),
+            );
         }
         if self.breaker.failure_threshold == 0 {
             return err("breaker.failure_threshold: must be at least 1".into());
@@ -24,23 +26,41 @@ impl Config {
         for (name, provider) in &self.providers {
             let (field, url) = match provider {
                 ProviderConfig::OpenaiCompat { base_url, .. } => ("base_url", base_url),
-                ProviderConfig::AzureOpenai { base_url, api_version, .. } => {
+                ProviderConfig::AzureOpenai {
+                    base_url,
+                    api_version,
+                    ..
+                } => {
                     if api_version.trim().is_empty() {
                         return err(format!("providers.{name}.api_version: must not be empty"));
                     }
                     ("base_url", base_url)
                 }
-                ProviderConfig::Anthropic { base_url, default_max_tokens, .. } => {
+                ProviderConfig::Anthropic {
+                    base_url,
+                    default_max_tokens,
+                    ..
+                } => {
                     if *default_max_tokens == 0 {
-                        return err(format!("providers.{name}.default_max_tokens: must be at least 1"));
+                        return err(format!(
+                            "providers.{name}.default_max_tokens: must be at least 1"
+                        ));
                     }
                     ("base_url", base_url)
                 }
             };
             match reqwest::Url::parse(url) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-                Ok(_) => return err(format!("providers.{name}.{field}: must be an http or https URL")),
-                Err(e) => return err(format!("providers.{name}.{field}: invalid URL `{url}`: {e}")),
+                Ok(_) => {
+                    return err(format!(
+                        "providers.{name}.{field}: must be an http or https URL"
+                    ));
+                }
+                Err(e) => {
+                    return err(format!(
+                        "providers.{name}.{field}: invalid URL `{url}`: {e}"
+                    ));
+                }
             }
         }
         let mut groups = HashSet::new();
@@ -53,7 +73,10 @@ impl Config {
                 return err(format!("{at}.name: duplicate model group `{}`", group.name));
             }
             if group.deployments.is_empty() {
-                return err(format!("{at}.deployments: model group `{}` needs at least one deployment", group.name));
+                return err(format!(
+                    "{at}.deployments: model group `{}` needs at least one deployment",
+                    group.name
+                ));
             }
             let mut ids = HashSet::new();
             for (j, d) in group.deployments.iter().enumerate() {
@@ -63,25 +86,38 @@ impl Config {
                     return err(format!(
                         "{at}.provider: unknown provider `{}` (configured: {})",
                         d.provider,
-                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
                     ));
                 }
                 if d.model.trim().is_empty() {
                     return err(format!("{at}.model: must not be empty"));
                 }
                 if group.strategy == Strategy::Weighted && d.weight == 0 {
-                    return err(format!("{at}.weight: must be at least 1 with strategy = \"weighted\""));
+                    return err(format!(
+                        "{at}.weight: must be at least 1 with strategy = \"weighted\""
+                    ));
                 }
                 let t = &d.timeouts;
                 if t.connect_ms == 0 || t.ttft_ms == 0 || t.total_ms == 0 {
-                    return err(format!("{at}.timeouts: every time-out must be at least 1 ms"));
+                    return err(format!(
+                        "{at}.timeouts: every time-out must be at least 1 ms"
+                    ));
                 }
                 if t.ttft_ms > t.total_ms {
                     return err(format!("{at}.timeouts.ttft_ms: must not exceed total_ms"));
                 }
-                let id = d.id.clone().unwrap_or_else(|| format!("{}/{}", d.provider, d.model));
+                let id =
+                    d.id.clone()
+                        .unwrap_or_else(|| format!("{}/{}", d.provider, d.model));
                 if !ids.insert(id.clone()) {
-                    return err(format!("{at}: duplicate deployment id `{id}` in group `{}` (set `id`)", group.name));
+                    return err(format!(
+                        "{at}: duplicate deployment id `{id}` in group `{}` (set `id`)",
+                        group.name
+                    ));
                 }
             }
         }

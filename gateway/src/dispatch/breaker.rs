@@ -13,10 +13,14 @@ use crate::config::BreakerConfig;
 #[derive(Debug, Clone, Copy)]
 enum State {
     Closed,
-    Open { until: Instant },
+    Open {
+        until: Instant,
+    },
     /// One probe is out; it started at `since`. A probe that never reports
     /// (its client went away) is replaced after `open_ms`.
-    HalfOpen { since: Instant },
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -32,7 +36,9 @@ pub enum Admission {
     /// Allowed as the half-open probe.
     Probe,
     /// Breaker open; it may let a probe through after this long.
-    Rejected { retry_in: Duration },
+    Rejected {
+        retry_in: Duration,
+    },
 }
 
 /// What the admin API shows.

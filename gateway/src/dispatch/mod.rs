@@ -17,8 +17,8 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::error::ApiError;
 use crate::providers::{
-    ChunkStream, Deadlines, Provider, ProviderError, TimeoutPhase, UpstreamReply,
-    UpstreamRequest, Usage,
+    ChunkStream, Deadlines, Provider, ProviderError, TimeoutPhase, UpstreamReply, UpstreamRequest,
+    Usage,
 };
 use crate::routing::{Deployment, ModelGroup};
 use breaker::{Admission, Transition};
@@ -158,13 +158,15 @@ async fn attempt(dep: &Deployment, req: &UpstreamRequest<'_>) -> Result<Committe
     let deadlines = Deadlines::from_now(&dep.timeouts);
     match dep.provider.send(req, &dep.model, deadlines).await? {
         UpstreamReply::Complete { body, usage } => Ok(Committed::Complete { body, usage }),
-        UpstreamReply::Stream(mut rest) => match timeout_at(deadlines.first_byte, rest.next()).await {
-            Err(_) => Err(ProviderError::Timeout(TimeoutPhase::FirstByte)),
-            Ok(None) => Err(ProviderError::Protocol(
-                "upstream stream ended before its first chunk".into(),
-            )),
-            Ok(Some(Err(e))) => Err(e),
-            Ok(Some(Ok(first))) => Ok(Committed::Stream { first, rest }),
-        },
+        UpstreamReply::Stream(mut rest) => {
+            match timeout_at(deadlines.first_byte, rest.next()).await {
+                Err(_) => Err(ProviderError::Timeout(TimeoutPhase::FirstByte)),
+                Ok(None) => Err(ProviderError::Protocol(
+                    "upstream stream ended before its first chunk".into(),
+                )),
+                Ok(Some(Err(e))) => Err(e),
+                Ok(Some(Ok(first))) => Ok(Committed::Stream { first, rest }),
+            }
+        }
     }
 }

@@ -70,7 +70,9 @@ impl ProviderError {
     /// Counts against the deployment's circuit breaker.
     pub fn trips_breaker(&self) -> bool {
         match self {
-            Self::Status { status, .. } => *status == 429 || *status >= 500 || *status == 401 || *status == 403,
+            Self::Status { status, .. } => {
+                *status == 429 || *status >= 500 || *status == 401 || *status == 403
+            }
             Self::Unsupported(_) => false,
             _ => true,
         }

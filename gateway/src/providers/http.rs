@@ -46,7 +46,11 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// `retry-after` in seconds (HTTP dates are not used by model APIs).
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<f64>().ok().filter(|s| *s >= 0.0).map(Duration::from_secs_f64)
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 /// Removes a provider's key from any upstream text before it is kept.
@@ -100,7 +104,11 @@ impl Scrubber {
             .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
         ProviderError::Status {
             status,
-            message: self.scrub(if message.is_empty() { "(no message)" } else { &message }),
+            message: self.scrub(if message.is_empty() {
+                "(no message)"
+            } else {
+                &message
+            }),
             retry_after: retry_after(headers),
         }
     }

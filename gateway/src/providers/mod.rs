@@ -139,10 +139,17 @@ impl AnyProvider {
                 let key = api_key.as_ref().map(|k| secret("api_key", k)).transpose()?;
                 Self::OpenAiCompat(openai_compat::OpenAiCompat::openai(client, base_url, key))
             }
-            ProviderConfig::AzureOpenai { base_url, api_key, api_version } => {
+            ProviderConfig::AzureOpenai {
+                base_url,
+                api_key,
+                api_version,
+            } => {
                 let key = secret("api_key", api_key)?;
                 Self::OpenAiCompat(openai_compat::OpenAiCompat::azure(
-                    client, base_url, key, api_version,
+                    client,
+                    base_url,
+                    key,
+                    api_version,
                 ))
             }
             ProviderConfig::Anthropic {

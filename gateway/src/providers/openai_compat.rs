@@ -147,9 +147,7 @@ impl Provider for OpenAiCompat {
                 .await
                 .map_err(|_| ProviderError::Timeout(TimeoutPhase::Total))?
                 .unwrap_or_default();
-            return Err(self
-                .scrubber
-                .status_error(status.as_u16(), &headers, &body));
+            return Err(self.scrubber.status_error(status.as_u16(), &headers, &body));
         }
         if !req.stream {
             let body = timeout_at(deadlines.total, resp.bytes())
@@ -181,7 +179,9 @@ fn sse_chunks(resp: reqwest::Response, deadlines: Deadlines, scrubber: Scrubber)
             loop {
                 let next = match timeout_at(deadlines.total, events.next()).await {
                     Ok(next) => next,
-                    Err(_) => return Some((Err(ProviderError::Timeout(TimeoutPhase::Total)), None)),
+                    Err(_) => {
+                        return Some((Err(ProviderError::Timeout(TimeoutPhase::Total)), None));
+                    }
                 };
                 return match next {
                     Some(Ok(ev)) if ev.data.is_empty() => continue,
@@ -189,14 +189,26 @@ fn sse_chunks(resp: reqwest::Response, deadlines: Deadlines, scrubber: Scrubber)
                     Some(Ok(ev)) if ev.data.starts_with("{\"error\"") => {
                         let message = serde_json::from_str::<Value>(&ev.data)
                             .ok()
-                            .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+                            .and_then(|v| {
+                                v.pointer("/error/message")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_owned)
+                            })
                             .unwrap_or_else(|| "upstream reported an error".into());
-                        Some((Err(ProviderError::Transport(scrubber.scrub(&message))), None))
+                        Some((
+                            Err(ProviderError::Transport(scrubber.scrub(&message))),
+                            None,
+                        ))
                     }
                     Some(Ok(ev)) => Some((Ok(Bytes::from(ev.data)), Some(events))),
-                    Some(Err(e)) => Some((Err(ProviderError::Transport(scrubber.scrub(&e.to_string()))), None)),
+                    Some(Err(e)) => Some((
+                        Err(ProviderError::Transport(scrubber.scrub(&e.to_string()))),
+                        None,
+                    )),
                     None => Some((
-                        Err(ProviderError::Protocol("upstream stream ended before [DONE]".into())),
+                        Err(ProviderError::Protocol(
+                            "upstream stream ended before [DONE]".into(),
+                        )),
                         None,
                     )),
                 };

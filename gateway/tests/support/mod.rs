@@ -64,7 +64,12 @@ impl Gateway {
                 break v["addr"].as_str().unwrap().parse().unwrap();
             }
         };
-        Gateway { child, addr, logs: rx, _dir: dir }
+        Gateway {
+            child,
+            addr,
+            logs: rx,
+            _dir: dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -87,9 +92,8 @@ impl Drop for Gateway {
 /// A config with one model group `m` whose deployments are the given fakes,
 /// in order, all OpenAI-format, with fast retries.
 pub fn ordered_config(fakes: &[&FakeUpstream], extra: &str) -> String {
-    let mut c = String::from(
-        "[retry]\nmax_retries = 2\nbackoff_base_ms = 10\nbackoff_max_ms = 50\n\n",
-    );
+    let mut c =
+        String::from("[retry]\nmax_retries = 2\nbackoff_base_ms = 10\nbackoff_max_ms = 50\n\n");
     c.push_str(extra);
     for (i, f) in fakes.iter().enumerate() {
         c.push_str(&format!(

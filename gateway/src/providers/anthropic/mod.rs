@@ -112,7 +112,12 @@ impl Provider for Anthropic {
         }
         let translator =
             StreamTranslator::new(now_secs(), chat.include_usage(), translated.json_tool);
-        Ok(UpstreamReply::Stream(translate_stream(resp, deadlines, translator)))
+        Ok(UpstreamReply::Stream(translate_stream(
+            resp,
+            deadlines,
+            translator,
+            self.scrubber.clone(),
+        )))
     }
 }
 
@@ -126,39 +131,53 @@ fn translate_stream(
     resp: reqwest::Response,
     deadlines: Deadlines,
     translator: StreamTranslator,
+    scrubber: Scrubber,
 ) -> ChunkStream {
     let state = StreamState {
         events: resp.bytes_stream().eventsource(),
         translator,
         pending: VecDeque::new(),
     };
-    let stream = futures_util::stream::unfold(Some(state), move |state| async move {
-        let mut st = state?;
-        loop {
-            if let Some(chunk) = st.pending.pop_front() {
-                return Some((Ok(Bytes::from(chunk.to_string())), Some(st)));
-            }
-            if st.translator.done {
-                return None;
-            }
-            let next = match timeout_at(deadlines.total, st.events.next()).await {
-                Ok(next) => next,
-                Err(_) => return Some((Err(ProviderError::Timeout(TimeoutPhase::Total)), None)),
-            };
-            match next {
-                Some(Ok(ev)) if ev.data.is_empty() => {}
-                Some(Ok(ev)) => match st.translator.on_event(&ev.data) {
-                    Ok(chunks) => st.pending.extend(chunks),
-                    Err(e) => return Some((Err(e), None)),
-                },
-                Some(Err(e)) => return Some((Err(ProviderError::Transport(e.to_string())), None)),
-                None => {
-                    return Some((
-                        Err(ProviderError::Protocol(
-                            "upstream stream ended before message_stop".into(),
-                        )),
-                        None,
-                    ));
+    let stream = futures_util::stream::unfold(Some(state), move |state| {
+        let scrubber = scrubber.clone();
+        async move {
+            let mut st = state?;
+            loop {
+                if let Some(chunk) = st.pending.pop_front() {
+                    return Some((Ok(Bytes::from(chunk.to_string())), Some(st)));
+                }
+                if st.translator.done {
+                    return None;
+                }
+                let next = match timeout_at(deadlines.total, st.events.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        return Some((Err(ProviderError::Timeout(TimeoutPhase::Total)), None));
+                    }
+                };
+                match next {
+                    Some(Ok(ev)) if ev.data.is_empty() => {}
+                    Some(Ok(ev)) => match st.translator.on_event(&ev.data) {
+                        Ok(chunks) => st.pending.extend(chunks),
+                        Err(ProviderError::Transport(m)) => {
+                            return Some((Err(ProviderError::Transport(scrubber.scrub(&m))), None));
+                        }
+                        Err(e) => return Some((Err(e), None)),
+                    },
+                    Some(Err(e)) => {
+                        return Some((
+                            Err(ProviderError::Transport(scrubber.scrub(&e.to_string()))),
+                            None,
+                        ));
+                    }
+                    None => {
+                        return Some((
+                            Err(ProviderError::Protocol(
+                                "upstream stream ended before message_stop".into(),
+                            )),
+                            None,
+                        ));
+                    }
                 }
             }
         }

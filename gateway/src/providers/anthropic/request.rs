@@ -35,10 +35,14 @@ pub(super) fn translate(
     stream: bool,
 ) -> Result<Translated, ProviderError> {
     if chat.n.unwrap_or(1) > 1 {
-        return Err(unsupported("`n` greater than 1 is not supported by Anthropic deployments"));
+        return Err(unsupported(
+            "`n` greater than 1 is not supported by Anthropic deployments",
+        ));
     }
     if chat.logprobs == Some(true) {
-        return Err(unsupported("`logprobs` is not supported by Anthropic deployments"));
+        return Err(unsupported(
+            "`logprobs` is not supported by Anthropic deployments",
+        ));
     }
     let mut system: Vec<String> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
@@ -49,23 +53,30 @@ pub(super) fn translate(
                 continue;
             }
             ChatMessage::User { content } => ("user", content_blocks(content, i)?),
-            ChatMessage::Assistant { content, tool_calls } => {
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => {
                 let mut blocks = match content {
                     Some(c) if !c.text().is_empty() => content_blocks(c, i)?,
                     _ => Vec::new(),
                 };
                 for (j, call) in tool_calls.iter().flatten().enumerate() {
-                    let input: Value = serde_json::from_str(&call.function.arguments).map_err(|_| {
-                        unsupported(format!(
-                            "messages[{i}].tool_calls[{j}].function.arguments is not valid JSON"
-                        ))
-                    })?;
+                    let input: Value =
+                        serde_json::from_str(&call.function.arguments).map_err(|_| {
+                            unsupported(format!(
+                                "messages[{i}].tool_calls[{j}].function.arguments is not valid JSON"
+                            ))
+                        })?;
                     blocks.push(json!({"type": "tool_use", "id": call.id,
                                        "name": call.function.name, "input": input}));
                 }
                 ("assistant", blocks)
             }
-            ChatMessage::Tool { content, tool_call_id } => (
+            ChatMessage::Tool {
+                content,
+                tool_call_id,
+            } => (
                 "user",
                 vec![json!({"type": "tool_result", "tool_use_id": tool_call_id,
                             "content": content.text()})],
@@ -123,7 +134,9 @@ pub(super) fn translate(
         Some(ToolChoice::Mode(ToolChoiceMode::None)) => Some(json!({"type": "none"})),
         Some(ToolChoice::Mode(ToolChoiceMode::Auto)) => Some(json!({"type": "auto"})),
         Some(ToolChoice::Mode(ToolChoiceMode::Required)) => Some(json!({"type": "any"})),
-        Some(ToolChoice::Named { function }) => Some(json!({"type": "tool", "name": function.name})),
+        Some(ToolChoice::Named { function }) => {
+            Some(json!({"type": "tool", "name": function.name}))
+        }
     };
     let mut json_tool = None;
     match &chat.response_format {

@@ -39,7 +39,12 @@ pub(super) fn to_chat_completion(
 ) -> (Value, Usage) {
     let mut text = String::new();
     let mut tool_calls = Vec::new();
-    for block in msg.get("content").and_then(Value::as_array).into_iter().flatten() {
+    for block in msg
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
             Some("tool_use") => {
@@ -55,7 +60,10 @@ pub(super) fn to_chat_completion(
             _ => {}
         }
     }
-    let stop = msg.get("stop_reason").and_then(Value::as_str).unwrap_or("end_turn");
+    let stop = msg
+        .get("stop_reason")
+        .and_then(Value::as_str)
+        .unwrap_or("end_turn");
     let mut message = json!({"role": "assistant",
         "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) },
         "refusal": null});
@@ -72,5 +80,11 @@ pub(super) fn to_chat_completion(
                      "finish_reason": finish_reason(stop, json_tool.is_some())}],
         "usage": usage_json(prompt, completion, cached),
     });
-    (body, Usage { prompt_tokens: prompt, completion_tokens: completion })
+    (
+        body,
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+        },
+    )
 }

@@ -72,9 +72,12 @@ impl StreamTranslator {
                 self.block_is_json_tool.push(json_tool);
                 if is_tool && !json_tool {
                     self.tool_index += 1;
-                    vec![self.chunk(json!({"tool_calls": [{"index": self.tool_index,
+                    vec![self.chunk(
+                        json!({"tool_calls": [{"index": self.tool_index,
                         "id": block.get("id"), "type": "function",
-                        "function": {"name": name, "arguments": ""}}]}), None)]
+                        "function": {"name": name, "arguments": ""}}]}),
+                        None,
+                    )]
                 } else {
                     Vec::new()
                 }
@@ -121,8 +124,11 @@ impl StreamTranslator {
                 if self.include_usage {
                     let mut c = self.chunk(json!({}), None);
                     c["choices"] = json!([]);
-                    c["usage"] =
-                        usage_json(self.prompt_tokens, self.completion_tokens, self.cached_tokens);
+                    c["usage"] = usage_json(
+                        self.prompt_tokens,
+                        self.completion_tokens,
+                        self.cached_tokens,
+                    );
                     vec![c]
                 } else {
                     Vec::new()

@@ -42,13 +42,28 @@ fn request_moves_system_converts_tools_and_merges_tool_results() {
     assert_eq!(b["stop_sequences"], json!(["END"]));
     assert_eq!(b["metadata"]["user_id"], "u1");
     assert_eq!(b["stream"], true);
-    assert_eq!(b["tools"][0]["input_schema"]["properties"]["q"]["type"], "number");
-    assert_eq!(b["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+    assert_eq!(
+        b["tools"][0]["input_schema"]["properties"]["q"]["type"],
+        "number"
+    );
+    assert_eq!(
+        b["tool_choice"],
+        json!({"type": "any", "disable_parallel_tool_use": true})
+    );
     let msgs = b["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 3, "user, assistant, user(tool results merged)");
-    assert_eq!(msgs[0]["content"][1]["source"], json!({"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}));
-    assert_eq!(msgs[0]["content"][2]["source"], json!({"type": "url", "url": "https://example.com/cat.jpg"}));
-    assert_eq!(msgs[1]["content"][0], json!({"type": "tool_use", "id": "call_1", "name": "look", "input": {"q": 1}}));
+    assert_eq!(
+        msgs[0]["content"][1]["source"],
+        json!({"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="})
+    );
+    assert_eq!(
+        msgs[0]["content"][2]["source"],
+        json!({"type": "url", "url": "https://example.com/cat.jpg"})
+    );
+    assert_eq!(
+        msgs[1]["content"][0],
+        json!({"type": "tool_use", "id": "call_1", "name": "look", "input": {"q": 1}})
+    );
     assert_eq!(msgs[2]["role"], "user");
     assert_eq!(msgs[2]["content"][1]["tool_use_id"], "call_2");
 }
@@ -61,19 +76,33 @@ fn request_refuses_what_anthropic_cannot_do() {
         {"role": "user", "content": "x"},
         {"role": "assistant", "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]}
     ]}));
-    let e = translate(&bad_args, "c", 10, false).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(e.contains("messages[1].tool_calls[0].function.arguments"), "{e}");
+    let e = translate(&bad_args, "c", 10, false)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("messages[1].tool_calls[0].function.arguments"),
+        "{e}"
+    );
     let defaults = chat(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}));
-    assert_eq!(translate(&defaults, "c", 321, false).unwrap().body["max_tokens"], 321);
+    assert_eq!(
+        translate(&defaults, "c", 321, false).unwrap().body["max_tokens"],
+        321
+    );
 }
 
 #[test]
 fn json_schema_becomes_a_forced_tool_and_comes_back_as_content() {
-    let req = chat(json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+    let req = chat(
+        json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "answer",
-            "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}}));
+            "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}}),
+    );
     let t = translate(&req, "c", 10, false).unwrap();
-    assert_eq!(t.body["tool_choice"], json!({"type": "tool", "name": "answer"}));
+    assert_eq!(
+        t.body["tool_choice"],
+        json!({"type": "tool", "name": "answer"})
+    );
     let resp = json!({"id": "msg_1", "model": "c", "stop_reason": "tool_use",
         "content": [{"type": "tool_use", "id": "t1", "name": "answer", "input": {"a": "b"}}],
         "usage": {"input_tokens": 3, "output_tokens": 4}});
@@ -93,12 +122,18 @@ fn response_maps_tool_use_stop_reasons_and_cached_usage() {
     let choice = &body["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls");
     assert_eq!(choice["message"]["content"], "let me look");
-    assert_eq!(choice["message"]["tool_calls"][0]["function"]["arguments"], "{\"q\":1}");
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["arguments"],
+        "{\"q\":1}"
+    );
     assert_eq!(body["usage"]["prompt_tokens"], 100);
     assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 90);
     assert_eq!(usage.prompt_tokens, 100);
     let max = json!({"stop_reason": "max_tokens", "content": [{"type": "text", "text": "x"}]});
-    assert_eq!(to_chat_completion(&max, None, 0).0["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        to_chat_completion(&max, None, 0).0["choices"][0]["finish_reason"],
+        "length"
+    );
 }
 
 #[test]
@@ -124,16 +159,27 @@ fn stream_events_become_openai_chunks() {
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(chunks[0]["id"], "msg_9");
     assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hi");
-    assert_eq!(chunks[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "look");
+    assert_eq!(
+        chunks[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+        "look"
+    );
     let args: String = chunks[3..5]
         .iter()
-        .map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap().to_owned())
+        .map(|c| {
+            c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(args, "{\"q\":1}");
     assert_eq!(chunks[5]["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(chunks[6]["choices"], json!([]));
     assert_eq!(chunks[6]["usage"]["prompt_tokens"], 12);
     assert_eq!(chunks[6]["usage"]["completion_tokens"], 7);
-    let err = t.on_event(&json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}).to_string());
+    let err = t.on_event(
+        &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+            .to_string(),
+    );
     assert!(err.is_err());
 }
