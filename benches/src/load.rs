@@ -45,6 +45,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// Fold another run of the same target into this one.
+    pub fn merge(&mut self, other: Report) {
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.late += other.late;
+        self.elapsed += other.elapsed;
+        let _ = self.latency.add(&other.latency);
+        let _ = self.overhead.add(&other.overhead);
+    }
+
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }

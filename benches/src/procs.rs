@@ -70,8 +70,19 @@ pub fn start_switchyard(
     // Read stderr on a thread (and keep draining it, so the child never
     // blocks on a full pipe); wait for the address with a deadline.
     let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let mut log_file = match std::env::var("SWITCHYARD_BENCH_LOG_DIR") {
+        Ok(dir) => Some(std::fs::File::create(format!(
+            "{dir}/{}.log",
+            args.first().unwrap_or(&"proc")
+        ))?),
+        Err(_) => None,
+    };
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(f) = log_file.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                 && v["message"]
                     .as_str()

@@ -84,6 +84,10 @@ fn unauthorized(presented: Option<&str>) -> Response<Body> {
 }
 
 /// Common prologue: record, authenticate, apply a status fault, parse JSON.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response itself, returned at once"
+)]
 fn prologue(
     st: &FakeState,
     fault: Option<&Fault>,

@@ -141,12 +141,18 @@ fn secrets_resolve_by_location_and_never_print() {
 
 #[test]
 fn example_configs_parse() {
-    for path in ["../examples/quickstart.toml"] {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| unreachable!("{path}: {e}"));
-        if let Err(e) = Config::parse(&text, Vec::new()) {
-            unreachable!("{path}: {e}");
+    let mut checked = 0;
+    for entry in std::fs::read_dir("../examples").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(e) = Config::parse(&text, Vec::new()) {
+                unreachable!("{}: {e}", path.display());
+            }
+            checked += 1;
         }
     }
+    assert!(checked >= 1, "no example configs found");
 }
 
 /// Key paths of a TOML value, arrays collapsed to `[]`.
