@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use tokio::time::timeout_at;
 
-use super::{ProviderError, TimeoutPhase};
+use super::{Deadlines, ProviderError, TimeoutPhase};
 use crate::config::TimeoutConfig;
 
 /// A pooled client (rustls) for one deployment's time-outs.
@@ -112,4 +114,39 @@ impl Scrubber {
             retry_after: retry_after(headers),
         }
     }
+}
+
+/// Send a request and wait for a successful response's headers within the
+/// first-byte deadline; a non-2xx answer becomes a scrubbed
+/// [`ProviderError::Status`].
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    deadlines: Deadlines,
+    scrubber: &Scrubber,
+) -> Result<reqwest::Response, ProviderError> {
+    let resp = timeout_at(deadlines.first_byte, request.send())
+        .await
+        .map_err(|_| ProviderError::Timeout(TimeoutPhase::FirstByte))?
+        .map_err(|e| transport_error(e, TimeoutPhase::FirstByte))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let headers = resp.headers().clone();
+    let body = timeout_at(deadlines.total, resp.bytes())
+        .await
+        .map_err(|_| ProviderError::Timeout(TimeoutPhase::Total))?
+        .unwrap_or_default();
+    Err(scrubber.status_error(status.as_u16(), &headers, &body))
+}
+
+/// Read a whole response body within the total deadline.
+pub(crate) async fn read_body(
+    resp: reqwest::Response,
+    deadlines: Deadlines,
+) -> Result<Bytes, ProviderError> {
+    timeout_at(deadlines.total, resp.bytes())
+        .await
+        .map_err(|_| ProviderError::Timeout(TimeoutPhase::Total))?
+        .map_err(|e| transport_error(e, TimeoutPhase::Total))
 }

@@ -15,7 +15,7 @@ use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
 use tokio::time::timeout_at;
 
-use super::http::{Scrubber, transport_error};
+use super::http::{self, Scrubber};
 use super::{
     ChunkStream, Deadlines, Endpoint, Provider, ProviderError, TimeoutPhase, UpstreamReply,
     UpstreamRequest, Usage,
@@ -130,30 +130,14 @@ impl Provider for OpenAiCompat {
             model,
         })
         .map_err(|e| ProviderError::Protocol(e.to_string()))?;
-        let pending = self
+        let request = self
             .request(req.endpoint, model)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("x-request-id", req.request_id)
-            .body(body)
-            .send();
-        let resp = timeout_at(deadlines.first_byte, pending)
-            .await
-            .map_err(|_| ProviderError::Timeout(TimeoutPhase::FirstByte))?
-            .map_err(|e| transport_error(e, TimeoutPhase::FirstByte))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let headers = resp.headers().clone();
-            let body = timeout_at(deadlines.total, resp.bytes())
-                .await
-                .map_err(|_| ProviderError::Timeout(TimeoutPhase::Total))?
-                .unwrap_or_default();
-            return Err(self.scrubber.status_error(status.as_u16(), &headers, &body));
-        }
+            .body(body);
+        let resp = http::send(request, deadlines, &self.scrubber).await?;
         if !req.stream {
-            let body = timeout_at(deadlines.total, resp.bytes())
-                .await
-                .map_err(|_| ProviderError::Timeout(TimeoutPhase::Total))?
-                .map_err(|e| transport_error(e, TimeoutPhase::Total))?;
+            let body = http::read_body(resp, deadlines).await?;
             let usage = serde_json::from_slice::<UsageOnly>(&body)
                 .map_err(|e| ProviderError::Protocol(format!("upstream body is not JSON: {e}")))?
                 .usage;

@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use tokio::time::timeout_at;
 
-use super::http::{Scrubber, transport_error};
+use super::http::{self, Scrubber};
 use super::{
     ChunkStream, Deadlines, Endpoint, Provider, ProviderError, TimeoutPhase, UpstreamReply,
     UpstreamRequest,
@@ -75,32 +75,16 @@ impl Provider for Anthropic {
         let translated = request::translate(chat, model, self.default_max_tokens, req.stream)?;
         let body = serde_json::to_vec(&translated.body)
             .map_err(|e| ProviderError::Protocol(e.to_string()))?;
-        let pending = self
+        let request = self
             .client
             .post(&self.url)
             .header("x-api-key", self.scrubber.key().unwrap_or_default())
             .header("anthropic-version", &self.version)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send();
-        let resp = timeout_at(deadlines.first_byte, pending)
-            .await
-            .map_err(|_| ProviderError::Timeout(TimeoutPhase::FirstByte))?
-            .map_err(|e| transport_error(e, TimeoutPhase::FirstByte))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let headers = resp.headers().clone();
-            let body = timeout_at(deadlines.total, resp.bytes())
-                .await
-                .map_err(|_| ProviderError::Timeout(TimeoutPhase::Total))?
-                .unwrap_or_default();
-            return Err(self.scrubber.status_error(status.as_u16(), &headers, &body));
-        }
+            .body(body);
+        let resp = http::send(request, deadlines, &self.scrubber).await?;
         if !req.stream {
-            let bytes = timeout_at(deadlines.total, resp.bytes())
-                .await
-                .map_err(|_| ProviderError::Timeout(TimeoutPhase::Total))?
-                .map_err(|e| transport_error(e, TimeoutPhase::Total))?;
+            let bytes = http::read_body(resp, deadlines).await?;
             let msg: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ProviderError::Protocol(format!("upstream body is not JSON: {e}")))?;
             let (body, usage) =
