@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
+./models/fetch.sh   # the embedding model the embedder tests load (verified by hash)
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked
 cargo nextest run --workspace --locked --no-fail-fast

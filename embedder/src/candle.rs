@@ -1,0 +1,218 @@
+//! The Candle implementation of [`Embedder`] for BERT-family models.
+//!
+//! Truncation policy: each text keeps its first `max_tokens` tokens,
+//! `[CLS]` and `[SEP]` included (as sentence-transformers does); the rest is
+//! ignored. Padding is per batch, to its longest text; the attention mask
+//! keeps padding out of attention and out of mean pooling.
+
+use std::str::FromStr;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use crate::model_dir::{ModelDir, Pooling};
+use crate::{EmbedError, Embedder, Embeddings};
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    /// `cuda:N`; needs the `cuda` feature.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}` (expected `cpu` or `cuda:N`)")),
+        }
+    }
+}
+
+/// Weight and activation precision. F16 and BF16 are for GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+}
+
+fn inference(e: candle_core::Error) -> EmbedError {
+    EmbedError::Inference(e.to_string())
+}
+
+/// A loaded model.
+pub struct CandleEmbedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    dtype: DType,
+    pooling: Pooling,
+    normalize: bool,
+    max_tokens: usize,
+    dimension: usize,
+}
+
+impl std::fmt::Debug for CandleEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CandleEmbedder")
+            .field("device", &self.device)
+            .field("pooling", &self.pooling)
+            .field("dimension", &self.dimension)
+            .field("max_tokens", &self.max_tokens)
+            .finish()
+    }
+}
+
+impl CandleEmbedder {
+    /// Load the model in `dir` onto `device`.
+    pub fn load(
+        dir: &ModelDir,
+        device: DeviceSpec,
+        precision: Precision,
+    ) -> Result<Self, EmbedError> {
+        let device = match device {
+            DeviceSpec::Cpu => Device::Cpu,
+            DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| {
+                EmbedError::Model(format!("cuda:{n}: {e} (built without the `cuda` feature?)"))
+            })?,
+        };
+        if device.is_cpu() && precision != Precision::F32 {
+            return Err(EmbedError::Model(
+                "F16 and BF16 are for GPUs; use F32 on the CPU".into(),
+            ));
+        }
+        let config_text = std::fs::read_to_string(dir.path.join("config.json"))
+            .map_err(|e| EmbedError::Model(format!("config.json: {e}")))?;
+        let config: Config = serde_json::from_str(&config_text)
+            .map_err(|e| EmbedError::Model(format!("config.json: {e}")))?;
+        let dtype = precision.dtype();
+        // Read the weights into tensors (no memory map: no unsafe code).
+        let tensors = candle_core::safetensors::load(dir.path.join("model.safetensors"), &device)
+            .map_err(|e| EmbedError::Model(format!("model.safetensors: {e}")))?;
+        let vb = VarBuilder::from_tensors(tensors, dtype, &device);
+        let model = BertModel::load(vb, &config).map_err(|e| EmbedError::Model(e.to_string()))?;
+        let mut tokenizer = Tokenizer::from_file(dir.path.join("tokenizer.json"))
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            pad_id,
+            pad_token: "[PAD]".into(),
+            ..PaddingParams::default()
+        }));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: dir.max_tokens,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        Ok(Self {
+            model,
+            tokenizer,
+            device,
+            dtype,
+            pooling: dir.pooling,
+            normalize: dir.normalize,
+            max_tokens: dir.max_tokens,
+            dimension: config.hidden_size,
+        })
+    }
+
+    fn forward(
+        &self,
+        ids: Vec<u32>,
+        mask: Vec<u32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Vec<f32>>, candle_core::Error> {
+        let input_ids = Tensor::from_vec(ids, (rows, cols), &self.device)?;
+        let token_type_ids = input_ids.zeros_like()?;
+        let mask = Tensor::from_vec(mask, (rows, cols), &self.device)?;
+        let hidden = self
+            .model
+            .forward(&input_ids, &token_type_ids, Some(&mask))?;
+        let pooled = match self.pooling {
+            Pooling::Cls => hidden.i((.., 0))?,
+            Pooling::Mean => {
+                let m = mask.to_dtype(self.dtype)?.unsqueeze(2)?;
+                let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+                summed.broadcast_div(&m.sum(1)?)?
+            }
+        };
+        let pooled = pooled.to_dtype(DType::F32)?;
+        let pooled = if self.normalize {
+            let norm = pooled
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12, f32::MAX)?;
+            pooled.broadcast_div(&norm)?
+        } else {
+            pooled
+        };
+        pooled.to_vec2::<f32>()
+    }
+}
+
+impl Embedder for CandleEmbedder {
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    fn embed(&self, texts: &[String]) -> Result<Embeddings, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Embeddings {
+                vectors: Vec::new(),
+                token_counts: Vec::new(),
+            });
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        let rows = encodings.len();
+        let cols = encodings.first().map(|e| e.get_ids().len()).unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows * cols);
+        let mut mask = Vec::with_capacity(rows * cols);
+        let mut token_counts = Vec::with_capacity(rows);
+        for enc in &encodings {
+            ids.extend_from_slice(enc.get_ids());
+            mask.extend_from_slice(enc.get_attention_mask());
+            let read = enc
+                .get_attention_mask()
+                .iter()
+                .zip(enc.get_special_tokens_mask())
+                .filter(|&(&attended, &special)| attended == 1 && special == 0)
+                .count();
+            token_counts.push(read);
+        }
+        let vectors = self.forward(ids, mask, rows, cols).map_err(inference)?;
+        Ok(Embeddings {
+            vectors,
+            token_counts,
+        })
+    }
+}

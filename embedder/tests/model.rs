@@ -1,0 +1,148 @@
+//! The real all-MiniLM-L6-v2 on Candle: shape, normalisation, batching,
+//! truncation, and agreement with sentence-transformers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir, Pooling, Precision};
+
+fn model_path() -> PathBuf {
+    std::env::var_os("SWITCHYARD_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2")
+        })
+}
+
+/// One loaded model shared by the tests of this binary.
+fn model() -> Arc<CandleEmbedder> {
+    static MODEL: OnceLock<Arc<CandleEmbedder>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = ModelDir::open(model_path()).unwrap_or_else(|e| {
+                panic!("{e}: run models/fetch.sh first (it fetches and verifies the model)")
+            });
+            Arc::new(CandleEmbedder::load(&dir, DeviceSpec::Cpu, Precision::F32).unwrap())
+        })
+        .clone()
+}
+
+fn cos(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+fn embed(texts: &[&str]) -> Vec<Vec<f32>> {
+    let texts: Vec<String> = texts.iter().map(|s| (*s).to_owned()).collect();
+    model().embed(&texts).unwrap().vectors
+}
+
+#[test]
+fn model_folder_settings_come_from_its_files() {
+    let dir = ModelDir::open(model_path()).unwrap();
+    assert_eq!(dir.pooling, Pooling::Mean);
+    assert!(dir.normalize);
+    assert_eq!(dir.max_tokens, 256);
+}
+
+#[test]
+fn vectors_are_unit_length_and_deterministic() {
+    let m = model();
+    assert_eq!(m.dimension(), 384);
+    let a = embed(&["The cat sat on the mat."]);
+    let b = embed(&["The cat sat on the mat."]);
+    assert_eq!(a, b);
+    let norm: f32 = a[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+}
+
+#[test]
+fn padding_in_a_batch_does_not_change_a_vector() {
+    let alone = embed(&["short"]);
+    let batched = embed(&[
+        "short",
+        "a much longer sentence that forces padding of the short one in the batch",
+    ]);
+    assert!(
+        cos(&alone[0], &batched[0]) > 0.99999,
+        "{}",
+        cos(&alone[0], &batched[0])
+    );
+}
+
+#[test]
+fn meaning_is_captured() {
+    let v = embed(&[
+        "How do I reset my password?",
+        "I forgot my password, how can I change it?",
+        "The weather in Paris is sunny.",
+    ]);
+    assert!(cos(&v[0], &v[1]) > cos(&v[0], &v[2]) + 0.3);
+}
+
+#[test]
+fn long_texts_are_truncated_to_max_tokens() {
+    let long = "word ".repeat(1_000);
+    let out = model().embed(&[long.clone(), "two words".into()]).unwrap();
+    assert_eq!(
+        out.token_counts,
+        vec![254, 2],
+        "256 minus [CLS] and [SEP]; then the real count"
+    );
+    // Anything past the limit is ignored.
+    let longer = format!("{long} completely different ending about submarines");
+    let out2 = model().embed(&[longer]).unwrap();
+    assert!(cos(&out.vectors[0], &out2.vectors[0]) > 0.99999);
+}
+
+#[test]
+fn empty_and_whitespace_texts_embed_without_error() {
+    let out = model().embed(&["".into(), "   ".into()]).unwrap();
+    assert_eq!(out.vectors.len(), 2);
+    assert_eq!(out.token_counts, vec![0, 0]);
+}
+
+#[test]
+fn matches_sentence_transformers_on_every_reference_text() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/all-MiniLM-L6-v2.json");
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let texts: Vec<String> = fixture["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    assert!(texts.len() >= 50);
+    let reference: Vec<Vec<f32>> = fixture["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect();
+    let ours = model().embed(&texts).unwrap().vectors;
+    let mut worst = (1.0f32, String::new());
+    for ((text, a), b) in texts.iter().zip(&ours).zip(&reference) {
+        let c = cos(a, b);
+        if c < worst.0 {
+            worst = (c, text.chars().take(40).collect());
+        }
+    }
+    assert!(
+        worst.0 >= 0.999,
+        "lowest cosine {} for {:?}",
+        worst.0,
+        worst.1
+    );
+}
