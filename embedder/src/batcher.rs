@@ -152,3 +152,122 @@ fn run(embedder: &dyn Embedder, jobs: Vec<Job>, max_batch: usize) {
         let _ = job.reply.send(result);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Records the batch sizes it is called with; the vector is the text's
+    /// length, so answers can be matched to questions.
+    struct Recorder {
+        batches: Mutex<Vec<usize>>,
+        delay: Duration,
+        calls: AtomicUsize,
+    }
+
+    impl Embedder for Recorder {
+        fn dimension(&self) -> usize {
+            1
+        }
+        fn max_tokens(&self) -> usize {
+            16
+        }
+        fn embed(&self, texts: &[String]) -> Result<Embeddings, EmbedError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.batches.lock().unwrap().push(texts.len());
+            std::thread::sleep(self.delay);
+            Ok(Embeddings {
+                vectors: texts.iter().map(|t| vec![t.len() as f32]).collect(),
+                token_counts: texts.iter().map(String::len).collect(),
+            })
+        }
+    }
+
+    fn recorder(delay_ms: u64) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            batches: Mutex::new(Vec::new()),
+            delay: Duration::from_millis(delay_ms),
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_forward_passes_and_get_their_own_answers() {
+        let rec = recorder(20);
+        let config = BatcherConfig {
+            max_batch: 64,
+            max_wait: Duration::from_millis(20),
+            queue_capacity: 100,
+        };
+        let b = Batcher::start(rec.clone(), config).unwrap();
+        let tasks: Vec<_> = (1..=40)
+            .map(|n| {
+                let b = b.clone();
+                tokio::spawn(
+                    async move { (n, b.embed(vec!["x".repeat(n), "y".repeat(n + 100)]).await) },
+                )
+            })
+            .collect();
+        for t in tasks {
+            let (n, out) = t.await.unwrap();
+            let out = out.unwrap();
+            assert_eq!(out.vectors, vec![vec![n as f32], vec![(n + 100) as f32]]);
+            assert_eq!(out.token_counts, vec![n, n + 100]);
+        }
+        let calls = rec.calls.load(Ordering::SeqCst);
+        assert!(calls < 40, "40 requests took {calls} forward passes");
+        assert!(rec.batches.lock().unwrap().iter().all(|&s| s <= 64));
+    }
+
+    #[tokio::test]
+    async fn big_requests_are_split_into_max_batch_chunks() {
+        let rec = recorder(0);
+        let config = BatcherConfig {
+            max_batch: 8,
+            max_wait: Duration::from_millis(1),
+            queue_capacity: 4,
+        };
+        let b = Batcher::start(rec.clone(), config).unwrap();
+        let texts: Vec<String> = (0..20).map(|i| "z".repeat(20 - i)).collect();
+        let out = b.embed(texts.clone()).await.unwrap();
+        let expected: Vec<Vec<f32>> = texts.iter().map(|t| vec![t.len() as f32]).collect();
+        assert_eq!(out.vectors, expected, "answers come back in input order");
+        assert_eq!(*rec.batches.lock().unwrap(), vec![8, 8, 4]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_is_refused_not_grown() {
+        let rec = recorder(200);
+        let config = BatcherConfig {
+            max_batch: 1,
+            max_wait: Duration::ZERO,
+            queue_capacity: 2,
+        };
+        let b = Batcher::start(rec, config).unwrap();
+        let results: Vec<_> = futures_join((0..10).map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.embed(vec!["q".into()]).await })
+        }))
+        .await;
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(EmbedError::Overloaded)))
+            .count();
+        let served = results.iter().filter(|r| r.is_ok()).count();
+        assert!(refused >= 6, "refused {refused}");
+        assert_eq!(refused + served, 10);
+    }
+
+    async fn futures_join(
+        handles: impl Iterator<Item = tokio::task::JoinHandle<Result<Embeddings, EmbedError>>>,
+    ) -> Vec<Result<Embeddings, EmbedError>> {
+        let mut out = Vec::new();
+        for h in handles.collect::<Vec<_>>() {
+            out.push(h.await.unwrap());
+        }
+        out
+    }
+}
