@@ -36,8 +36,23 @@ impl Default for BatcherConfig {
     }
 }
 
+/// What a request asks to embed.
+enum Input {
+    Texts(Vec<String>),
+    Ids(Vec<Vec<u32>>),
+}
+
+impl Input {
+    fn len(&self) -> usize {
+        match self {
+            Self::Texts(t) => t.len(),
+            Self::Ids(i) => i.len(),
+        }
+    }
+}
+
 struct Job {
-    texts: Vec<String>,
+    input: Input,
     reply: oneshot::Sender<Result<Embeddings, EmbedError>>,
 }
 
@@ -83,8 +98,18 @@ impl Batcher {
 
     /// Embed `texts`, batched with whatever else is waiting.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Embeddings, EmbedError> {
+        self.submit(Input::Texts(texts)).await
+    }
+
+    /// Embed token-id sequences in the model's own vocabulary (special
+    /// tokens are added; ids outside the vocabulary are refused).
+    pub async fn embed_ids(&self, ids: Vec<Vec<u32>>) -> Result<Embeddings, EmbedError> {
+        self.submit(Input::Ids(ids)).await
+    }
+
+    async fn submit(&self, input: Input) -> Result<Embeddings, EmbedError> {
         let (reply, answer) = oneshot::channel();
-        match self.tx.try_send(Job { texts, reply }) {
+        match self.tx.try_send(Job { input, reply }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(EmbedError::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(EmbedError::Closed),
@@ -96,12 +121,12 @@ impl Batcher {
 fn worker(embedder: &dyn Embedder, rx: &Receiver<Job>, config: BatcherConfig) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
-        let mut count = jobs[0].texts.len();
+        let mut count = jobs[0].input.len();
         let deadline = Instant::now() + config.max_wait;
         while count < config.max_batch {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(job) => {
-                    count += job.texts.len();
+                    count += job.input.len();
                     jobs.push(job);
                 }
                 Err(RecvTimeoutError::Timeout) => break,
@@ -112,20 +137,36 @@ fn worker(embedder: &dyn Embedder, rx: &Receiver<Job>, config: BatcherConfig) {
     }
 }
 
-/// Embed every job's texts, sorted by length and chunked, and answer each.
+/// Turn every job into model inputs (a job whose input is invalid is
+/// answered with its own error), embed all inputs sorted by length in chunks
+/// of `max_batch` (less padding), and answer each job in its input order.
 fn run(embedder: &dyn Embedder, jobs: Vec<Job>, max_batch: usize) {
-    let mut all: Vec<(usize, &str)> = jobs
+    let mut live = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let sequences = match &job.input {
+            Input::Texts(texts) => embedder.tokenize(texts),
+            Input::Ids(ids) => ids.iter().map(|i| embedder.wrap_ids(i)).collect(),
+        };
+        match sequences {
+            Ok(seqs) => live.push((job.reply, seqs)),
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+            }
+        }
+    }
+    let mut order: Vec<(usize, &Vec<u32>)> = live
         .iter()
-        .flat_map(|j| j.texts.iter().map(String::as_str))
+        .flat_map(|(_, seqs)| seqs.iter())
         .enumerate()
         .collect();
-    all.sort_by_key(|(_, t)| t.len());
-    let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); all.len()];
-    let mut counts = vec![0usize; all.len()];
+    order.sort_by_key(|(_, seq)| seq.len());
+    let total = order.len();
+    let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); total];
+    let mut counts = vec![0usize; total];
     let mut failure = None;
-    for chunk in all.chunks(max_batch.max(1)) {
-        let texts: Vec<String> = chunk.iter().map(|(_, t)| (*t).to_owned()).collect();
-        match embedder.embed(&texts) {
+    for chunk in order.chunks(max_batch.max(1)) {
+        let seqs: Vec<Vec<u32>> = chunk.iter().map(|(_, s)| (*s).clone()).collect();
+        match embedder.embed_ids(&seqs) {
             Ok(out) => {
                 for (((i, _), v), c) in chunk.iter().zip(out.vectors).zip(out.token_counts) {
                     vectors[*i] = v;
@@ -140,8 +181,8 @@ fn run(embedder: &dyn Embedder, jobs: Vec<Job>, max_batch: usize) {
     }
     let mut vectors = vectors.into_iter();
     let mut counts = counts.into_iter();
-    for job in jobs {
-        let n = job.texts.len();
+    for (reply, seqs) in live {
+        let n = seqs.len();
         let result = match &failure {
             Some(e) => Err(e.clone()),
             None => Ok(Embeddings {
@@ -149,7 +190,7 @@ fn run(embedder: &dyn Embedder, jobs: Vec<Job>, max_batch: usize) {
                 token_counts: counts.by_ref().take(n).collect(),
             }),
         };
-        let _ = job.reply.send(result);
+        let _ = reply.send(result);
     }
 }
 
@@ -175,13 +216,23 @@ mod tests {
         fn max_tokens(&self) -> usize {
             16
         }
-        fn embed(&self, texts: &[String]) -> Result<Embeddings, EmbedError> {
+        /// One "token" per byte; a text's vector is its length.
+        fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, EmbedError> {
+            Ok(texts.iter().map(|t| vec![0; t.len()]).collect())
+        }
+        fn wrap_ids(&self, ids: &[u32]) -> Result<Vec<u32>, EmbedError> {
+            if ids.contains(&999) {
+                return Err(EmbedError::InvalidInput("999".into()));
+            }
+            Ok(ids.to_vec())
+        }
+        fn embed_ids(&self, seqs: &[Vec<u32>]) -> Result<Embeddings, EmbedError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            self.batches.lock().unwrap().push(texts.len());
+            self.batches.lock().unwrap().push(seqs.len());
             std::thread::sleep(self.delay);
             Ok(Embeddings {
-                vectors: texts.iter().map(|t| vec![t.len() as f32]).collect(),
-                token_counts: texts.iter().map(String::len).collect(),
+                vectors: seqs.iter().map(|s| vec![s.len() as f32]).collect(),
+                token_counts: seqs.iter().map(Vec::len).collect(),
             })
         }
     }
@@ -259,6 +310,17 @@ mod tests {
         let served = results.iter().filter(|r| r.is_ok()).count();
         assert!(refused >= 6, "refused {refused}");
         assert_eq!(refused + served, 10);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_request_fails_alone() {
+        let b = Batcher::start(recorder(0), BatcherConfig::default()).unwrap();
+        let (bad, good) = tokio::join!(
+            b.embed_ids(vec![vec![1, 999]]),
+            b.embed_ids(vec![vec![1, 2, 3]])
+        );
+        assert!(matches!(bad, Err(EmbedError::InvalidInput(_))));
+        assert_eq!(good.unwrap().vectors, vec![vec![3.0]]);
     }
 
     async fn futures_join(

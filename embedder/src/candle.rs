@@ -10,7 +10,7 @@ use std::str::FromStr;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::model_dir::{ModelDir, Pooling};
 use crate::{EmbedError, Embedder, Embeddings};
@@ -69,6 +69,10 @@ pub struct CandleEmbedder {
     normalize: bool,
     max_tokens: usize,
     dimension: usize,
+    vocab_size: usize,
+    pad_id: u32,
+    cls_id: u32,
+    sep_id: u32,
 }
 
 impl std::fmt::Debug for CandleEmbedder {
@@ -112,13 +116,14 @@ impl CandleEmbedder {
         let model = BertModel::load(vb, &config).map_err(|e| EmbedError::Model(e.to_string()))?;
         let mut tokenizer = Tokenizer::from_file(dir.path.join("tokenizer.json"))
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
-        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            pad_id,
-            pad_token: "[PAD]".into(),
-            ..PaddingParams::default()
-        }));
+        let special = |name: &str| {
+            tokenizer
+                .token_to_id(name)
+                .ok_or_else(|| EmbedError::Tokenizer(format!("the vocabulary has no {name} token")))
+        };
+        let (pad_id, cls_id, sep_id) = (special("[PAD]")?, special("[CLS]")?, special("[SEP]")?);
+        // Padding is done per batch in `embed_ids`.
+        tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: dir.max_tokens,
@@ -134,6 +139,10 @@ impl CandleEmbedder {
             normalize: dir.normalize,
             max_tokens: dir.max_tokens,
             dimension: config.hidden_size,
+            vocab_size: config.vocab_size,
+            pad_id,
+            cls_id,
+            sep_id,
         })
     }
 
@@ -182,32 +191,55 @@ impl Embedder for CandleEmbedder {
         self.max_tokens
     }
 
-    fn embed(&self, texts: &[String]) -> Result<Embeddings, EmbedError> {
-        if texts.is_empty() {
+    fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, EmbedError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
+    }
+
+    fn wrap_ids(&self, ids: &[u32]) -> Result<Vec<u32>, EmbedError> {
+        if let Some((i, id)) = ids
+            .iter()
+            .enumerate()
+            .find(|&(_, &id)| id as usize >= self.vocab_size)
+        {
+            return Err(EmbedError::InvalidInput(format!(
+                "token {id} at position {i} is not in the model's vocabulary of {} tokens",
+                self.vocab_size
+            )));
+        }
+        let keep = ids.len().min(self.max_tokens.saturating_sub(2));
+        let mut seq = Vec::with_capacity(keep + 2);
+        seq.push(self.cls_id);
+        seq.extend_from_slice(&ids[..keep]);
+        seq.push(self.sep_id);
+        Ok(seq)
+    }
+
+    fn embed_ids(&self, sequences: &[Vec<u32>]) -> Result<Embeddings, EmbedError> {
+        if sequences.is_empty() {
             return Ok(Embeddings {
                 vectors: Vec::new(),
                 token_counts: Vec::new(),
             });
         }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
-        let rows = encodings.len();
-        let cols = encodings.first().map(|e| e.get_ids().len()).unwrap_or(0);
+        let rows = sequences.len();
+        let cols = sequences.iter().map(Vec::len).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(rows * cols);
         let mut mask = Vec::with_capacity(rows * cols);
         let mut token_counts = Vec::with_capacity(rows);
-        for enc in &encodings {
-            ids.extend_from_slice(enc.get_ids());
-            mask.extend_from_slice(enc.get_attention_mask());
-            let read = enc
-                .get_attention_mask()
-                .iter()
-                .zip(enc.get_special_tokens_mask())
-                .filter(|&(&attended, &special)| attended == 1 && special == 0)
-                .count();
-            token_counts.push(read);
+        for seq in sequences {
+            ids.extend_from_slice(seq);
+            ids.extend(std::iter::repeat_n(self.pad_id, cols - seq.len()));
+            mask.extend(std::iter::repeat_n(1u32, seq.len()));
+            mask.extend(std::iter::repeat_n(0u32, cols - seq.len()));
+            // [CLS] and [SEP] are not counted as the caller's tokens.
+            token_counts.push(seq.len().saturating_sub(2));
         }
         let vectors = self.forward(ids, mask, rows, cols).map_err(inference)?;
         Ok(Embeddings {

@@ -54,6 +54,16 @@ pub trait Embedder: Send + Sync + 'static {
     /// Most tokens read per text (special tokens included); longer texts are
     /// truncated to their first `max_tokens`.
     fn max_tokens(&self) -> usize;
+    /// Tokenize texts into complete model inputs (special tokens added,
+    /// truncated to `max_tokens`).
+    fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, EmbedError>;
+    /// Turn caller-supplied token ids into a complete model input: check
+    /// every id against the vocabulary, truncate, add special tokens.
+    fn wrap_ids(&self, ids: &[u32]) -> Result<Vec<u32>, EmbedError>;
+    /// Embed complete model inputs in one forward pass.
+    fn embed_ids(&self, sequences: &[Vec<u32>]) -> Result<Embeddings, EmbedError>;
     /// Embed `texts` in one forward pass.
-    fn embed(&self, texts: &[String]) -> Result<Embeddings, EmbedError>;
+    fn embed(&self, texts: &[String]) -> Result<Embeddings, EmbedError> {
+        self.embed_ids(&self.tokenize(texts)?)
+    }
 }

@@ -146,3 +146,20 @@ fn matches_sentence_transformers_on_every_reference_text() {
         worst.1
     );
 }
+
+#[test]
+fn token_ids_embed_like_their_text_and_bad_ids_are_refused() {
+    let m = model();
+    let text = "token ids are the model's own".to_owned();
+    let seq = m.tokenize(std::slice::from_ref(&text)).unwrap().remove(0);
+    let inner = seq[1..seq.len() - 1].to_vec(); // without [CLS]/[SEP]
+    let via_ids = m.embed_ids(&[m.wrap_ids(&inner).unwrap()]).unwrap();
+    let via_text = m.embed(&[text]).unwrap();
+    assert!(cos(&via_ids.vectors[0], &via_text.vectors[0]) > 0.99999);
+    assert_eq!(via_ids.token_counts, via_text.token_counts);
+    let err = m.wrap_ids(&[5, 10_000_000]).unwrap_err().to_string();
+    assert!(
+        err.contains("10000000") && err.contains("position 1"),
+        "{err}"
+    );
+}
