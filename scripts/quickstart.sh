@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Quick start: Switchyard (examples/quickstart.toml) in front of a FAKE
 # upstream that speaks the OpenAI and Anthropic wire formats and answers
-# deterministically. No GPU and no API keys needed. Ctrl-C stops both.
+# deterministically, plus a real local embedding model (all-MiniLM-L6-v2 on
+# the CPU). No GPU and no API keys needed. Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./models/fetch.sh   # the local embedding model, verified by hash (skipped when present)
 cargo build --release -p switchyard-gateway
 bin=target/release/switchyard
 # Keys the fake accepts; real providers read theirs the same way.

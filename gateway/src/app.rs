@@ -1,10 +1,15 @@
 //! The gateway's shared state, built once from the configuration.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::config::{Config, ConfigError};
+use switchyard_embedder::{Batcher, BatcherConfig, CandleEmbedder, DeviceSpec, ModelDir, Precision};
+
+use crate::config::{Config, ConfigError, EmbeddingModelConfig, EmbeddingPrecision};
 use crate::routing::ModelGroups;
 
 /// Request limits, from `[server]`.
@@ -20,6 +25,8 @@ pub struct Limits {
 pub struct App {
     pub limits: Limits,
     pub groups: ModelGroups,
+    /// In-process embedding models by name.
+    pub embeddings: HashMap<String, Batcher>,
     pub master_key: Option<SecretString>,
     pub shutting_down: AtomicBool,
     /// Unix seconds at start-up (`created` of `/v1/models` entries).
@@ -50,6 +57,16 @@ impl App {
                 max_embedding_inputs: s.max_embedding_inputs,
             },
             groups: ModelGroups::from_config(config, env)?,
+            embeddings: config
+                .embedding_models
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    load_embedder(m)
+                        .map(|b| (m.name.clone(), b))
+                        .map_err(|e| ConfigError(format!("embedding_models[{i}] ({}): {e}", m.name)))
+                })
+                .collect::<Result<_, _>>()?,
             master_key,
             shutting_down: AtomicBool::new(false),
             started_at: std::time::SystemTime::now()
@@ -58,6 +75,25 @@ impl App {
                 .unwrap_or(0),
         })
     }
+}
+
+/// Load a model and start its batching thread.
+fn load_embedder(m: &EmbeddingModelConfig) -> Result<Batcher, String> {
+    let device: DeviceSpec = m.device.parse()?;
+    let precision = match m.precision {
+        EmbeddingPrecision::F32 => Precision::F32,
+        EmbeddingPrecision::F16 => Precision::F16,
+        EmbeddingPrecision::Bf16 => Precision::Bf16,
+    };
+    let dir = ModelDir::open(&m.path).map_err(|e| e.to_string())?;
+    let model = CandleEmbedder::load(&dir, device, precision).map_err(|e| e.to_string())?;
+    tracing::info!(model = %m.name, path = %m.path.display(), device = %m.device, ?model, "embedding model loaded");
+    let config = BatcherConfig {
+        max_batch: m.max_batch,
+        max_wait: Duration::from_millis(m.max_wait_ms),
+        queue_capacity: m.queue_capacity,
+    };
+    Batcher::start(Arc::new(model), config).map_err(|e| e.to_string())
 }
 
 /// The process environment, as `App::build` wants it.

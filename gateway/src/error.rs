@@ -41,11 +41,15 @@ pub enum ApiError {
         deployment: String,
         error: ProviderError,
     },
+    /// A fault inside the gateway (500).
+    #[error("{0}")]
+    Internal(String),
     /// Temporarily unable to serve (503), with a retry hint.
     #[error("{message}")]
     Unavailable {
         message: String,
         retry_after: Option<Duration>,
+        code: &'static str,
     },
 }
 
@@ -87,6 +91,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream { error, .. } => match error {
                 ProviderError::Status { status, .. } => match status {
                     400 => StatusCode::BAD_REQUEST,
@@ -110,6 +115,7 @@ impl ApiError {
             400 | 404 | 405 | 413 | 422 => "invalid_request_error",
             401 => "authentication_error",
             429 => "rate_limit_error",
+            500 => "server_error",
             503 => "service_unavailable",
             _ => "upstream_error",
         }
@@ -124,7 +130,8 @@ impl ApiError {
             Self::NotFound(_) => Some("unknown_url"),
             Self::MethodNotAllowed(_) => Some("method_not_allowed"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
-            Self::Unavailable { .. } => Some("no_healthy_deployment"),
+            Self::Unavailable { code, .. } => Some(code),
+            Self::Internal(_) => None,
             Self::Upstream { error, .. } => Some(match error {
                 ProviderError::Status {
                     status: 401 | 403, ..

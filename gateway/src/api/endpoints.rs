@@ -156,6 +156,9 @@ pub async fn embeddings(
         Ok(ok) => ok,
         Err(e) => return fail(log, e),
     };
+    if let Some(batcher) = app.embeddings.get(&req.model) {
+        return super::local_embeddings::embed(batcher, req, log).await;
+    }
     let fwd = Forward {
         endpoint: Endpoint::Embeddings,
         body: &body,

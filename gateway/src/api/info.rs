@@ -20,11 +20,14 @@ fn model_json(name: &str, created: u64) -> Value {
 
 /// `GET /v1/models`: the configured model groups.
 pub async fn list_models(State(app): State<Arc<App>>) -> Json<Value> {
-    let data: Vec<Value> = app
+    let mut data: Vec<Value> = app
         .groups
         .iter()
         .map(|g| model_json(&g.name, app.started_at))
         .collect();
+    let mut local: Vec<&String> = app.embeddings.keys().collect();
+    local.sort();
+    data.extend(local.into_iter().map(|name| model_json(name, app.started_at)));
     Json(json!({"object": "list", "data": data}))
 }
 
@@ -33,10 +36,12 @@ pub async fn get_model(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    app.groups
-        .get(&name)
-        .map(|g| Json(model_json(&g.name, app.started_at)))
-        .ok_or(ApiError::ModelNotFound(name))
+    let known = app.groups.get(&name).is_some() || app.embeddings.contains_key(&name);
+    if known {
+        Ok(Json(model_json(&name, app.started_at)))
+    } else {
+        Err(ApiError::ModelNotFound(name))
+    }
 }
 
 /// `GET /healthz`: the process is up.

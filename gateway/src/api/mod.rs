@@ -3,6 +3,7 @@
 mod endpoints;
 pub mod extract;
 mod info;
+mod local_embeddings;
 pub mod log;
 pub mod middleware;
 pub mod proxy;

@@ -41,6 +41,58 @@ pub struct Config {
     /// Model groups: the model names clients ask for.
     #[serde(default)]
     pub model_groups: Vec<ModelGroupConfig>,
+    /// Embedding models served in-process for `/v1/embeddings`.
+    #[serde(default)]
+    pub embedding_models: Vec<EmbeddingModelConfig>,
+}
+
+/// `[[embedding_models]]`: a sentence-transformers model run in-process.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingModelConfig {
+    /// The name clients put in `model`; must differ from every model group.
+    pub name: String,
+    /// A sentence-transformers model folder (`models/fetch.sh` makes one),
+    /// relative to the working directory.
+    pub path: std::path::PathBuf,
+    /// `cpu`, or `cuda:N` (needs a build with the `cuda` feature).
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// `f32`; `f16` or `bf16` on GPUs only.
+    #[serde(default)]
+    pub precision: EmbeddingPrecision,
+    /// Most texts in one forward pass.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Longest wait, in milliseconds, for more requests to share a pass.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+    /// Most requests waiting; beyond it requests get 503 with `retry-after`.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+}
+
+/// Precision of an in-process embedding model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingPrecision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_max_batch() -> usize {
+    32
+}
+fn default_max_wait_ms() -> u64 {
+    2
+}
+fn default_queue_capacity() -> usize {
+    1_024
 }
 
 /// `[server]`

@@ -147,6 +147,7 @@ pub async fn dispatch<'g>(
                     group.name
                 ),
                 retry_after: soonest_probe,
+                code: "no_healthy_deployment",
             },
             None,
         )),
