@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use switchyard_embedder::{Batcher, BatcherConfig, CandleEmbedder, DeviceSpec, ModelDir, Precision};
+use switchyard_embedder::{
+    Batcher, BatcherConfig, CandleEmbedder, DeviceSpec, ModelDir, Precision,
+};
 
 use crate::config::{Config, ConfigError, EmbeddingModelConfig, EmbeddingPrecision};
 use crate::routing::ModelGroups;
@@ -62,9 +64,9 @@ impl App {
                 .iter()
                 .enumerate()
                 .map(|(i, m)| {
-                    load_embedder(m)
-                        .map(|b| (m.name.clone(), b))
-                        .map_err(|e| ConfigError(format!("embedding_models[{i}] ({}): {e}", m.name)))
+                    load_embedder(m).map(|b| (m.name.clone(), b)).map_err(|e| {
+                        ConfigError(format!("embedding_models[{i}] ({}): {e}", m.name))
+                    })
                 })
                 .collect::<Result<_, _>>()?,
             master_key,

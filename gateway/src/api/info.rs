@@ -27,7 +27,11 @@ pub async fn list_models(State(app): State<Arc<App>>) -> Json<Value> {
         .collect();
     let mut local: Vec<&String> = app.embeddings.keys().collect();
     local.sort();
-    data.extend(local.into_iter().map(|name| model_json(name, app.started_at)));
+    data.extend(
+        local
+            .into_iter()
+            .map(|name| model_json(name, app.started_at)),
+    );
     Json(json!({"object": "list", "data": data}))
 }
 

@@ -127,13 +127,18 @@ impl Config {
                 return err(format!("{at}.name: must not be empty"));
             }
             if !groups.insert(m.name.as_str()) {
-                return err(format!("{at}.name: `{}` is already a model group or embedding model", m.name));
+                return err(format!(
+                    "{at}.name: `{}` is already a model group or embedding model",
+                    m.name
+                ));
             }
             if let Err(e) = m.device.parse::<switchyard_embedder::DeviceSpec>() {
                 return err(format!("{at}.device: {e}"));
             }
             if m.max_batch == 0 || m.queue_capacity == 0 {
-                return err(format!("{at}: max_batch and queue_capacity must be at least 1"));
+                return err(format!(
+                    "{at}: max_batch and queue_capacity must be at least 1"
+                ));
             }
         }
         Ok(())
