@@ -1,0 +1,203 @@
+//! Embedding speed: Switchyard's Candle embedder next to sentence-transformers
+//! (PyTorch, CPU) on the same machine, same texts, same run.
+//!
+//! ```text
+//! ./models/fetch.sh
+//! python3 -m venv .venv-ref && .venv-ref/bin/pip install sentence-transformers
+//! cargo build --release -p switchyard-benches
+//! target/release/embed_throughput --python .venv-ref/bin/python
+//! ```
+//!
+//! Texts per second at batch 1, 8, 32 and 128 for short (≤ 16 tokens) and
+//! medium (~64 tokens) texts, single-text latency p50/p99, and the RSS the
+//! loaded model adds.
+
+#![allow(clippy::print_stdout, reason = "a benchmark prints its report")]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{Value, json};
+use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir, Precision};
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+    model: String,
+    /// Python with sentence-transformers; omitted: Switchyard only (said so).
+    #[arg(long)]
+    python: Option<String>,
+    /// Seconds per throughput measurement.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 300)]
+    latency_samples: usize,
+    #[arg(long, default_value = "bench-results/embed_throughput.json")]
+    out: String,
+}
+
+const BATCHES: [usize; 4] = [1, 8, 32, 128];
+
+fn short_texts() -> Vec<String> {
+    [
+        "How do I reset my password?",
+        "What is the capital of France?",
+        "convert 10 km to miles",
+        "I love this movie.",
+        "Where is the nearest train station?",
+        "Order status for #4411",
+        "best pizza near me",
+        "Translate good morning to Spanish",
+        "Is it going to rain today?",
+        "Cancel my subscription please",
+        "Explain TCP in one line",
+        "Who wrote Hamlet?",
+        "How tall is Mount Everest?",
+        "Summarize this email",
+        "Fix the login bug",
+        "GPU vs CPU inference",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn medium_texts() -> Vec<String> {
+    let base = "Our platform team runs a fleet of inference servers in two regions and wants to cut the \
+external API bill without hurting latency for interactive users, so we are evaluating a gateway";
+    (0..16)
+        .map(|i| format!("{base} (variant {i}) that routes by cost and caches answers."))
+        .collect()
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let texts = json!({"short": short_texts(), "medium": medium_texts()});
+    let rss_before = rss_bytes();
+    let dir = ModelDir::open(&args.model)?;
+    let model = CandleEmbedder::load(&dir, DeviceSpec::Cpu, Precision::F32)?;
+    model.embed(&vec!["warm up".to_owned(); 8])?;
+    let model_rss = rss_bytes().saturating_sub(rss_before);
+    let token_len = |t: &[String]| {
+        let seqs = model.tokenize(t).unwrap_or_default();
+        seqs.iter().map(Vec::len).max().unwrap_or(0)
+    };
+    println!(
+        "tokens per text (with [CLS]/[SEP]), longest: short {}, medium {}",
+        token_len(&short_texts()),
+        token_len(&medium_texts())
+    );
+
+    let mut ours = serde_json::Map::new();
+    for (kind, list) in [("short", short_texts()), ("medium", medium_texts())] {
+        for batch in BATCHES {
+            let chunk: Vec<String> = list.iter().cycle().take(batch).cloned().collect();
+            let (mut n, start) = (0usize, Instant::now());
+            while start.elapsed() < Duration::from_secs_f64(args.seconds) {
+                model.embed(&chunk)?;
+                n += batch;
+            }
+            ours.insert(
+                format!("{kind}/{batch}"),
+                json!(n as f64 / start.elapsed().as_secs_f64()),
+            );
+        }
+    }
+    let mut lat: Vec<f64> = (0..args.latency_samples)
+        .map(|i| {
+            let t = Instant::now();
+            let _ = model.embed(&[short_texts()[i % 16].clone()]);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let (p50, p99) = (lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
+
+    let reference: Option<Value> = match &args.python {
+        Some(py) => {
+            let plan = json!({"model_dir": args.model, "texts": texts, "batches": BATCHES,
+                              "seconds": args.seconds, "latency_samples": args.latency_samples});
+            let mut child = Command::new(py)
+                .arg("benches/embed_reference.py")
+                .env("HF_HUB_OFFLINE", "1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()?;
+            child
+                .stdin
+                .take()
+                .map(|mut s| s.write_all(plan.to_string().as_bytes()))
+                .transpose()?;
+            let out = child.wait_with_output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "the sentence-transformers side failed"
+            );
+            Some(serde_json::from_slice(&out.stdout)?)
+        }
+        None => {
+            println!("sentence-transformers not measured: pass --python PATH");
+            None
+        }
+    };
+
+    println!(
+        "\n| texts | batch | Switchyard (Candle) texts/s | sentence-transformers texts/s | ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (key, v) in &ours {
+        let (kind, batch) = key.split_once('/').unwrap_or((key, ""));
+        let ref_v = reference
+            .as_ref()
+            .and_then(|r| r["throughput"][key].as_f64());
+        let ours_v = v.as_f64().unwrap_or(0.0);
+        println!(
+            "| {kind} | {batch} | {ours_v:.0} | {} | {} |",
+            ref_v.map(|r| format!("{r:.0}")).unwrap_or_default(),
+            ref_v
+                .map(|r| format!("{:.2}×", ours_v / r))
+                .unwrap_or_default()
+        );
+    }
+    let ref_lat = reference.as_ref().map(|r| {
+        (
+            r["latency_ms"]["p50"].as_f64(),
+            r["latency_ms"]["p99"].as_f64(),
+        )
+    });
+    println!(
+        "\nsingle short text latency: Switchyard p50 {p50:.2} ms, p99 {p99:.2} ms{}",
+        match ref_lat {
+            Some((Some(a), Some(b))) =>
+                format!("; sentence-transformers p50 {a:.2} ms, p99 {b:.2} ms"),
+            _ => String::new(),
+        }
+    );
+    println!(
+        "RSS added by the loaded model: {:.0} MB",
+        model_rss as f64 / 1e6
+    );
+    let results = json!({"switchyard": {"throughput": ours, "latency_ms": {"p50": p50, "p99": p99},
+                         "model_rss_bytes": model_rss}, "sentence_transformers": reference});
+    if let Some(parent) = std::path::Path::new(&args.out).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    Ok(())
+}
