@@ -110,10 +110,7 @@ fn deployment(
         ))
     })?;
     Ok(Deployment {
-        id: d
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("{}/{}", d.provider, d.model)),
+        id: d.id(),
         model: d.model.clone(),
         provider_name: d.provider.clone(),
         provider: AnyProvider::from_config(&d.provider, provider_config, &d.timeouts, env)?,

@@ -20,12 +20,7 @@ async fn retries_a_500_then_succeeds_on_the_same_deployment() {
         message: None,
     });
     let gw = Gateway::start(&ordered_config(&[&a], ""), &[KEY]);
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&gw, false).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-switchyard-backend"], "p0/up0");
     assert_eq!(a.requests().len(), 2, "one failed attempt, one retry");
@@ -41,12 +36,7 @@ async fn honours_retry_after_on_429() {
     });
     let gw = Gateway::start(&ordered_config(&[&a], ""), &[KEY]);
     let t = Instant::now();
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&gw, false).await;
     assert_eq!(resp.status(), 200);
     assert!(
         t.elapsed() >= Duration::from_millis(950),
@@ -67,12 +57,7 @@ async fn connection_reset_is_retried() {
     let a = fake().await;
     a.push_fault(Fault::Reset);
     let gw = Gateway::start(&ordered_config(&[&a], ""), &[KEY]);
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&gw, true).await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
@@ -89,12 +74,7 @@ async fn slow_first_byte_falls_back_to_next_deployment() {
         &[KEY],
     );
     let t = Instant::now();
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&gw, true).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-switchyard-backend"], "p1/up1");
     // Three TTFT time-outs of 1 s on A, then B.
@@ -111,12 +91,7 @@ async fn client_errors_are_not_retried_or_failed_over() {
         message: Some("context too long".into()),
     });
     let gw = Gateway::start(&ordered_config(&[&a, &b], ""), &[KEY]);
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&gw, false).await;
     assert_eq!(resp.status(), 400);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["message"], "context too long");
@@ -142,12 +117,7 @@ async fn upstream_credentials_never_reach_the_client() {
         message: Some(format!("Incorrect API key provided: {}", KEY.1)),
     });
     let gw = Gateway::start(&ordered_config(&[&a], ""), &[KEY]);
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&gw, false).await;
     assert_eq!(resp.status(), 502);
     let text = resp.text().await.unwrap();
     assert!(!text.contains(KEY.1), "{text}");
@@ -245,12 +215,7 @@ async fn drop_mid_stream_ends_with_an_error_event_not_done() {
     let a = fake().await;
     a.push_fault(Fault::DropMidStream { after_chunks: 3 });
     let gw = Gateway::start(&ordered_config(&[&a], ""), &[KEY]);
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&gw, true).await;
     assert_eq!(resp.status(), 200, "headers were sent with the first chunk");
     let text = resp.text().await.unwrap();
     let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
@@ -267,12 +232,7 @@ async fn truncated_json_body_is_retried() {
     let (a, b) = (fake().await, fake().await);
     a.push_fault(Fault::DropMidStream { after_chunks: 10 });
     let gw = Gateway::start(&ordered_config(&[&a, &b], ""), &[KEY]);
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&gw, false).await;
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert!(
@@ -298,12 +258,7 @@ async fn unreachable_upstream_fails_over() {
         "[[model_groups.deployments]]\nprovider = \"dead\"\nmodel = \"x\"\n[[model_groups.deployments]]\nprovider = \"p0\"",
     );
     let gw = Gateway::start(&config, &[KEY]);
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&gw, false).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-switchyard-backend"], "p0/up0");
 }

@@ -311,6 +311,15 @@ pub struct DeploymentConfig {
     pub retry: Option<RetryConfig>,
 }
 
+impl DeploymentConfig {
+    /// `id`, or `provider/model` when none is set.
+    pub fn id(&self) -> String {
+        self.id
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", self.provider, self.model))
+    }
+}
+
 fn default_weight() -> u32 {
     1
 }

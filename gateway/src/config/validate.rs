@@ -110,9 +110,7 @@ impl Config {
                 if t.ttft_ms > t.total_ms {
                     return err(format!("{at}.timeouts.ttft_ms: must not exceed total_ms"));
                 }
-                let id =
-                    d.id.clone()
-                        .unwrap_or_else(|| format!("{}/{}", d.provider, d.model));
+                let id = d.id();
                 if !ids.insert(id.clone()) {
                     return err(format!(
                         "{at}: duplicate deployment id `{id}` in group `{}` (set `id`)",

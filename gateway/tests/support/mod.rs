@@ -124,3 +124,13 @@ pub fn chat_body(stream: bool) -> serde_json::Value {
         "messages": [{"role": "user", "content": "hello world"}],
     })
 }
+
+/// POST the standard chat body (`chat_body(stream)`) to the gateway.
+pub async fn post_chat(gw: &Gateway, stream: bool) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body(stream))
+        .send()
+        .await
+        .unwrap()
+}
