@@ -9,9 +9,10 @@ use std::str::FromStr;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use tokenizers::{Tokenizer, TruncationParams};
 
+use crate::bert::Bert;
 use crate::model_dir::{ModelDir, Pooling};
 use crate::{EmbedError, Embedder, Embeddings};
 
@@ -61,7 +62,7 @@ fn inference(e: candle_core::Error) -> EmbedError {
 
 /// A loaded model.
 pub struct CandleEmbedder {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
     device: Device,
     dtype: DType,
@@ -113,7 +114,7 @@ impl CandleEmbedder {
         let tensors = candle_core::safetensors::load(dir.path.join("model.safetensors"), &device)
             .map_err(|e| EmbedError::Model(format!("model.safetensors: {e}")))?;
         let vb = VarBuilder::from_tensors(tensors, dtype, &device);
-        let model = BertModel::load(vb, &config).map_err(|e| EmbedError::Model(e.to_string()))?;
+        let model = Bert::load(vb, &config).map_err(|e| EmbedError::Model(e.to_string()))?;
         let mut tokenizer = Tokenizer::from_file(dir.path.join("tokenizer.json"))
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         let special = |name: &str| {
@@ -156,9 +157,7 @@ impl CandleEmbedder {
         let input_ids = Tensor::from_vec(ids, (rows, cols), &self.device)?;
         let token_type_ids = input_ids.zeros_like()?;
         let mask = Tensor::from_vec(mask, (rows, cols), &self.device)?;
-        let hidden = self
-            .model
-            .forward(&input_ids, &token_type_ids, Some(&mask))?;
+        let hidden = self.model.forward(&input_ids, &token_type_ids, &mask)?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.i((.., 0))?,
             Pooling::Mean => {

@@ -11,12 +11,15 @@
 //!   bounded queue that refuses work when full.
 
 mod batcher;
+mod bert;
 mod candle;
 mod model_dir;
+mod packed;
 
 pub use batcher::{Batcher, BatcherConfig};
 pub use candle::{CandleEmbedder, DeviceSpec, Precision};
 pub use model_dir::{ModelDir, Pooling};
+pub use packed::PackedLinear;
 
 /// Vectors and token counts for a batch of texts, in input order.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,218 @@
+//! The BERT encoder, for sentence embeddings.
+//!
+//! Adapted from `candle-transformers` 0.11.1 `models::bert` (Apache-2.0 or
+//! MIT, © the Candle authors): same weights, same arithmetic, encoder only.
+//! Two changes, both for speed on the CPU and both checked against
+//! sentence-transformers by `tests/model.rs`:
+//!
+//! - every linear layer multiplies one 2-D matrix (all tokens of the batch)
+//!   instead of one product per text;
+//! - on the CPU in F32 the linear layers use [`PackedLinear`] (weights
+//!   packed once at load), which is 2–3× faster than Candle's `gemm` for a
+//!   single text and level with it for large batches (see
+//!   `docs/embeddings.md`); the weights are then held once, packed.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
+use candle_transformers::models::bert::{Config, HiddenAct};
+
+use crate::packed::PackedLinear;
+
+/// A linear layer: packed for the CPU, a Candle tensor elsewhere (GPU,
+/// half precision, or a shape that cannot be packed).
+enum Dense {
+    Packed(PackedLinear, pulp::Arch),
+    Tensor { weight: Tensor, bias: Tensor },
+}
+
+impl Dense {
+    fn load(inputs: usize, outputs: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get((outputs, inputs), "weight")?;
+        let bias = vb.get(outputs, "bias")?;
+        if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+            let packed = PackedLinear::new(
+                &weight.flatten_all()?.to_vec1()?,
+                bias.to_vec1()?,
+                outputs,
+                inputs,
+            );
+            if let Some(packed) = packed {
+                return Ok(Self::Packed(packed, pulp::Arch::new()));
+            }
+        }
+        Ok(Self::Tensor { weight, bias })
+    }
+
+    /// `xs`: `[.., inputs]` → `[.., outputs]`, as one 2-D product.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut shape = xs.dims().to_vec();
+        let inputs = shape.pop().unwrap_or(0);
+        let rows = shape.iter().product::<usize>();
+        match self {
+            Self::Packed(packed, arch) => {
+                shape.push(packed.outputs());
+                let x = xs.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(packed.forward(*arch, &x, rows), shape, xs.device())
+            }
+            Self::Tensor { weight, bias } => {
+                shape.push(weight.dim(0)?);
+                xs.reshape((rows, inputs))?
+                    .matmul(&weight.t()?)?
+                    .broadcast_add(bias)?
+                    .reshape(shape)
+            }
+        }
+    }
+}
+
+struct Embeddings {
+    words: Embedding,
+    positions: Embedding,
+    token_types: Embedding,
+    layer_norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(vb: VarBuilder, c: &Config) -> Result<Self> {
+        Ok(Self {
+            words: embedding(c.vocab_size, c.hidden_size, vb.pp("word_embeddings"))?,
+            positions: embedding(
+                c.max_position_embeddings,
+                c.hidden_size,
+                vb.pp("position_embeddings"),
+            )?,
+            token_types: embedding(
+                c.type_vocab_size,
+                c.hidden_size,
+                vb.pp("token_type_embeddings"),
+            )?,
+            layer_norm: layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("LayerNorm"))?,
+        })
+    }
+
+    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor) -> Result<Tensor> {
+        let (_, seq_len) = input_ids.dims2()?;
+        let positions = Tensor::arange(0u32, seq_len as u32, input_ids.device())?;
+        let xs = (self.words.forward(input_ids)? + self.token_types.forward(token_type_ids)?)?
+            .broadcast_add(&self.positions.forward(&positions)?)?;
+        self.layer_norm.forward(&xs)
+    }
+}
+
+struct Layer {
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attention_out: Dense,
+    attention_norm: LayerNorm,
+    intermediate: Dense,
+    act: HiddenAct,
+    output: Dense,
+    output_norm: LayerNorm,
+    heads: usize,
+    head_size: usize,
+}
+
+impl Layer {
+    fn load(vb: VarBuilder, c: &Config) -> Result<Self> {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let attention = vb.pp("attention");
+        Ok(Self {
+            query: Dense::load(h, h, attention.pp("self").pp("query"))?,
+            key: Dense::load(h, h, attention.pp("self").pp("key"))?,
+            value: Dense::load(h, h, attention.pp("self").pp("value"))?,
+            attention_out: Dense::load(h, h, attention.pp("output").pp("dense"))?,
+            attention_norm: layer_norm(
+                h,
+                c.layer_norm_eps,
+                attention.pp("output").pp("LayerNorm"),
+            )?,
+            intermediate: Dense::load(h, i, vb.pp("intermediate").pp("dense"))?,
+            act: c.hidden_act,
+            output: Dense::load(i, h, vb.pp("output").pp("dense"))?,
+            output_norm: layer_norm(h, c.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
+            heads: c.num_attention_heads,
+            head_size: h / c.num_attention_heads,
+        })
+    }
+
+    /// `[batch, seq, hidden]` → `[batch, heads, seq, head_size]`.
+    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, s, _) = xs.dims3()?;
+        xs.reshape((b, s, self.heads, self.head_size))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, s, h) = xs.dims3()?;
+        let q = self.split_heads(&self.query.forward(xs)?)?;
+        let k = self.split_heads(&self.key.forward(xs)?)?;
+        let v = self.split_heads(&self.value.forward(xs)?)?;
+        let scores = (q.matmul(&k.t()?)? / (self.head_size as f64).sqrt())?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let context = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, s, h))?;
+        let attended = self
+            .attention_norm
+            .forward(&(self.attention_out.forward(&context)? + xs)?)?;
+        let inner = self.intermediate.forward(&attended)?;
+        let inner = match self.act {
+            HiddenAct::Gelu => inner.gelu_erf()?,
+            HiddenAct::GeluApproximate => inner.gelu()?,
+            HiddenAct::Relu => inner.relu()?,
+        };
+        self.output_norm
+            .forward(&(self.output.forward(&inner)? + attended)?)
+    }
+}
+
+/// BERT's embeddings and encoder: token ids → the last hidden states.
+pub struct Bert {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+}
+
+impl Bert {
+    pub fn load(vb: VarBuilder, c: &Config) -> Result<Self> {
+        // Some checkpoints prefix every name with `bert.`.
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), c))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            embeddings: Embeddings::load(vb.pp("embeddings"), c)?,
+            layers,
+        })
+    }
+
+    /// `input_ids`, `token_type_ids`, `mask`: `[batch, seq]` (mask 1 for
+    /// tokens, 0 for padding) → `[batch, seq, hidden]`.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let mut xs = self.embeddings.forward(input_ids, token_type_ids)?;
+        // 0 where attended, the dtype's minimum where padding (as transformers does).
+        let dtype = xs.dtype();
+        let mask = mask.to_dtype(dtype)?.unsqueeze(1)?.unsqueeze(1)?;
+        let mask = (mask.ones_like()? - &mask)?.broadcast_mul(
+            &Tensor::new(f32::MIN, &Device::Cpu)?
+                .to_device(xs.device())?
+                .to_dtype(dtype)?,
+        )?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs, &mask)?;
+        }
+        Ok(xs)
+    }
+}
