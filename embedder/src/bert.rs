@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
 use candle_transformers::models::bert::{Config, HiddenAct};
 
-use crate::packed::PackedLinear;
+use crate::packed::{Activation, PackedLinear};
 
 /// A linear layer: packed for the CPU, a Candle tensor elsewhere (GPU,
 /// half precision, or a shape that cannot be packed).
@@ -45,6 +45,11 @@ impl Dense {
 
     /// `xs`: `[.., inputs]` → `[.., outputs]`, as one 2-D product.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_with(xs, None)
+    }
+
+    /// `act(forward(xs))`; GELU is fused into the packed layer.
+    fn forward_with(&self, xs: &Tensor, act: Option<HiddenAct>) -> Result<Tensor> {
         let mut shape = xs.dims().to_vec();
         let inputs = shape.pop().unwrap_or(0);
         let rows = shape.iter().product::<usize>();
@@ -52,7 +57,19 @@ impl Dense {
             Self::Packed(packed, arch) => {
                 shape.push(packed.outputs());
                 let x = xs.flatten_all()?.to_vec1::<f32>()?;
-                Tensor::from_vec(packed.forward(*arch, &x, rows), shape, xs.device())
+                let fused = match act {
+                    Some(HiddenAct::Gelu) => Activation::GeluErf,
+                    _ => Activation::None,
+                };
+                let ys = Tensor::from_vec(
+                    packed.forward_with(*arch, &x, rows, fused),
+                    shape,
+                    xs.device(),
+                )?;
+                match (act, fused) {
+                    (Some(act), Activation::None) => activation(&ys, act),
+                    _ => Ok(ys),
+                }
             }
             Self::Tensor { weight, bias } => {
                 shape.push(weight.dim(0)?);
@@ -62,6 +79,14 @@ impl Dense {
                     .reshape(shape)
             }
         }
+    }
+}
+
+fn activation(xs: &Tensor, act: HiddenAct) -> Result<Tensor> {
+    match act {
+        HiddenAct::Gelu => xs.gelu_erf(),
+        HiddenAct::GeluApproximate => xs.gelu(),
+        HiddenAct::Relu => xs.relu(),
     }
 }
 
@@ -159,12 +184,7 @@ impl Layer {
         let attended = self
             .attention_norm
             .forward(&(self.attention_out.forward(&context)? + xs)?)?;
-        let inner = self.intermediate.forward(&attended)?;
-        let inner = match self.act {
-            HiddenAct::Gelu => inner.gelu_erf()?,
-            HiddenAct::GeluApproximate => inner.gelu()?,
-            HiddenAct::Relu => inner.relu()?,
-        };
+        let inner = self.intermediate.forward_with(&attended, Some(self.act))?;
         self.output_norm
             .forward(&(self.output.forward(&inner)? + attended)?)
     }

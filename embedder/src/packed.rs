@@ -64,6 +64,17 @@ impl PackedLinear {
 
     /// `x`: `rows × inputs`, row-major; returns `rows × outputs`.
     pub fn forward(&self, arch: pulp::Arch, x: &[f32], rows: usize) -> Vec<f32> {
+        self.forward_with(arch, x, rows, Activation::None)
+    }
+
+    /// [`forward`](Self::forward), then `activation` on every output.
+    pub fn forward_with(
+        &self,
+        arch: pulp::Arch,
+        x: &[f32],
+        rows: usize,
+        activation: Activation,
+    ) -> Vec<f32> {
         debug_assert_eq!(x.len(), rows * self.inputs);
         let k = self.inputs;
         let blocks: Vec<Vec<f32>> = self
@@ -94,8 +105,77 @@ impl PackedLinear {
                 }
             }
         }
+        if activation == Activation::GeluErf {
+            gelu_erf_in_place(arch, &mut y);
+        }
         y
     }
+}
+
+/// What to apply to a layer's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    None,
+    /// `x · Φ(x)` with the exact (erf) normal CDF, as BERT's `gelu`.
+    GeluErf,
+}
+
+/// `x ← x · ½(1 + erf(x / √2))`, vectorised and on all cores.
+pub fn gelu_erf_in_place(arch: pulp::Arch, xs: &mut [f32]) {
+    xs.par_chunks_mut(16 * 1024)
+        .for_each(|chunk| arch.dispatch(GeluErf(chunk)));
+}
+
+struct GeluErf<'a>(&'a mut [f32]);
+
+impl pulp::WithSimd for GeluErf<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let (head, tail) = S::as_mut_simd_f32s(self.0);
+        let half = simd.splat_f32s(0.5);
+        let one = simd.splat_f32s(1.0);
+        let inv_sqrt2 = simd.splat_f32s(std::f32::consts::FRAC_1_SQRT_2);
+        for x in head {
+            let e = erf(simd, simd.mul_f32s(*x, inv_sqrt2));
+            *x = simd.mul_f32s(simd.mul_f32s(half, *x), simd.add_f32s(one, e));
+        }
+        for x in tail {
+            let e = erf(pulp::Scalar, *x * std::f32::consts::FRAC_1_SQRT_2);
+            *x = 0.5 * *x * (1.0 + e);
+        }
+    }
+}
+
+/// erf for f32: the rational approximation Eigen uses
+/// (`generic_fast_erf_float`), odd numerator of degree 13 over an even
+/// denominator of degree 8, on x clamped to [-4, 4] (beyond which erf is ±1
+/// in f32). Error within a few ulp; checked against Candle's `erf` in tests.
+#[inline(always)]
+fn erf<S: pulp::Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let x = simd.max_f32s(
+        simd.min_f32s(x, simd.splat_f32s(4.0)),
+        simd.splat_f32s(-4.0),
+    );
+    let x2 = simd.mul_f32s(x, x);
+    let mut p = simd.splat_f32s(-2.726_142_3e-10);
+    for c in [
+        2.770_681_4e-8,
+        -2.101_024e-6,
+        -5.692_506_4e-5,
+        -7.349_906e-4,
+        -2.954_6e-3,
+        -1.609_603_3e-2,
+    ] {
+        p = simd.mul_add_e_f32s(x2, p, simd.splat_f32s(c));
+    }
+    let p = simd.mul_f32s(x, p);
+    let mut q = simd.splat_f32s(-1.456_607_2e-5);
+    for c in [-2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2] {
+        q = simd.mul_add_e_f32s(x2, q, simd.splat_f32s(c));
+    }
+    simd.div_f32s(p, q)
 }
 
 /// One panel: `out[rows, PANEL] = x[rows, k] · panel[k, PANEL]`.
@@ -189,7 +269,7 @@ mod tests {
         let bias: Vec<f32> = (0..outputs).map(|i| i as f32 / 100.0).collect();
         let layer = PackedLinear::new(&weight, bias.clone(), outputs, inputs).unwrap();
         for arch in [pulp::Arch::new(), pulp::Arch::Scalar] {
-            for rows in [1, 3, 4, 5, 9, 17] {
+            for rows in [1, 3, 4, 5, 9, 17, 63, 64, 65, 130, 333] {
                 let x: Vec<f32> = (0..rows * inputs)
                     .map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5)
                     .collect();
@@ -199,6 +279,30 @@ mod tests {
                     assert!(
                         (g - w).abs() <= 1e-4 * w.abs().max(1.0),
                         "{arch:?} rows {rows}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gelu_matches_candles_exact_gelu() {
+        let xs: Vec<f32> = (-20_000..=20_000)
+            .map(|i| i as f32 / 2_000.0)
+            .chain([f32::MAX, f32::MIN, 1e-30, -0.0])
+            .collect();
+        let want: Vec<f32> = candle_core::Tensor::new(xs.as_slice(), &candle_core::Device::Cpu)
+            .and_then(|t| t.gelu_erf())
+            .and_then(|t| t.to_vec1())
+            .unwrap();
+        for arch in [pulp::Arch::new(), pulp::Arch::Scalar] {
+            let mut got = xs.clone();
+            gelu_erf_in_place(arch, &mut got);
+            for ((x, g), w) in xs.iter().zip(&got).zip(&want) {
+                if x.abs() < 1e30 {
+                    assert!(
+                        (g - w).abs() <= 2e-6 * w.abs().max(1.0),
+                        "{arch:?} gelu({x}) = {g}, want {w}"
                     );
                 }
             }
