@@ -1,7 +1,8 @@
 """sentence-transformers side of benches/src/bin/embed_throughput.rs.
 
 Reads the benchmark plan (texts, batch sizes, durations) as JSON on stdin,
-runs the same measurements with sentence-transformers on the CPU, and
+runs the same measurements with sentence-transformers on the same device
+(`cpu` or `cuda:N`), and
 prints JSON results on stdout.
 """
 
@@ -16,9 +17,9 @@ import torch  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
 rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-model = SentenceTransformer(plan["model_dir"], device="cpu")
+model = SentenceTransformer(plan["model_dir"], device=plan.get("device", "cpu"))
 model.encode(["warm up"] * 8)
-results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "throughput": {}, "latency_ms": {}}
+results = {"device": str(model.device), "torch": torch.__version__, "threads": torch.get_num_threads(), "throughput": {}, "latency_ms": {}}
 for kind, texts in plan["texts"].items():
     for batch in plan["batches"]:
         chunk = (texts * (batch // len(texts) + 1))[:batch]

@@ -12,7 +12,7 @@
 //!   single text and level with it for large batches (see
 //!   `docs/embeddings.md`); the weights are then held once, packed.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
 use candle_transformers::models::bert::{Config, HiddenAct};
 
@@ -73,10 +73,15 @@ impl Dense {
             }
             Self::Tensor { weight, bias } => {
                 shape.push(weight.dim(0)?);
-                xs.reshape((rows, inputs))?
+                let ys = xs
+                    .reshape((rows, inputs))?
                     .matmul(&weight.t()?)?
                     .broadcast_add(bias)?
-                    .reshape(shape)
+                    .reshape(shape)?;
+                match act {
+                    Some(act) => activation(&ys, act),
+                    None => Ok(ys),
+                }
             }
         }
     }
@@ -190,6 +195,16 @@ impl Layer {
     }
 }
 
+/// The lowest finite value of `dtype`, as an f32. (f32::MIN would become
+/// -inf in F16 and BF16, and 0 × -inf is NaN.)
+fn lowest(dtype: DType) -> f32 {
+    match dtype {
+        DType::F16 => -65_504.0,
+        DType::BF16 => -3.389_531_4e38,
+        _ => f32::MIN,
+    }
+}
+
 /// BERT's embeddings and encoder: token ids → the last hidden states.
 pub struct Bert {
     embeddings: Embeddings,
@@ -222,17 +237,78 @@ impl Bert {
         mask: &Tensor,
     ) -> Result<Tensor> {
         let mut xs = self.embeddings.forward(input_ids, token_type_ids)?;
-        // 0 where attended, the dtype's minimum where padding (as transformers does).
+        // 0 where attended, the dtype's lowest finite value where padding
+        // (as transformers does).
         let dtype = xs.dtype();
         let mask = mask.to_dtype(dtype)?.unsqueeze(1)?.unsqueeze(1)?;
-        let mask = (mask.ones_like()? - &mask)?.broadcast_mul(
-            &Tensor::new(f32::MIN, &Device::Cpu)?
-                .to_device(xs.device())?
-                .to_dtype(dtype)?,
-        )?;
+        let mask = (mask.ones_like()? - &mask)?
+            .broadcast_mul(&Tensor::new(lowest(dtype), xs.device())?.to_dtype(dtype)?)?;
         for layer in &self.layers {
             xs = layer.forward(&xs, &mask)?;
         }
         Ok(xs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The GPU path (Candle tensors) runs on the CPU too when asked, so the
+    /// suite covers it without a GPU.
+    #[test]
+    fn packed_and_tensor_layers_agree() {
+        let dev = Device::Cpu;
+        let weight = Tensor::randn(0f32, 1., (128, 48), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1., 128, &dev).unwrap();
+        let packed = PackedLinear::new(
+            &weight.flatten_all().unwrap().to_vec1().unwrap(),
+            bias.to_vec1().unwrap(),
+            128,
+            48,
+        )
+        .unwrap();
+        let packed = Dense::Packed(packed, pulp::Arch::new());
+        let tensor = Dense::Tensor {
+            weight: weight.clone(),
+            bias: bias.clone(),
+        };
+        let xs = Tensor::randn(0f32, 1., (3, 5, 48), &dev).unwrap();
+        let want = xs
+            .broadcast_matmul(&weight.t().unwrap())
+            .unwrap()
+            .broadcast_add(&bias)
+            .unwrap();
+        for (name, layer) in [("packed", &packed), ("tensor", &tensor)] {
+            for act in [None, Some(HiddenAct::Gelu)] {
+                let got = layer.forward_with(&xs, act).unwrap();
+                let want = match act {
+                    Some(a) => activation(&want, a).unwrap(),
+                    None => want.clone(),
+                };
+                let diff = (got - &want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-4, "{name} {act:?}: {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_padding_mask_is_finite_in_every_precision() {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let back = Tensor::new(lowest(dtype), &Device::Cpu)
+                .and_then(|t| t.to_dtype(dtype))
+                .and_then(|t| t.to_dtype(DType::F32))
+                .and_then(|t| t.to_scalar::<f32>())
+                .unwrap();
+            assert!(back.is_finite() && back < -6e4, "{dtype:?}: {back}");
+        }
     }
 }

@@ -1,7 +1,12 @@
 //! The real all-MiniLM-L6-v2 on Candle: shape, normalisation, batching,
 //! truncation, and agreement with sentence-transformers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -16,6 +21,20 @@ fn model_path() -> PathBuf {
         })
 }
 
+/// Where the model runs: `SWITCHYARD_TEST_DEVICE` (`cpu` by default, or
+/// `cuda:N` in a build with the `cuda` feature) and
+/// `SWITCHYARD_TEST_PRECISION` (`f32` by default; `f16`, `bf16` on GPUs).
+fn device() -> (DeviceSpec, Precision) {
+    let device = std::env::var("SWITCHYARD_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let precision = match std::env::var("SWITCHYARD_TEST_PRECISION").as_deref() {
+        Err(_) | Ok("f32") => Precision::F32,
+        Ok("f16") => Precision::F16,
+        Ok("bf16") => Precision::Bf16,
+        Ok(other) => panic!("SWITCHYARD_TEST_PRECISION={other}: expected f32, f16 or bf16"),
+    };
+    (device.parse().unwrap(), precision)
+}
+
 /// One loaded model shared by the tests of this binary.
 fn model() -> Arc<CandleEmbedder> {
     static MODEL: OnceLock<Arc<CandleEmbedder>> = OnceLock::new();
@@ -24,7 +43,8 @@ fn model() -> Arc<CandleEmbedder> {
             let dir = ModelDir::open(model_path()).unwrap_or_else(|e| {
                 panic!("{e}: run models/fetch.sh first (it fetches and verifies the model)")
             });
-            Arc::new(CandleEmbedder::load(&dir, DeviceSpec::Cpu, Precision::F32).unwrap())
+            let (device, precision) = device();
+            Arc::new(CandleEmbedder::load(&dir, device, precision).unwrap())
         })
         .clone()
 }
@@ -139,6 +159,7 @@ fn matches_sentence_transformers_on_every_reference_text() {
             worst = (c, text.chars().take(40).collect());
         }
     }
+    eprintln!("{:?}: lowest cosine {} ({:?})", device(), worst.0, worst.1);
     assert!(
         worst.0 >= 0.999,
         "lowest cosine {} for {:?}",

@@ -36,6 +36,13 @@ struct Args {
     latency_samples: usize,
     #[arg(long, default_value = "bench-results/embed_throughput.json")]
     out: String,
+    /// `cpu` or `cuda:N` (a build with `--features switchyard-embedder/cuda`);
+    /// sentence-transformers runs on the same device.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// `f32`, or `f16` / `bf16` on a GPU (sentence-transformers stays F32).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 const BATCHES: [usize; 4] = [1, 8, 32, 128];
@@ -90,7 +97,14 @@ fn main() -> anyhow::Result<()> {
     let texts = json!({"short": short_texts(), "medium": medium_texts()});
     let rss_before = rss_bytes();
     let dir = ModelDir::open(&args.model)?;
-    let model = CandleEmbedder::load(&dir, DeviceSpec::Cpu, Precision::F32)?;
+    let device: DeviceSpec = args.device.parse().map_err(anyhow::Error::msg)?;
+    let precision = match args.precision.as_str() {
+        "f32" => Precision::F32,
+        "f16" => Precision::F16,
+        "bf16" => Precision::Bf16,
+        other => anyhow::bail!("--precision {other}: expected f32, f16 or bf16"),
+    };
+    let model = CandleEmbedder::load(&dir, device, precision)?;
     model.embed(&vec!["warm up".to_owned(); 8])?;
     let model_rss = rss_bytes().saturating_sub(rss_before);
     let token_len = |t: &[String]| {
@@ -130,7 +144,7 @@ fn main() -> anyhow::Result<()> {
 
     let reference: Option<Value> = match &args.python {
         Some(py) => {
-            let plan = json!({"model_dir": args.model, "texts": texts, "batches": BATCHES,
+            let plan = json!({"model_dir": args.model, "device": args.device, "texts": texts, "batches": BATCHES,
                               "seconds": args.seconds, "latency_samples": args.latency_samples});
             let mut child = Command::new(py)
                 .arg("benches/embed_reference.py")
