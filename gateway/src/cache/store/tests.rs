@@ -1,0 +1,181 @@
+//! The vector store's behaviour. Each check is a function of a store, so the
+//! Qdrant-server implementation will run the same suite.
+
+use super::*;
+
+const DIM: usize = 8;
+const NOW: f64 = 1_000_000.0;
+
+fn unit(seed: u64) -> Vec<f32> {
+    // A deterministic pseudo-random unit vector.
+    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let v: Vec<f32> = (0..DIM)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect();
+    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.into_iter().map(|a| a / n).collect()
+}
+
+fn entry(seed: u64, scope: &str, expires_at: f64) -> Entry {
+    let mut data = Map::new();
+    data.insert("seed".into(), json!(seed));
+    Entry {
+        id: Uuid::new_v4(),
+        scope: scope.into(),
+        vector: unit(seed),
+        expires_at,
+        data,
+    }
+}
+
+fn edge(dir: &Path) -> VectorStore {
+    VectorStore::Edge(EdgeStore::open(dir, DIM).unwrap())
+}
+
+async fn finds_the_nearest_entry_of_its_scope(store: &VectorStore) {
+    let entries: Vec<Entry> = (0..20).map(|i| entry(i, "tenant-a", NOW + 60.0)).collect();
+    store.upsert(entries.clone()).await.unwrap();
+    let found = store.nearest("tenant-a", unit(7), 3, NOW).await.unwrap();
+    assert_eq!(found.len(), 3);
+    assert_eq!(found[0].id, entries[7].id);
+    assert!(
+        (found[0].similarity - 1.0).abs() < 1e-5,
+        "{}",
+        found[0].similarity
+    );
+    assert_eq!(found[0].data["seed"], json!(7));
+    assert!(
+        found[0].similarity >= found[1].similarity && found[1].similarity >= found[2].similarity
+    );
+}
+
+async fn never_returns_another_scopes_entry(store: &VectorStore) {
+    // The same vector in two scopes: each scope finds only its own.
+    let a = entry(42, "tenant-a|gpt", NOW + 60.0);
+    let b = entry(42, "tenant-b|gpt", NOW + 60.0);
+    store.upsert(vec![a.clone(), b.clone()]).await.unwrap();
+    let for_a = store
+        .nearest("tenant-a|gpt", unit(42), 10, NOW)
+        .await
+        .unwrap();
+    assert!(
+        for_a.iter().all(|n| n.id != b.id),
+        "tenant B's entry reached tenant A"
+    );
+    assert!(for_a.iter().any(|n| n.id == a.id));
+    let for_c = store
+        .nearest("tenant-c|gpt", unit(42), 10, NOW)
+        .await
+        .unwrap();
+    assert!(for_c.is_empty(), "a scope with no entries found {for_c:?}");
+    // A scope that is a prefix of another is a different scope.
+    let for_prefix = store.nearest("tenant-a", unit(42), 10, NOW).await.unwrap();
+    assert!(for_prefix.iter().all(|n| n.id != a.id));
+}
+
+async fn expired_entries_are_not_found(store: &VectorStore) {
+    let old = entry(5, "s", NOW - 1.0);
+    let edge_of_expiry = entry(6, "s", NOW);
+    let fresh = entry(5, "s", NOW + 1.0);
+    store
+        .upsert(vec![old.clone(), edge_of_expiry.clone(), fresh.clone()])
+        .await
+        .unwrap();
+    let found = store.nearest("s", unit(5), 10, NOW).await.unwrap();
+    let ids: Vec<Uuid> = found.iter().map(|n| n.id).collect();
+    assert_eq!(ids, vec![fresh.id]);
+}
+
+async fn upsert_replaces_and_remove_deletes(store: &VectorStore) {
+    let mut e = entry(1, "s", NOW + 60.0);
+    store.upsert(vec![e.clone()]).await.unwrap();
+    e.vector = unit(2);
+    store.upsert(vec![e.clone()]).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 1);
+    let found = store.nearest("s", unit(2), 1, NOW).await.unwrap();
+    assert_eq!(found[0].id, e.id);
+    assert!((found[0].similarity - 1.0).abs() < 1e-5);
+    store.remove(vec![e.id]).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 0);
+    assert!(
+        store
+            .nearest("s", unit(2), 1, NOW)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn wrong_lengths_are_refused(store: &VectorStore) {
+    let mut e = entry(1, "s", NOW + 60.0);
+    e.vector.push(0.0);
+    assert!(matches!(
+        store.upsert(vec![e]).await,
+        Err(StoreError::VectorLength { got: 9, wanted: 8 })
+    ));
+    assert!(matches!(
+        store.nearest("s", vec![0.0; 3], 1, NOW).await,
+        Err(StoreError::VectorLength { got: 3, wanted: 8 })
+    ));
+}
+
+#[tokio::test]
+async fn edge_store_behaviour() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each check on a fresh shard, so none depends on another's entries.
+    finds_the_nearest_entry_of_its_scope(&edge(&dir.path().join("1"))).await;
+    never_returns_another_scopes_entry(&edge(&dir.path().join("2"))).await;
+    expired_entries_are_not_found(&edge(&dir.path().join("3"))).await;
+    upsert_replaces_and_remove_deletes(&edge(&dir.path().join("4"))).await;
+    wrong_lengths_are_refused(&edge(&dir.path().join("5"))).await;
+}
+
+#[tokio::test]
+async fn edge_store_survives_a_restart_and_keeps_its_dimension() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shard");
+    let e = entry(3, "s", NOW + 60.0);
+    {
+        let shard = EdgeStore::open(&path, DIM).unwrap();
+        VectorStore::Edge(shard.clone())
+            .upsert(vec![e.clone()])
+            .await
+            .unwrap();
+        shard.flush();
+    }
+    {
+        let store = edge(&path);
+        let found = store.nearest("s", unit(3), 1, NOW).await.unwrap();
+        assert_eq!(found.first().map(|n| n.id), Some(e.id));
+        // One process at a time: a second opener of a live shard is refused.
+        assert!(EdgeStore::open(&path, DIM).is_err());
+    }
+    match EdgeStore::open(&path, DIM + 1) {
+        Err(StoreError::Dimension {
+            stored: 8,
+            wanted: 9,
+            ..
+        }) => {}
+        Err(other) => panic!("expected a dimension error, got {other}"),
+        Ok(_) => panic!("a shard of another dimension opened"),
+    }
+}
+
+#[tokio::test]
+async fn edge_store_survives_a_restart_without_flush() {
+    // What the WAL alone keeps: the process dies without flushing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shard");
+    let e = entry(9, "s", NOW + 60.0);
+    {
+        let store = edge(&path);
+        store.upsert(vec![e.clone()]).await.unwrap();
+    }
+    let found = edge(&path).nearest("s", unit(9), 1, NOW).await.unwrap();
+    assert_eq!(found.first().map(|n| n.id), Some(e.id));
+}
