@@ -2,9 +2,11 @@
 //!
 //! Adapted from `candle-transformers` 0.11.1 `models::bert` (Apache-2.0 or
 //! MIT, © the Candle authors): same weights, same arithmetic, encoder only.
-//! Two changes, both for speed on the CPU and both checked against
-//! sentence-transformers by `tests/model.rs`:
+//! Changed, and checked against sentence-transformers by `tests/model.rs` on
+//! the CPU and (once, by hand) on an H100:
 //!
+//! - the padding mask uses the dtype's lowest finite value: the original's
+//!   `f32::MIN` becomes −∞ in F16 and BF16, and 0 × −∞ made every vector NaN;
 //! - every linear layer multiplies one 2-D matrix (all tokens of the batch)
 //!   instead of one product per text;
 //! - on the CPU in F32 the linear layers use [`PackedLinear`] (weights
