@@ -46,6 +46,20 @@ pub enum Precision {
     Bf16,
 }
 
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(format!(
+                "unknown precision `{s}` (expected `f32`, `f16` or `bf16`)"
+            )),
+        }
+    }
+}
+
 impl Precision {
     fn dtype(self) -> DType {
         match self {

@@ -98,12 +98,7 @@ fn main() -> anyhow::Result<()> {
     let rss_before = rss_bytes();
     let dir = ModelDir::open(&args.model)?;
     let device: DeviceSpec = args.device.parse().map_err(anyhow::Error::msg)?;
-    let precision = match args.precision.as_str() {
-        "f32" => Precision::F32,
-        "f16" => Precision::F16,
-        "bf16" => Precision::Bf16,
-        other => anyhow::bail!("--precision {other}: expected f32, f16 or bf16"),
-    };
+    let precision: Precision = args.precision.parse().map_err(anyhow::Error::msg)?;
     let model = CandleEmbedder::load(&dir, device, precision)?;
     model.embed(&vec!["warm up".to_owned(); 8])?;
     let model_rss = rss_bytes().saturating_sub(rss_before);
