@@ -13,6 +13,7 @@ use candle_transformers::models::bert::Config;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::bert::Bert;
+use crate::cpu::CpuBert;
 use crate::model_dir::{ModelDir, Pooling};
 use crate::{EmbedError, Embedder, Embeddings};
 
@@ -74,9 +75,16 @@ fn inference(e: candle_core::Error) -> EmbedError {
     EmbedError::Inference(e.to_string())
 }
 
+/// The encoder: plain slices on the CPU in F32 where the model allows
+/// (see `cpu.rs`), Candle tensors otherwise (GPUs, half precision).
+enum Encoder {
+    Cpu(CpuBert),
+    Candle(Bert),
+}
+
 /// A loaded model.
 pub struct CandleEmbedder {
-    model: Bert,
+    model: Encoder,
     tokenizer: Tokenizer,
     device: Device,
     dtype: DType,
@@ -127,8 +135,20 @@ impl CandleEmbedder {
         // Read the weights into tensors (no memory map: no unsafe code).
         let tensors = candle_core::safetensors::load(dir.path.join("model.safetensors"), &device)
             .map_err(|e| EmbedError::Model(format!("model.safetensors: {e}")))?;
-        let vb = VarBuilder::from_tensors(tensors, dtype, &device);
-        let model = Bert::load(vb, &config).map_err(|e| EmbedError::Model(e.to_string()))?;
+        let cpu = if device.is_cpu() && dtype == DType::F32 {
+            CpuBert::load(&tensors, &config)?
+        } else {
+            None
+        };
+        let model = match cpu {
+            Some(model) => Encoder::Cpu(model),
+            None => {
+                let vb = VarBuilder::from_tensors(tensors, dtype, &device);
+                Encoder::Candle(
+                    Bert::load(vb, &config).map_err(|e| EmbedError::Model(e.to_string()))?,
+                )
+            }
+        };
         let mut tokenizer = Tokenizer::from_file(dir.path.join("tokenizer.json"))
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         let special = |name: &str| {
@@ -161,8 +181,37 @@ impl CandleEmbedder {
         })
     }
 
-    fn forward(
+    /// Pooled (and, if the model says so, normalised) vectors, from the
+    /// CPU encoder's `[Σ len, hidden]` states.
+    fn pool(&self, hidden: &[f32], sequences: &[Vec<u32>]) -> Vec<Vec<f32>> {
+        let h = self.dimension;
+        let mut rows = hidden.chunks_exact(h);
+        sequences
+            .iter()
+            .map(|seq| {
+                let mut pooled = vec![0f32; h];
+                for (k, row) in rows.by_ref().take(seq.len()).enumerate() {
+                    if self.pooling == Pooling::Mean || k == 0 {
+                        pooled.iter_mut().zip(row).for_each(|(p, &v)| *p += v);
+                    }
+                }
+                if self.pooling == Pooling::Mean {
+                    let n = seq.len().max(1) as f32;
+                    pooled.iter_mut().for_each(|p| *p /= n);
+                }
+                if self.normalize {
+                    let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                    pooled.iter_mut().for_each(|p| *p /= norm);
+                }
+                pooled
+            })
+            .collect()
+    }
+
+    /// Candle's path: a padded batch with an attention mask.
+    fn forward_padded(
         &self,
+        model: &Bert,
         ids: Vec<u32>,
         mask: Vec<u32>,
         rows: usize,
@@ -171,7 +220,7 @@ impl CandleEmbedder {
         let input_ids = Tensor::from_vec(ids, (rows, cols), &self.device)?;
         let token_type_ids = input_ids.zeros_like()?;
         let mask = Tensor::from_vec(mask, (rows, cols), &self.device)?;
-        let hidden = self.model.forward(&input_ids, &token_type_ids, &mask)?;
+        let hidden = model.forward(&input_ids, &token_type_ids, &mask)?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.i((.., 0))?,
             Pooling::Mean => {
@@ -241,20 +290,34 @@ impl Embedder for CandleEmbedder {
                 token_counts: Vec::new(),
             });
         }
+        // [CLS] and [SEP] are not counted as the caller's tokens.
+        let token_counts = sequences
+            .iter()
+            .map(|seq| seq.len().saturating_sub(2))
+            .collect();
+        let model = match &self.model {
+            Encoder::Cpu(model) => {
+                let hidden = model.forward(sequences)?;
+                return Ok(Embeddings {
+                    vectors: self.pool(&hidden, sequences),
+                    token_counts,
+                });
+            }
+            Encoder::Candle(model) => model,
+        };
         let rows = sequences.len();
         let cols = sequences.iter().map(Vec::len).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(rows * cols);
         let mut mask = Vec::with_capacity(rows * cols);
-        let mut token_counts = Vec::with_capacity(rows);
         for seq in sequences {
             ids.extend_from_slice(seq);
             ids.extend(std::iter::repeat_n(self.pad_id, cols - seq.len()));
             mask.extend(std::iter::repeat_n(1u32, seq.len()));
             mask.extend(std::iter::repeat_n(0u32, cols - seq.len()));
-            // [CLS] and [SEP] are not counted as the caller's tokens.
-            token_counts.push(seq.len().saturating_sub(2));
         }
-        let vectors = self.forward(ids, mask, rows, cols).map_err(inference)?;
+        let vectors = self
+            .forward_padded(model, ids, mask, rows, cols)
+            .map_err(inference)?;
         Ok(Embeddings {
             vectors,
             token_counts,

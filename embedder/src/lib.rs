@@ -13,6 +13,7 @@
 mod batcher;
 mod bert;
 mod candle;
+mod cpu;
 mod model_dir;
 mod packed;
 

@@ -1,4 +1,4 @@
-//! A linear layer for few rows on the CPU: the weights packed once, at load,
+//! A linear layer on the CPU: the weights packed once, at load,
 //! into panels of 64 output columns, multiplied by a register-blocked kernel
 //! through [`pulp`], which picks AVX-512, AVX2 or scalar code at run time.
 //!
@@ -6,17 +6,16 @@
 //! every call; for the handful of rows of a single short text that packing
 //! and its small-matrix path cost 3× what this kernel needs (measured by
 //! `benches/src/bin/matmul_shapes.rs`, results in `docs/embeddings.md`).
-//! From about a hundred rows up, `gemm` is faster, and Candle keeps those.
+//! For large batches it is level with `gemm` and OpenBLAS, and lets the
+//! bias and GELU be applied while each chunk of rows is still in cache.
 
 use rayon::prelude::*;
 
 /// Output columns per panel: 4 AVX-512 or 8 AVX2 registers per row.
 pub const PANEL: usize = 64;
-/// Rows of the input handled together.
-const ROWS: usize = 4;
-/// Vector registers per row of accumulators: a panel row is 4 AVX-512 or 8
-/// AVX2 registers, so `ROWS × 8` accumulators at most.
-const MAX_REGISTERS: usize = 8;
+/// Rows of the input handled together: 6 rows × 4 AVX-512 registers of
+/// accumulators (24 of 32 registers), or 1 row × 8 AVX2 registers.
+pub(crate) const ROWS: usize = 6;
 
 /// `y = x · Wᵀ + b` for a PyTorch-layout weight `W: [out, in]`.
 #[derive(Debug, Clone)]
@@ -75,42 +74,118 @@ impl PackedLinear {
         rows: usize,
         activation: Activation,
     ) -> Vec<f32> {
-        debug_assert_eq!(x.len(), rows * self.inputs);
-        let k = self.inputs;
-        let blocks: Vec<Vec<f32>> = self
-            .panels
-            .par_chunks_exact(k * PANEL)
-            .map(|panel| {
-                let mut out = vec![0f32; rows * PANEL];
-                arch.dispatch(PanelKernel {
-                    x,
-                    rows,
-                    k,
-                    panel,
-                    out: &mut out,
-                });
-                out
-            })
-            .collect();
         let mut y = vec![0f32; rows * self.outputs];
-        for (row, y_row) in y.chunks_exact_mut(self.outputs).enumerate() {
-            for (p, block) in blocks.iter().enumerate() {
-                let cols = p * PANEL..(p + 1) * PANEL;
-                for ((y, &v), &b) in y_row[cols.clone()]
-                    .iter_mut()
-                    .zip(&block[row * PANEL..][..PANEL])
-                    .zip(&self.bias[cols])
-                {
-                    *y = v + b;
-                }
-            }
-        }
-        if activation == Activation::GeluErf {
-            gelu_erf_in_place(arch, &mut y);
-        }
+        self.forward_into(arch, x, rows, &mut y, activation);
         y
     }
+
+    /// [`forward_with`](Self::forward_with) into `y` (`rows × outputs`), so
+    /// a caller can reuse its buffers.
+    ///
+    /// Work is split over rayon's threads two ways. Few rows: by panel (each
+    /// thread streams its share of the weights once). Many rows: by chunks of
+    /// rows small enough to stay in a core's L2 cache, each through every
+    /// panel, with the bias and activation applied while the chunk is hot.
+    pub fn forward_into(
+        &self,
+        arch: pulp::Arch,
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+        activation: Activation,
+    ) {
+        debug_assert_eq!(x.len(), rows * self.inputs);
+        debug_assert_eq!(y.len(), rows * self.outputs);
+        let (k, n) = (self.inputs, self.outputs);
+        let threads = rayon::current_num_threads().max(1);
+        if rows < ROW_SPLIT_MIN.max(threads * ROWS * 2) {
+            let xt = pack_rows(x, rows, k);
+            let blocks: Vec<Vec<f32>> = self
+                .panels
+                .par_chunks_exact(k * PANEL)
+                .zip(self.bias.par_chunks_exact(PANEL))
+                .map(|(panel, bias)| {
+                    let mut out = vec![0f32; rows * PANEL];
+                    arch.dispatch(PanelKernel {
+                        xt: &xt,
+                        rows,
+                        k,
+                        panel,
+                        bias,
+                        out: &mut out,
+                        stride: PANEL,
+                    });
+                    out
+                })
+                .collect();
+            for (row, y_row) in y.chunks_exact_mut(n).enumerate() {
+                for (y, block) in y_row.chunks_exact_mut(PANEL).zip(&blocks) {
+                    y.copy_from_slice(&block[row * PANEL..][..PANEL]);
+                }
+            }
+            if activation == Activation::GeluErf {
+                gelu_erf_in_place(arch, y);
+            }
+            return;
+        }
+        // Rows per chunk: its inputs within ~256 KiB, at least one chunk
+        // per thread, a multiple of the kernel's row block.
+        let chunk = (CHUNK_BYTES / (4 * k))
+            .min(rows.div_ceil(threads))
+            .max(ROWS)
+            .next_multiple_of(ROWS);
+        y.par_chunks_mut(chunk * n)
+            .zip(x.par_chunks(chunk * k))
+            .for_each(|(y, x)| {
+                let rows = x.len() / k;
+                let xt = pack_rows(x, rows, k);
+                for (p, (panel, bias)) in self
+                    .panels
+                    .chunks_exact(k * PANEL)
+                    .zip(self.bias.chunks_exact(PANEL))
+                    .enumerate()
+                {
+                    arch.dispatch(PanelKernel {
+                        xt: &xt,
+                        rows,
+                        k,
+                        panel,
+                        bias,
+                        out: &mut y[p * PANEL..],
+                        stride: n,
+                    });
+                }
+                if activation == Activation::GeluErf {
+                    arch.dispatch(GeluErf(y));
+                }
+            });
+    }
 }
+
+/// `x` (`rows × k`) regrouped for the kernel: blocks of [`ROWS`] rows (the
+/// last may be shorter), each stored column by column (`[k, block rows]`),
+/// so the kernel reads one contiguous group of row values per step.
+fn pack_rows(x: &[f32], rows: usize, k: usize) -> Vec<f32> {
+    let mut xt = Vec::with_capacity(rows * k);
+    pack_rows_into(x, rows, k, k, &mut xt);
+    xt
+}
+
+/// [`pack_rows`] of the first `k` columns of rows `stride` apart, appended
+/// to `xt`.
+pub(crate) fn pack_rows_into(x: &[f32], rows: usize, k: usize, stride: usize, xt: &mut Vec<f32>) {
+    for r0 in (0..rows).step_by(ROWS) {
+        let r = ROWS.min(rows - r0);
+        for kk in 0..k {
+            xt.extend((r0..r0 + r).map(|i| x[i * stride + kk]));
+        }
+    }
+}
+
+/// Below this many rows the work is split by panel, not by rows.
+const ROW_SPLIT_MIN: usize = 32;
+/// Input bytes per chunk of rows when the work is split by rows.
+const CHUNK_BYTES: usize = 256 * 1024;
 
 /// What to apply to a layer's outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,13 +253,16 @@ fn erf<S: pulp::Simd>(simd: S, x: S::f32s) -> S::f32s {
     simd.div_f32s(p, q)
 }
 
-/// One panel: `out[rows, PANEL] = x[rows, k] · panel[k, PANEL]`.
+/// One panel: `out[r * stride..][..PANEL] = x[r, ..k] · panel[k, PANEL] +
+/// bias` for each row `r < rows`, `x` packed by [`pack_rows`].
 struct PanelKernel<'a> {
-    x: &'a [f32],
+    xt: &'a [f32],
     rows: usize,
     k: usize,
     panel: &'a [f32],
+    bias: &'a [f32],
     out: &'a mut [f32],
+    stride: usize,
 }
 
 impl pulp::WithSimd for PanelKernel<'_> {
@@ -193,47 +271,123 @@ impl pulp::WithSimd for PanelKernel<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
         let PanelKernel {
-            x,
+            xt,
             rows,
             k,
             panel,
+            bias,
             out,
+            stride,
         } = self;
         let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
-        if lanes * MAX_REGISTERS < PANEL {
-            // No SIMD worth the name (pulp's scalar fallback): plain loops.
-            for (r, out_row) in out.chunks_exact_mut(PANEL).enumerate().take(rows) {
-                for (j, o) in out_row.iter_mut().enumerate() {
-                    *o = (0..k).fold(0f32, |s, kk| {
-                        x[r * k + kk].mul_add(panel[kk * PANEL + j], s)
-                    });
+        for (b, block) in xt.chunks(ROWS * k).enumerate() {
+            let r = block.len() / k;
+            let out = &mut out[b * ROWS * stride..];
+            match (lanes, r) {
+                (16, _) => tile_rows::<S, 4>(simd, r, block, panel, Some(bias), out, stride),
+                (8, _) => {
+                    // AVX2: 16 registers hold one row of accumulators.
+                    for i in 0..r {
+                        let row: Vec<f32> = (0..k).map(|kk| block[kk * r + i]).collect();
+                        tile::<S, 1, 8>(
+                            simd,
+                            &row,
+                            panel,
+                            Some(bias),
+                            &mut out[i * stride..],
+                            stride,
+                        );
+                    }
                 }
-            }
-            return;
-        }
-        let zero = simd.splat_f32s(0.0);
-        let mut r0 = 0;
-        while r0 < rows {
-            let n = ROWS.min(rows - r0);
-            let mut acc = [[zero; MAX_REGISTERS]; ROWS];
-            for kk in 0..k {
-                let (w, _) = S::as_simd_f32s(&panel[kk * PANEL..(kk + 1) * PANEL]);
-                for (r, acc) in acc.iter_mut().enumerate().take(n) {
-                    let a = simd.splat_f32s(x[(r0 + r) * k + kk]);
-                    for (acc, &w) in acc.iter_mut().zip(w) {
-                        *acc = simd.mul_add_e_f32s(a, w, *acc);
+                _ => {
+                    // No SIMD worth the name (pulp's scalar fallback).
+                    for i in 0..r {
+                        let out_row = &mut out[i * stride..][..PANEL];
+                        for (j, (o, &b)) in out_row.iter_mut().zip(bias).enumerate() {
+                            *o = b
+                                + (0..k).fold(0f32, |s, kk| {
+                                    block[kk * r + i].mul_add(panel[kk * PANEL + j], s)
+                                });
+                        }
                     }
                 }
             }
-            for (r, acc) in acc.iter().enumerate().take(n) {
-                let (o, _) = S::as_mut_simd_f32s(&mut out[(r0 + r) * PANEL..(r0 + r + 1) * PANEL]);
-                for (o, &acc) in o.iter_mut().zip(acc) {
-                    *o = acc;
-                }
+        }
+        debug_assert!(xt.len() == rows * k);
+    }
+}
+
+/// [`tile`] for `r` (1 to [`ROWS`]) rows.
+#[inline(always)]
+pub(crate) fn tile_rows<S: pulp::Simd, const V: usize>(
+    simd: S,
+    r: usize,
+    xt: &[f32],
+    panel: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    stride: usize,
+) {
+    match r {
+        6 => tile::<S, 6, V>(simd, xt, panel, bias, out, stride),
+        5 => tile::<S, 5, V>(simd, xt, panel, bias, out, stride),
+        4 => tile::<S, 4, V>(simd, xt, panel, bias, out, stride),
+        3 => tile::<S, 3, V>(simd, xt, panel, bias, out, stride),
+        2 => tile::<S, 2, V>(simd, xt, panel, bias, out, stride),
+        _ => tile::<S, 1, V>(simd, xt, panel, bias, out, stride),
+    }
+}
+
+/// `out[r * stride..][..w] = xt · panel (+ bias)` for `R` rows and one panel
+/// `w = V` registers wide, in `R × V` accumulator registers. `xt`: `[k, R]`
+/// (see [`pack_rows`]); `panel`: `[k, w]`.
+#[inline(always)]
+fn tile<S: pulp::Simd, const R: usize, const V: usize>(
+    simd: S,
+    xt: &[f32],
+    panel: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let (w, _) = S::as_simd_f32s(panel);
+    let (w, _) = pulp::as_arrays::<V, _>(w);
+    let (xs, _) = pulp::as_arrays::<R, _>(xt);
+    let mut acc = [[simd.splat_f32s(0.0); V]; R];
+    for (w, x) in w.iter().zip(xs) {
+        for r in 0..R {
+            let a = simd.splat_f32s(x[r]);
+            for v in 0..V {
+                acc[r][v] = simd.mul_add_e_f32s(a, w[v], acc[r][v]);
             }
-            r0 += ROWS;
         }
     }
+    let width = V * core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+    for (r, acc) in acc.iter().enumerate() {
+        let (o, _) = S::as_mut_simd_f32s(&mut out[r * stride..][..width]);
+        match bias {
+            Some(bias) => {
+                let (b, _) = S::as_simd_f32s(bias);
+                for ((o, &acc), &b) in o.iter_mut().zip(acc).zip(b) {
+                    *o = simd.add_f32s(acc, b);
+                }
+            }
+            None => o.copy_from_slice(acc),
+        }
+    }
+}
+
+/// Every instruction set this machine can run: the best, AVX2 (when the
+/// best is AVX-512), and scalar, so tests cover each code path.
+#[cfg(test)]
+pub(crate) fn test_arches() -> Vec<pulp::Arch> {
+    let mut arches = vec![pulp::Arch::new()];
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v3) = pulp::x86::V3::try_new() {
+        arches.push(pulp::Arch::V3(v3));
+    }
+    arches.push(pulp::Arch::Scalar);
+    arches
 }
 
 #[cfg(test)]
@@ -268,7 +422,7 @@ mod tests {
             .collect();
         let bias: Vec<f32> = (0..outputs).map(|i| i as f32 / 100.0).collect();
         let layer = PackedLinear::new(&weight, bias.clone(), outputs, inputs).unwrap();
-        for arch in [pulp::Arch::new(), pulp::Arch::Scalar] {
+        for arch in test_arches() {
             for rows in [1, 3, 4, 5, 9, 17, 63, 64, 65, 130, 333] {
                 let x: Vec<f32> = (0..rows * inputs)
                     .map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5)
@@ -279,6 +433,15 @@ mod tests {
                     assert!(
                         (g - w).abs() <= 1e-4 * w.abs().max(1.0),
                         "{arch:?} rows {rows}: {g} vs {w}"
+                    );
+                }
+                let got = layer.forward_with(arch, &x, rows, Activation::GeluErf);
+                let mut want = want;
+                gelu_erf_in_place(pulp::Arch::Scalar, &mut want);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                        "{arch:?} rows {rows} with GELU: {g} vs {w}"
                     );
                 }
             }
@@ -295,7 +458,7 @@ mod tests {
             .and_then(|t| t.gelu_erf())
             .and_then(|t| t.to_vec1())
             .unwrap();
-        for arch in [pulp::Arch::new(), pulp::Arch::Scalar] {
+        for arch in test_arches() {
             let mut got = xs.clone();
             gelu_erf_in_place(arch, &mut got);
             for ((x, g), w) in xs.iter().zip(&got).zip(&want) {
