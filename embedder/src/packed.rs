@@ -128,12 +128,12 @@ impl PackedLinear {
             }
             return;
         }
-        // Rows per chunk: its inputs within ~256 KiB, at least one chunk
-        // per thread, a multiple of the kernel's row block.
-        let chunk = (CHUNK_BYTES / (4 * k))
-            .min(rows.div_ceil(threads))
-            .max(ROWS)
-            .next_multiple_of(ROWS);
+        // Chunks of rows whose inputs fit in ~256 KiB, as many as a multiple
+        // of the threads (so none waits on a last, lone chunk), each a
+        // multiple of the kernel's row block.
+        let most = (CHUNK_BYTES / (4 * k)).max(ROWS);
+        let chunks = rows.div_ceil(most).next_multiple_of(threads);
+        let chunk = rows.div_ceil(chunks).next_multiple_of(ROWS);
         y.par_chunks_mut(chunk * n)
             .zip(x.par_chunks(chunk * k))
             .for_each(|(y, x)| {

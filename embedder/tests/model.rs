@@ -121,8 +121,8 @@ fn empty_and_whitespace_texts_embed_without_error() {
     assert_eq!(out.token_counts, vec![0, 0]);
 }
 
-#[test]
-fn matches_sentence_transformers_on_every_reference_text() {
+/// The reference fixture's texts and the vectors under `key`.
+fn fixture(key: &str) -> (Vec<String>, Vec<Vec<f32>>) {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/all-MiniLM-L6-v2.json");
     let fixture: serde_json::Value =
@@ -133,8 +133,7 @@ fn matches_sentence_transformers_on_every_reference_text() {
         .iter()
         .map(|t| t.as_str().unwrap().to_owned())
         .collect();
-    assert!(texts.len() >= 50);
-    let reference: Vec<Vec<f32>> = fixture["vectors"]
+    let vectors: Vec<Vec<f32>> = fixture[key]
         .as_array()
         .unwrap()
         .iter()
@@ -146,14 +145,28 @@ fn matches_sentence_transformers_on_every_reference_text() {
                 .collect()
         })
         .collect();
-    let ours = model().embed(&texts).unwrap().vectors;
+    assert_eq!(texts.len(), vectors.len());
+    (texts, vectors)
+}
+
+/// The lowest cosine between `ours` and `reference`, and its text.
+fn worst_cosine(texts: &[String], ours: &[Vec<f32>], reference: &[Vec<f32>]) -> (f32, String) {
     let mut worst = (1.0f32, String::new());
-    for ((text, a), b) in texts.iter().zip(&ours).zip(&reference) {
+    for ((text, a), b) in texts.iter().zip(ours).zip(reference) {
         let c = cos(a, b);
         if c < worst.0 {
             worst = (c, text.chars().take(40).collect());
         }
     }
+    worst
+}
+
+#[test]
+fn matches_sentence_transformers_on_every_reference_text() {
+    let (texts, reference) = fixture("vectors");
+    assert!(texts.len() >= 50);
+    let ours = model().embed(&texts).unwrap().vectors;
+    let worst = worst_cosine(&texts, &ours, &reference);
     eprintln!("{:?}: lowest cosine {} ({:?})", device(), worst.0, worst.1);
     assert!(
         worst.0 >= 0.999,
@@ -161,6 +174,53 @@ fn matches_sentence_transformers_on_every_reference_text() {
         worst.0,
         worst.1
     );
+}
+
+/// bge-small pools the `[CLS]` token where all-MiniLM-L6-v2 averages: a
+/// copy of the model folder that says `pooling_mode_cls_token` must match
+/// sentence-transformers run with CLS pooling on the same weights.
+#[cfg(unix)]
+#[test]
+fn cls_pooling_from_the_folder_matches_sentence_transformers() {
+    let source = model_path();
+    let dir = std::env::temp_dir().join(format!("switchyard-cls-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    for name in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "modules.json",
+        "sentence_bert_config.json",
+    ] {
+        let _ = std::fs::remove_file(dir.join(name));
+        std::os::unix::fs::symlink(source.join(name).canonicalize().unwrap(), dir.join(name))
+            .unwrap();
+    }
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": true,
+            "pooling_mode_mean_tokens": false}"#,
+    )
+    .unwrap();
+    let (device, precision) = device();
+    let loaded = ModelDir::open(&dir).and_then(|opened| {
+        assert_eq!(opened.pooling, Pooling::Cls);
+        CandleEmbedder::load(&opened, device, precision)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let cls_model = loaded.unwrap();
+    let (texts, reference) = fixture("cls_vectors");
+    let ours = cls_model.embed(&texts).unwrap().vectors;
+    let worst = worst_cosine(&texts, &ours, &reference);
+    assert!(
+        worst.0 >= 0.999,
+        "CLS pooling: lowest cosine {} for {:?}",
+        worst.0,
+        worst.1
+    );
+    // And it is not the mean-pooled vector under another name.
+    let mean = model().embed(&texts[..1]).unwrap().vectors;
+    assert!(cos(&mean[0], &ours[0]) < 0.99);
 }
 
 #[test]
