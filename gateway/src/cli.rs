@@ -37,6 +37,11 @@ pub enum Command {
         /// Configuration file (TOML).
         file: PathBuf,
     },
+    /// The response cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Run a FAKE upstream (OpenAI, Azure OpenAI and Anthropic wire formats)
     /// for demos and tests. It is not a model: it answers deterministically.
     FakeUpstream {
@@ -54,6 +59,24 @@ pub enum Command {
         /// Runtime worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Hit rate against false-hit rate on labelled prompt pairs (the
+    /// cache-eval TSV format) for every semantic-tier setting, and the
+    /// setting to use for a target false-hit rate.
+    Calibrate {
+        /// Pairs file: `id category label prompt_a prompt_b`, tab-separated.
+        #[arg(long)]
+        pairs: PathBuf,
+        /// The embedding model folder (sentence-transformers layout).
+        #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+        model: PathBuf,
+        /// Largest acceptable false-hit rate (0.01 = 1%).
+        #[arg(long, default_value_t = 0.01)]
+        target: f64,
     },
 }
 
@@ -113,6 +136,20 @@ async fn run(command: Command) -> ExitCode {
                 Err(e) => fail(&format!("{}: {e}", file.display())),
             }
         }
+        Command::Cache {
+            command:
+                CacheCommand::Calibrate {
+                    pairs,
+                    model,
+                    target,
+                },
+        } => match calibrate(&pairs, &model, target) {
+            Ok(report) => {
+                let _ = write!(std::io::stdout(), "{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         Command::FakeUpstream {
             listen,
             token_delay_ms,
@@ -144,4 +181,40 @@ async fn run(command: Command) -> ExitCode {
             }
         }
     }
+}
+
+/// Embeds both sides of every pair with the real model and reports.
+fn calibrate(
+    pairs: &std::path::Path,
+    model: &std::path::Path,
+    target: f64,
+) -> Result<String, String> {
+    use crate::cache::calibrate::{Setting, read_pairs, report};
+    use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir, Precision};
+    if !(0.0..=1.0).contains(&target) {
+        return Err(format!("--target must be between 0 and 1, not {target}"));
+    }
+    let pairs = read_pairs(pairs)?;
+    let dir = ModelDir::open(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let embedder = CandleEmbedder::load(&dir, DeviceSpec::Cpu, Precision::F32)
+        .map_err(|e| format!("{}: {e}", model.display()))?;
+    let embed = |texts: Vec<String>| -> Result<Vec<Vec<f32>>, String> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(32) {
+            out.extend(embedder.embed(chunk).map_err(|e| e.to_string())?.vectors);
+        }
+        Ok(out)
+    };
+    let a = embed(pairs.iter().map(|p| p.cached.clone()).collect())?;
+    let b = embed(pairs.iter().map(|p| p.incoming.clone()).collect())?;
+    let similarities: Vec<f32> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum())
+        .collect();
+    let default = Setting {
+        threshold: crate::cache::DEFAULT_SIMILARITY,
+        verifier: Some(crate::cache::verify::Verifier::default()),
+    };
+    Ok(report(&pairs, &similarities, default, target))
 }

@@ -1,0 +1,516 @@
+//! Verification of a semantic-cache candidate: is the cached prompt asking
+//! for the same answer as the incoming one?
+//!
+//! Cosine similarity alone cannot decide it. With all-MiniLM-L6-v2, "convert
+//! 10 km to miles" and "convert 10 miles to km" score 0.987 while a true
+//! paraphrase scores 0.861; on the cache-eval development pairs no single
+//! threshold keeps false hits under 5% while hitting anything
+//! (`docs/cache.md`). A hard negative is nearly always the same sentence
+//! with one *specific* thing changed: a number, a name, a direction, a
+//! negation, an output format, a period of time. A paraphrase changes the
+//! wording but keeps every one of those. So after the nearest neighbour is
+//! found, [`Verifier::check`] compares the two prompts' words and refuses
+//! the hit when any of these differ:
+//!
+//! - **numbers** (digits, and number words from two up);
+//! - **key terms**: names and other specific tokens (capitalised mid-sentence,
+//!   containing digits or `_` or inner capitals, or a programming or human
+//!   language), each of which must appear in the other prompt, allowing one
+//!   typo;
+//! - **negation** (not, never, without, …n't) and **opposites** (a small
+//!   lexicon: enable/disable, add/remove, for/against, …, plus prefixed forms
+//!   such as *dis*advantage);
+//! - **output format**, **scope** (all/every/only/list…) and **time**
+//!   (months, days, periods) words;
+//! - **order**: the same content words in another order, unless a whole
+//!   clause moved at a comma or other boundary ("In Excel, how do I…" is
+//!   "How do I… in Excel?", but "string to integer" is not "integer to
+//!   string");
+//! - **substitution**: a content word or two replaced while the rest is
+//!   shared ("melting point of copper" vs "of iron"). Paraphrases change
+//!   more than that, typos less (one or two letters, tolerated);
+//! - **script**: differing Chinese, Japanese or Korean characters (words are
+//!   not space-separated there, so the checks above cannot see them).
+//!
+//! Chosen by measurement on `cache-eval/dev_pairs.tsv`, by principle rather
+//! than by listing its prompts (`switchyard cache calibrate` reruns it).
+
+/// Decides whether a candidate may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verifier {
+    /// Refuse when at most this many content words differ on each side while
+    /// at least as many are shared (0 turns the substitution check off).
+    pub max_substitution: usize,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self {
+            max_substitution: 2,
+        }
+    }
+}
+
+/// Why two prompts are judged to ask different things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    Number,
+    KeyTerm,
+    Negation,
+    Opposite,
+    Format,
+    Scope,
+    Time,
+    Order,
+    Substitution,
+    Script,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Number => "number",
+            Self::KeyTerm => "key term",
+            Self::Negation => "negation",
+            Self::Opposite => "opposite",
+            Self::Format => "format",
+            Self::Scope => "scope",
+            Self::Time => "time",
+            Self::Order => "order",
+            Self::Substitution => "substitution",
+            Self::Script => "script",
+        }
+    }
+}
+
+#[rustfmt::skip]
+const STOP: &[&str] = &[
+    "a", "an", "the", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does",
+    "did", "doing", "have", "has", "had", "having", "i", "me", "my", "we", "our", "you", "your",
+    "u", "ur", "he", "she", "it", "its", "they", "them", "their", "this", "that", "these",
+    "those", "what", "whats", "what's", "which", "who", "whom", "whose", "when", "where", "why",
+    "how", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "to",
+    "of", "in", "on", "at", "by", "for", "from", "with", "about", "as", "into", "onto", "and",
+    "or", "but", "if", "then", "so", "than", "too", "very", "just", "also", "really", "please",
+    "thanks", "thank", "thx", "hi", "hello", "hey", "ok", "okay", "oh", "good", "morning",
+    "evening", "afternoon", "kindly", "quick", "question", "next", "one", "there", "here",
+    "any", "some", "something", "anything", "tell", "know", "want", "wanna", "like", "need",
+    "give", "let", "let's", "i'm", "i've", "i'd", "i'll", "it's", "that's", "there's", "im",
+    "ive", "id", "ill", "dont", "pls", "plz", "sup", "yo", "bro", "you're", "youre", "again",
+    "quickly", "help", "out", "up", "get",
+];
+#[rustfmt::skip]
+const NUMBER_WORDS: &[(&str, &str)] = &[
+    ("zero", "0"), ("two", "2"), ("three", "3"), ("four", "4"), ("five", "5"), ("six", "6"),
+    ("seven", "7"), ("eight", "8"), ("nine", "9"), ("ten", "10"), ("eleven", "11"),
+    ("twelve", "12"), ("thirteen", "13"), ("fourteen", "14"), ("fifteen", "15"),
+    ("sixteen", "16"), ("seventeen", "17"), ("eighteen", "18"), ("nineteen", "19"),
+    ("twenty", "20"), ("twice", "2"), ("hundred", "100"), ("thousand", "1000"),
+    ("million", "1000000"), ("half", "0.5"), ("dozen", "12"),
+];
+/// Capitalised words that name nothing.
+#[rustfmt::skip]
+const FUNCTION_CAPS: &[&str] = &[
+    "i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "hi", "hello", "hey", "please", "thanks",
+    "thank",
+];
+/// Programming and human languages: key terms even in lower case.
+#[rustfmt::skip]
+const LANGUAGES: &[&str] = &[
+    "python", "rust", "java", "javascript", "typescript", "go", "golang", "c", "c++", "c#",
+    "ruby", "php", "swift", "kotlin", "scala", "bash", "sql", "html", "css", "r", "perl",
+    "haskell", "lua", "dart", "julia", "matlab", "powershell", "english", "spanish", "french",
+    "german", "chinese", "japanese", "italian", "portuguese", "russian", "korean", "arabic",
+    "hindi", "dutch", "mandarin",
+];
+#[rustfmt::skip]
+const NEGATIONS: &[&str] = &[
+    "not", "no", "never", "don't", "doesn't", "didn't", "isn't", "aren't", "wasn't", "weren't",
+    "can't", "cannot", "won't", "wouldn't", "shouldn't", "couldn't", "without", "nor",
+    "neither", "none", "nothing", "nobody",
+];
+#[rustfmt::skip]
+const OPPOSITES: &[(&str, &str)] = &[
+    ("add", "remove"), ("enable", "disable"), ("allow", "block"), ("allow", "deny"),
+    ("allow", "prevent"), ("increase", "decrease"), ("increase", "reduce"),
+    ("increase", "lower"), ("raise", "lower"), ("start", "stop"), ("show", "hide"),
+    ("open", "close"), ("lock", "unlock"), ("install", "uninstall"), ("encrypt", "decrypt"),
+    ("upload", "download"), ("import", "export"), ("buy", "sell"), ("win", "lose"),
+    ("pros", "cons"), ("advantage", "disadvantage"), ("benefit", "drawback"),
+    ("benefit", "risk"), ("benefit", "downside"), ("best", "worst"), ("most", "least"),
+    ("more", "less"), ("more", "fewer"), ("max", "min"), ("maximum", "minimum"),
+    ("before", "after"), ("first", "last"), ("cheap", "expensive"), ("fast", "slow"),
+    ("faster", "slower"), ("safe", "dangerous"), ("safe", "unsafe"), ("good", "bad"),
+    ("healthy", "unhealthy"), ("love", "hate"), ("true", "false"), ("gain", "lose"),
+    ("join", "leave"), ("subscribe", "unsubscribe"), ("connect", "disconnect"),
+    ("merge", "split"), ("compress", "decompress"), ("compress", "extract"),
+    ("create", "delete"), ("zip", "unzip"), ("push", "pull"), ("send", "receive"),
+    ("borrow", "lend"), ("high", "low"), ("hot", "cold"), ("up", "down"), ("make", "remove"),
+    ("on", "off"), ("left", "right"), ("above", "below"), ("inside", "outside"),
+    ("over", "under"), ("accept", "reject"), ("agree", "disagree"), ("like", "dislike"),
+    ("with", "without"), ("for", "against"), ("next", "last"), ("next", "previous"),
+    ("current", "previous"), ("current", "last"), ("include", "exclude"),
+    ("positive", "negative"), ("strength", "weakness"), ("upgrade", "downgrade"),
+    ("attach", "detach"), ("mount", "unmount"), ("freeze", "unfreeze"), ("follow", "unfollow"),
+    ("mute", "unmute"), ("block", "unblock"), ("archive", "unarchive"),
+];
+#[rustfmt::skip]
+const FORMAT: &[&str] = &[
+    "json", "yaml", "xml", "csv", "markdown", "table", "bullet", "list", "paragraph",
+    "sentence", "poem", "haiku", "limerick", "dialogue", "essay", "tweet", "email", "letter",
+    "story", "song", "code", "summary", "outline", "step", "steps", "step-by-step", "word",
+    "one-liner", "yes/no", "phrase", "liste", "puce", "tableau", "tabla", "lista", "absatz",
+    "párrafo", "frase", "satz", "gedicht", "poème", "poema", "diagram", "chart",
+];
+#[rustfmt::skip]
+const SCOPE: &[&str] = &[
+    "all", "every", "each", "both", "only", "entire", "whole", "complete", "full", "detailed",
+    "brief", "briefly", "list", "name",
+];
+#[rustfmt::skip]
+const TIME: &[&str] = &[
+    "today", "tomorrow", "yesterday", "tonight", "week", "month", "year", "day", "hour",
+    "minute", "second", "morning", "afternoon", "evening", "night", "weekend", "decade",
+    "century", "spring", "summer", "autumn", "fall", "winter", "daily", "weekly", "monthly",
+    "yearly", "annual", "annually", "ago", "bc", "ad", "january", "february", "march", "april",
+    "may", "june", "july", "august", "september", "october", "november", "december", "monday",
+    "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+];
+/// Prefixes that turn a word into its opposite.
+const PREFIXES: &[&str] = &["dis", "un", "non", "de", "in", "im", "anti", "en"];
+
+#[derive(Debug, Clone)]
+struct Token {
+    surface: String,
+    low: String,
+    stem: String,
+    /// Punctuation (a comma, a full stop…) since the previous token.
+    boundary: bool,
+    /// First token of a sentence.
+    start: bool,
+    cjk: bool,
+}
+
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30ff | 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xac00..=0xd7af)
+}
+
+fn is_word_char(c: char) -> bool {
+    (c.is_alphanumeric() || c == '_') && !is_cjk(c)
+}
+
+/// Splits on words (letters, digits, `_`, and inner `.+#'-`), single CJK
+/// characters and punctuation (which only marks boundaries).
+fn tokenize(text: &str) -> Vec<Token> {
+    let text = text.replace('’', "'");
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let (mut boundary, mut start) = (true, true);
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if is_cjk(c) {
+            tokens.push(token(c.to_string(), boundary, start, true));
+            (boundary, start) = (false, false);
+            i += 1;
+        } else if c.is_alphanumeric() {
+            let mut j = i + 1;
+            while j < chars.len()
+                && (is_word_char(chars[j]) || matches!(chars[j], '.' | '+' | '#' | '\'' | '-'))
+            {
+                j += 1;
+            }
+            // A word ends in a letter, digit, `_`, `+` or `#`.
+            let mut end = j;
+            while end > i + 1
+                && !(is_word_char(chars[end - 1]) || matches!(chars[end - 1], '+' | '#'))
+            {
+                end -= 1;
+            }
+            tokens.push(token(
+                chars[i..end].iter().collect(),
+                boundary,
+                start,
+                false,
+            ));
+            (boundary, start) = (false, false);
+            // What was trimmed (a full stop…) is read again as punctuation.
+            i = end;
+        } else {
+            if matches!(c, ',' | '(' | ')' | '，' | '、') {
+                boundary = true;
+            } else if matches!(
+                c,
+                '.' | '!'
+                    | '?'
+                    | ':'
+                    | ';'
+                    | '¿'
+                    | '¡'
+                    | '—'
+                    | '–'
+                    | '。'
+                    | '？'
+                    | '！'
+                    | '：'
+                    | '；'
+            ) {
+                (boundary, start) = (true, true);
+            }
+            i += 1;
+        }
+    }
+    tokens
+}
+
+fn token(surface: String, boundary: bool, start: bool, cjk: bool) -> Token {
+    let low = surface.to_lowercase();
+    Token {
+        stem: stem(&low),
+        low,
+        surface,
+        boundary,
+        start,
+        cjk,
+    }
+}
+
+/// A light stemmer: plurals only (`ies` → `y`, a final `s`).
+fn stem(word: &str) -> String {
+    let w = word.trim_matches(|c| matches!(c, '\'' | '-' | '.'));
+    let n = w.chars().count();
+    if n > 4 && w.ends_with("ies") {
+        return format!("{}y", &w[..w.len() - 3]);
+    }
+    if n > 3 && w.ends_with('s') && !w.ends_with("ss") {
+        return w[..w.len() - 1].to_owned();
+    }
+    w.to_owned()
+}
+
+/// Optimal-string-alignment distance (a transposition counts once), or
+/// more than 2 when the lengths alone differ by more.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 2 {
+        return 3;
+    }
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]));
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The same word, allowing a typo in words of four letters or more (one edit;
+/// two in long ordinary words). Never across digits.
+fn same_word(x: &str, y: &str, key: bool) -> bool {
+    if x == y {
+        return true;
+    }
+    let (nx, ny) = (x.chars().count(), y.chars().count());
+    if nx < 4 || ny < 4 || x.chars().chain(y.chars()).any(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    let allowed = if key || nx.min(ny) < 7 { 1 } else { 2 };
+    edit_distance(x, y) <= allowed
+}
+
+fn is_number(low: &str) -> bool {
+    let s = low.strip_suffix('%').unwrap_or(low);
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    int.starts_with(|c: char| c.is_ascii_digit())
+        && int.chars().all(|c| c.is_ascii_digit() || c == ',')
+        && frac.chars().all(|c| c.is_ascii_digit())
+        && (frac.is_empty() != s.contains('.'))
+}
+
+fn numbers(tokens: &[Token]) -> std::collections::BTreeSet<String> {
+    tokens
+        .iter()
+        .filter_map(|t| {
+            if is_number(&t.low) {
+                Some(t.low.replace(',', ""))
+            } else {
+                NUMBER_WORDS
+                    .iter()
+                    .find(|(w, _)| *w == t.low)
+                    .map(|(_, n)| (*n).to_owned())
+            }
+        })
+        .collect()
+}
+
+fn is_key(t: &Token) -> bool {
+    let s = &t.surface;
+    let function = FUNCTION_CAPS.contains(&t.low.as_str());
+    s.chars().any(|c| c.is_ascii_digit())
+        || s.contains('_')
+        || LANGUAGES.contains(&t.low.as_str())
+        || (!function && !t.start && s.chars().next().is_some_and(char::is_uppercase))
+        || (!function && s.chars().skip(1).any(char::is_uppercase))
+}
+
+fn negations(tokens: &[Token]) -> usize {
+    tokens
+        .iter()
+        .filter(|t| NEGATIONS.contains(&t.low.as_str()) || t.low.ends_with("n't"))
+        .count()
+}
+
+fn in_lexicon(tokens: &[Token], lexicon: &[&str]) -> std::collections::BTreeSet<String> {
+    tokens
+        .iter()
+        .filter(|t| lexicon.contains(&t.stem.as_str()) || lexicon.contains(&t.low.as_str()))
+        .map(|t| t.stem.clone())
+        .collect()
+}
+
+/// Content words (stop words dropped), each marked with whether punctuation
+/// came since the previous content word.
+fn content(tokens: &[Token]) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut boundary = true;
+    for t in tokens {
+        boundary |= t.boundary;
+        if t.cjk || !(STOP.contains(&t.stem.as_str()) || STOP.contains(&t.low.as_str())) {
+            out.push(Token {
+                boundary,
+                ..t.clone()
+            });
+            boundary = false;
+        }
+    }
+    out
+}
+
+/// `x` and `y` are the same word but for an opposite-making prefix
+/// (advantage/disadvantage, enable/disable).
+fn prefixed_opposites(x: &str, y: &str) -> bool {
+    let root = |w: &str| -> Option<String> {
+        PREFIXES
+            .iter()
+            .find_map(|p| w.strip_prefix(p).filter(|r| r.chars().count() >= 3))
+            .map(str::to_owned)
+    };
+    [(x, y), (y, x)].iter().any(|(a, b)| {
+        root(a).is_some_and(|r| *b == r || root(b).is_some_and(|rb| rb == r && a != b))
+    })
+}
+
+impl Verifier {
+    /// `Ok(())` when `cached` and `incoming` may share an answer, otherwise
+    /// the first difference found.
+    pub fn check(&self, cached: &str, incoming: &str) -> Result<(), Reason> {
+        let (a, b) = (tokenize(cached), tokenize(incoming));
+        if numbers(&a) != numbers(&b) {
+            return Err(Reason::Number);
+        }
+        let words = |ts: &[Token]| -> Vec<String> {
+            ts.iter()
+                .flat_map(|t| [t.low.clone(), t.stem.clone()])
+                .collect()
+        };
+        let (wa, wb) = (words(&a), words(&b));
+        for (xs, other) in [(&a, &wb), (&b, &wa)] {
+            for t in xs.iter().filter(|t| is_key(t)) {
+                if !other
+                    .iter()
+                    .any(|y| same_word(&t.stem, y, true) || same_word(&t.low, y, true))
+                {
+                    return Err(Reason::KeyTerm);
+                }
+            }
+        }
+        if negations(&a) != negations(&b) {
+            return Err(Reason::Negation);
+        }
+        let stems = |ts: &[Token]| -> std::collections::BTreeSet<String> {
+            ts.iter().map(|t| t.stem.clone()).collect()
+        };
+        let (sa, sb) = (stems(&a), stems(&b));
+        for (p, q) in OPPOSITES {
+            let (p, q) = (stem(p), stem(q));
+            if (sa.contains(&p) && sb.contains(&q) && !sa.contains(&q))
+                || (sa.contains(&q) && sb.contains(&p) && !sa.contains(&p))
+            {
+                return Err(Reason::Opposite);
+            }
+        }
+        for x in sa.difference(&sb) {
+            if sb.difference(&sa).any(|y| prefixed_opposites(x, y)) {
+                return Err(Reason::Opposite);
+            }
+        }
+        for (lexicon, reason) in [
+            (FORMAT, Reason::Format),
+            (SCOPE, Reason::Scope),
+            (TIME, Reason::Time),
+        ] {
+            if in_lexicon(&a, lexicon) != in_lexicon(&b, lexicon) {
+                return Err(reason);
+            }
+        }
+        let (ca, cb) = (content(&a), content(&b));
+        let (ka, kb): (Vec<&str>, Vec<&str>) = (
+            ca.iter().map(|t| t.stem.as_str()).collect(),
+            cb.iter().map(|t| t.stem.as_str()).collect(),
+        );
+        if ka != kb && {
+            let (mut x, mut y) = (ka.clone(), kb.clone());
+            x.sort_unstable();
+            y.sort_unstable();
+            x == y
+        } {
+            // The same words in another order: fine only if a whole clause
+            // moved at a boundary.
+            let moved_clause = (1..ka.len()).any(|k| {
+                ka[k..].iter().chain(&ka[..k]).eq(kb.iter())
+                    && (ca[k].boundary || cb[ka.len() - k].boundary)
+            });
+            if !moved_clause {
+                return Err(Reason::Order);
+            }
+        }
+        let only = |xs: &[Token], ys: &[Token]| -> Vec<Token> {
+            xs.iter()
+                .filter(|t| !ys.iter().any(|u| same_word(&t.stem, &u.stem, false)))
+                .cloned()
+                .collect()
+        };
+        let (da, db) = (only(&ca, &cb), only(&cb, &ca));
+        let shared = ca.len() - da.len();
+        if self.max_substitution > 0
+            && !da.is_empty()
+            && !db.is_empty()
+            && shared >= 1
+            && da.len() <= self.max_substitution
+            && db.len() <= self.max_substitution
+            && shared >= da.len().max(db.len())
+        {
+            return Err(Reason::Substitution);
+        }
+        if !da.is_empty() && !db.is_empty() && da.iter().chain(&db).any(|t| t.cjk) {
+            return Err(Reason::Script);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,162 @@
+//! Examples written for these tests, not taken from the cache-eval pairs
+//! (those are measured as a whole by `switchyard cache calibrate`).
+
+use super::*;
+
+fn check(a: &str, b: &str) -> Result<(), Reason> {
+    Verifier::default().check(a, b)
+}
+
+#[test]
+fn rewordings_typos_filler_and_moved_clauses_pass() {
+    for (a, b) in [
+        (
+            "How do I reverse a list in Python?",
+            "how do i reverse a list in python",
+        ),
+        (
+            "How do I reverse a list in Python?",
+            "how do i revrese a list in pyhton",
+        ),
+        (
+            "How do I reverse a list in Python?",
+            "Hi! How do I reverse a list in Python? Thanks a lot.",
+        ),
+        (
+            "How do I read a file in Rust?",
+            "In Rust, how do I read a file?",
+        ),
+        (
+            "What causes thunderstorms?",
+            "What causes thunderstorms to form?",
+        ),
+        (
+            "Explain photosynthesis simply.",
+            "Could you explain photosynthesis simply, please?",
+        ),
+        ("Wie spät ist es?", "Wie spät ist es?"),
+    ] {
+        assert_eq!(check(a, b), Ok(()), "{a:?} vs {b:?}");
+        assert_eq!(check(b, a), Ok(()), "{b:?} vs {a:?}");
+    }
+}
+
+#[test]
+fn changed_specifics_are_refused_with_their_reason() {
+    for (a, b, reason) in [
+        (
+            "Convert 5 kg to pounds",
+            "Convert 8 kg to pounds",
+            Reason::Number,
+        ),
+        (
+            "Convert 1,000 meters to feet",
+            "Convert 100 meters to feet",
+            Reason::Number,
+        ),
+        (
+            "Sort three numbers in C",
+            "Sort four numbers in C",
+            Reason::Number,
+        ),
+        (
+            "What is the capital of Peru?",
+            "What is the capital of Chile?",
+            Reason::KeyTerm,
+        ),
+        (
+            "Read a CSV file in Go",
+            "Read a CSV file in Ruby",
+            Reason::KeyTerm,
+        ),
+        (
+            "Why is the sky blue?",
+            "Why isn't the sky blue?",
+            Reason::Negation,
+        ),
+        (
+            "How do I enable dark mode?",
+            "How do I disable dark mode?",
+            Reason::Opposite,
+        ),
+        (
+            "List the benefits of cycling",
+            "List the drawbacks of cycling",
+            Reason::Opposite,
+        ),
+        (
+            "Is the app secure?",
+            "Is the app insecure?",
+            Reason::Opposite,
+        ),
+        (
+            "Summarise the article as a table",
+            "Summarise the article as a poem",
+            Reason::Format,
+        ),
+        ("Name a planet", "Name every planet", Reason::Scope),
+        (
+            "what is the weather like in winter",
+            "what is the weather like in summer",
+            Reason::Time,
+        ),
+        (
+            "Convert kilograms to pounds",
+            "Convert pounds to kilograms",
+            Reason::Order,
+        ),
+        (
+            "Is every whale a mammal?",
+            "Is every mammal a whale?",
+            Reason::Order,
+        ),
+        (
+            "What is the boiling point of water?",
+            "What is the boiling point of ethanol?",
+            Reason::Substitution,
+        ),
+        ("北京在哪里？", "上海在哪里？", Reason::Substitution),
+        ("北京今天天气怎么样？", "上海明天会下雨吗？", Reason::Script),
+    ] {
+        assert_eq!(check(a, b), Err(reason), "{a:?} vs {b:?}");
+    }
+}
+
+#[test]
+fn substitution_check_can_be_turned_off() {
+    let off = Verifier {
+        max_substitution: 0,
+    };
+    let (a, b) = (
+        "What is the boiling point of water?",
+        "What is the boiling point of ethanol?",
+    );
+    assert_eq!(off.check(a, b), Ok(()));
+}
+
+#[test]
+fn tokens_keep_what_names_things() {
+    let low = |s: &str| -> Vec<String> { tokenize(s).into_iter().map(|t| t.low).collect() };
+    assert_eq!(low("C++ or C#?"), ["c++", "or", "c#"]);
+    assert_eq!(low("node.js, don't."), ["node.js", "don't"]);
+    assert_eq!(low("I don’t know"), ["i", "don't", "know"]);
+    assert_eq!(low("Pi is 3.14!"), ["pi", "is", "3.14"]);
+    assert_eq!(low("把100美元"), ["把", "100", "美", "元"]);
+    let t = tokenize("Hello. Is Paris big?");
+    assert!(t[0].start && t[1].start && !t[2].start);
+    assert!(is_key(&t[2]) && !is_key(&t[1]));
+}
+
+#[test]
+fn numbers_typos_and_stems() {
+    assert!(is_number("1,000") && is_number("3.14") && is_number("20%"));
+    assert!(!is_number("3.") && !is_number("v2") && !is_number("1.2.3"));
+    assert_eq!(edit_distance("recieve", "receive"), 1);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert!(same_word("pyhton", "python", true));
+    assert!(!same_word("slovenia", "slovakia", true));
+    assert!(!same_word("v1.2", "v1.3", false));
+    assert_eq!(stem("libraries"), "library");
+    assert_eq!(stem("class"), "class");
+    assert_eq!(stem("cats"), "cat");
+}
