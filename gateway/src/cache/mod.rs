@@ -1,12 +1,19 @@
 //! The response cache (issue #4), being built in steps.
 //!
-//! Done so far: [`store`], the semantic tier's vector store on an embedded
-//! qdrant-edge shard, with scope isolation enforced inside the store. Not yet
-//! built: the exact tier, scope keys from requests, verification of semantic
-//! candidates, the request path and its controls, and the Qdrant-server
-//! store. Nothing in the request path uses the cache yet.
+//! Done so far:
+//! - [`key`]: a chat request's scope, compared text and exact key;
+//! - [`store`]: the semantic tier's vector store on an embedded qdrant-edge
+//!   shard, with scope isolation enforced inside the store;
+//! - [`verify`]: the check a semantic candidate must pass besides cosine;
+//! - [`calibrate`]: hit and false-hit rates on labelled pairs
+//!   (`switchyard cache calibrate`).
+//!
+//! Not yet built: the exact tier's table, the request path and its controls,
+//! and the Qdrant-server store. Nothing in the request path uses the cache
+//! yet.
 
 pub mod calibrate;
+pub mod key;
 pub mod store;
 pub mod verify;
 
@@ -14,5 +21,9 @@ pub mod verify;
 /// [`verify::Verifier::default`]: on the cache-eval development pairs this
 /// setting hits 62% of same-answer pairs with no false hit (`docs/cache.md`).
 pub const DEFAULT_SIMILARITY: f32 = 0.6;
+
+/// The highest temperature cached by default. Requests that leave it unset
+/// get the API's default, 1, and are cached; above 1 they are not.
+pub const DEFAULT_MAX_TEMPERATURE: f64 = 1.0;
 
 pub use store::{EdgeStore, Entry, Neighbour, StoreError, VectorStore};
