@@ -29,6 +29,8 @@ pub struct App {
     pub groups: ModelGroups,
     /// In-process embedding models by name.
     pub embeddings: HashMap<String, Batcher>,
+    /// The response cache, when `[cache] enabled`.
+    pub cache: Option<crate::cache::Cache>,
     pub master_key: Option<SecretString>,
     pub shutting_down: AtomicBool,
     /// Unix seconds at start-up (`created` of `/v1/models` entries).
@@ -69,6 +71,7 @@ impl App {
                     })
                 })
                 .collect::<Result<_, _>>()?,
+            cache: crate::cache::Cache::from_config(&config.cache),
             master_key,
             shutting_down: AtomicBool::new(false),
             started_at: std::time::SystemTime::now()

@@ -4,21 +4,27 @@
 use std::sync::Arc;
 
 use axum::extract::{Extension, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::time::Instant;
 
 use super::extract::{JsonObject, view};
 use super::log::RequestLog;
 use super::middleware::RequestId;
-use super::proxy::{Forward, fail, forward};
+use super::proxy::{CacheWrite, Forward, cached, fail, forward};
 use super::types::{ChatCompletionRequest, CompletionRequest, EmbeddingInput, EmbeddingRequest};
 use crate::app::{App, Limits};
+use crate::cache::DEFAULT_TENANT;
+use crate::cache::exact::CachedResponse;
+use crate::cache::http::{Directive, controls, now_secs};
+use crate::cache::key::chat_key;
 use crate::error::ApiError;
 use crate::providers::Endpoint;
 
 pub async fn chat_completions(
     State(app): State<Arc<App>>,
     Extension(RequestId(id)): Extension<RequestId>,
+    headers: HeaderMap,
     body: Result<JsonObject, ApiError>,
 ) -> Response {
     let started = Instant::now();
@@ -32,14 +38,70 @@ pub async fn chat_completions(
         Err(e) => return fail(log, e),
     };
     let (body, chat) = chat;
+    let mut log = log;
+    let write = match cache_lookup(&app, &headers, &body, &chat, &mut log) {
+        Ok(Lookup::Hit(hit)) => return cached(log, started, hit),
+        Ok(Lookup::Miss(write)) => write,
+        Err(e) => return fail(log, e),
+    };
     let fwd = Forward {
         endpoint: Endpoint::ChatCompletions,
         body: &body,
         chat: Some(&chat),
         model: &chat.model,
         stream: chat.is_stream(),
+        cache: write,
     };
     forward(&app, log, started, fwd).await
+}
+
+enum Lookup<'a> {
+    Hit(CachedResponse),
+    /// Not answered from the cache; store the answer here, if anywhere.
+    Miss(Option<CacheWrite<'a>>),
+}
+
+/// The exact tier's part in a chat request (sets `log.cache`).
+fn cache_lookup<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    body: &JsonObject,
+    chat: &ChatCompletionRequest,
+    log: &mut RequestLog,
+) -> Result<Lookup<'a>, ApiError> {
+    let Some(cache) = &app.cache else {
+        return Ok(Lookup::Miss(None));
+    };
+    let controls = controls(headers)?;
+    log.cache = "bypass";
+    // Streamed answers are not cached yet (docs/cache.md).
+    if chat.is_stream() || controls.directive == Directive::NoStore {
+        return Ok(Lookup::Miss(None));
+    }
+    let Ok(key) = chat_key(
+        DEFAULT_TENANT,
+        &chat.model,
+        body.map(),
+        chat,
+        cache.max_temperature,
+    ) else {
+        return Ok(Lookup::Miss(None));
+    };
+    if controls.directive == Directive::Normal
+        && let Some(hit) = cache.exact.get(&key.exact, now_secs())
+    {
+        return Ok(Lookup::Hit(hit));
+    }
+    log.cache = "miss";
+    let ttl_secs = controls
+        .ttl
+        .map_or(cache.ttl_secs, |t| t.min(cache.ttl_secs));
+    Ok(Lookup::Miss((ttl_secs > 0).then(|| CacheWrite {
+        cache,
+        key: key.exact,
+        group: chat.model.clone(),
+        ttl_secs,
+    })))
 }
 
 fn validate_chat(chat: &ChatCompletionRequest, limits: &Limits) -> Result<(), ApiError> {
@@ -136,6 +198,7 @@ pub async fn completions(
         chat: None,
         model: &req.model,
         stream: req.stream.unwrap_or(false),
+        cache: None,
     };
     forward(&app, log, started, fwd).await
 }
@@ -165,6 +228,7 @@ pub async fn embeddings(
         chat: None,
         model: &req.model,
         stream: false,
+        cache: None,
     };
     forward(&app, log, started, fwd).await
 }

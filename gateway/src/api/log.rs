@@ -22,6 +22,8 @@ pub struct RequestLog {
     pub overhead: Option<Duration>,
     /// Why a stream ended early (upstream error, client gone).
     pub outcome: &'static str,
+    /// What the cache did: `hit-exact`, `miss`, `bypass`, or `-` (off).
+    pub cache: &'static str,
     started: Instant,
 }
 
@@ -38,6 +40,7 @@ impl RequestLog {
             usage: None,
             overhead: None,
             outcome: "ok",
+            cache: "-",
             started,
         }
     }
@@ -54,6 +57,7 @@ impl Drop for RequestLog {
             deployment = self.deployment.as_deref().unwrap_or("-"),
             status = self.status,
             outcome = self.outcome,
+            cache = self.cache,
             stream = self.stream,
             attempts = self.attempts,
             latency_ms = self.started.elapsed().as_secs_f64() * 1e3,

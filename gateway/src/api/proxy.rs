@@ -12,6 +12,9 @@ use super::log::RequestLog;
 use super::sse;
 use super::types::ChatCompletionRequest;
 use crate::app::App;
+use crate::cache::exact::CachedResponse;
+use crate::cache::http::{CACHE_HEADER, finished_normally, now_secs};
+use crate::cache::{Cache, DEFAULT_TENANT};
 use crate::dispatch::{Committed, dispatch};
 use crate::error::ApiError;
 use crate::providers::{Endpoint, UpstreamRequest};
@@ -26,6 +29,16 @@ pub struct Forward<'a> {
     pub chat: Option<&'a ChatCompletionRequest>,
     pub model: &'a str,
     pub stream: bool,
+    /// Where to store the answer if it completes normally.
+    pub cache: Option<CacheWrite<'a>>,
+}
+
+/// A cache miss to fill.
+pub struct CacheWrite<'a> {
+    pub cache: &'a Cache,
+    pub key: String,
+    pub group: String,
+    pub ttl_secs: u64,
 }
 
 /// Log the error and render it.
@@ -63,6 +76,7 @@ pub async fn forward(
         }
     };
     let overhead = started.elapsed().saturating_sub(done.upstream_time);
+    let log_cache = log.cache;
     let deployment = done.deployment.id.clone();
     log.attempts = done.attempts;
     log.deployment = Some(deployment.clone());
@@ -70,6 +84,21 @@ pub async fn forward(
     let (body, content_type) = match done.reply {
         Committed::Complete { body, usage } => {
             log.usage = usage;
+            if let Some(w) = &fwd.cache
+                && finished_normally(&body)
+            {
+                let now = now_secs();
+                w.cache.exact.insert(
+                    w.key.clone(),
+                    CachedResponse {
+                        body: body.clone(),
+                        tenant: DEFAULT_TENANT.into(),
+                        group: w.group.clone(),
+                        created_at: now,
+                        expires_at: now.saturating_add(w.ttl_secs),
+                    },
+                );
+            }
             (Body::from(body), "application/json")
         }
         Committed::Stream { first, rest } => (
@@ -86,6 +115,30 @@ pub async fn forward(
     if let Ok(v) = HeaderValue::from_str(&deployment) {
         h.insert(BACKEND, v);
     }
+    if log_cache != "-" {
+        h.insert(CACHE_HEADER, HeaderValue::from_static(log_cache));
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1e3)) {
+        h.insert(OVERHEAD, v);
+    }
+    resp
+}
+
+/// A response from the exact tier.
+pub fn cached(mut log: RequestLog, started: Instant, hit: CachedResponse) -> Response {
+    log.model_group = Some(hit.group.clone());
+    log.deployment = Some("cache".into());
+    log.cache = "hit-exact";
+    let overhead = started.elapsed();
+    log.overhead = Some(overhead);
+    let mut resp = Response::new(Body::from(hit.body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(BACKEND, HeaderValue::from_static("cache"));
+    h.insert(CACHE_HEADER, HeaderValue::from_static("hit-exact"));
     if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1e3)) {
         h.insert(OVERHEAD, v);
     }

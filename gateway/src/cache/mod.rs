@@ -13,6 +13,8 @@
 //! yet.
 
 pub mod calibrate;
+pub mod exact;
+pub mod http;
 pub mod key;
 pub mod store;
 pub mod verify;
@@ -27,3 +29,27 @@ pub const DEFAULT_SIMILARITY: f32 = 0.6;
 pub const DEFAULT_MAX_TEMPERATURE: f64 = 1.0;
 
 pub use store::{EdgeStore, Entry, Neighbour, StoreError, VectorStore};
+
+use crate::config::CacheConfig;
+
+/// The tenant every request belongs to until virtual keys (issue #8).
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The response cache as the request path uses it.
+#[derive(Debug)]
+pub struct Cache {
+    pub exact: exact::ExactTier,
+    pub ttl_secs: u64,
+    pub max_temperature: f64,
+}
+
+impl Cache {
+    /// `None` when the cache is disabled.
+    pub fn from_config(c: &CacheConfig) -> Option<Self> {
+        c.enabled.then(|| Self {
+            exact: exact::ExactTier::new(c.max_entries, c.max_bytes),
+            ttl_secs: c.ttl_secs,
+            max_temperature: c.max_temperature,
+        })
+    }
+}

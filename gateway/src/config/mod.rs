@@ -44,6 +44,40 @@ pub struct Config {
     /// Embedding models served in-process for `/v1/embeddings`.
     #[serde(default)]
     pub embedding_models: Vec<EmbeddingModelConfig>,
+    /// The response cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+/// `[cache]`: the response cache (docs/cache.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Answer repeated chat requests from the cache.
+    pub enabled: bool,
+    /// How long an entry is served, in seconds; a request may ask for less
+    /// with `x-switchyard-cache-ttl`.
+    pub ttl_secs: u64,
+    /// Most entries kept in memory; the least recently used go first.
+    pub max_entries: usize,
+    /// Most bytes of cached responses kept in memory; the least recently
+    /// used go first.
+    pub max_bytes: usize,
+    /// Requests with a higher temperature are not cached (an unset
+    /// temperature counts as 1).
+    pub max_temperature: f64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ttl_secs: 3_600,
+            max_entries: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+            max_temperature: crate::cache::DEFAULT_MAX_TEMPERATURE,
+        }
+    }
 }
 
 /// `[[embedding_models]]`: a sentence-transformers model run in-process.

@@ -82,6 +82,15 @@ fn wrong_types_and_values_name_the_field() {
         "model = \"x\"\ntimeouts = { ttft_ms = 10, total_ms = 5 }",
     ));
     assert!(e.contains("ttft_ms"), "{e}");
+    for (field, value, named) in [
+        ("max_entries", "0", "cache: max_entries"),
+        ("ttl_secs", "0", "cache: max_entries and ttl_secs"),
+        ("max_bytes", "10", "cache.max_bytes"),
+        ("max_temperature", "2.5", "cache.max_temperature"),
+    ] {
+        let e = err(&format!("{MINIMAL}\n[cache]\n{field} = {value}\n"));
+        assert!(e.starts_with(named), "{field}: {e}");
+    }
 }
 
 #[test]

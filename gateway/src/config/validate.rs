@@ -17,6 +17,16 @@ impl Config {
                 "server: max_messages, max_n and max_embedding_inputs must be at least 1".into(),
             );
         }
+        let c = &self.cache;
+        if c.max_entries == 0 || c.ttl_secs == 0 {
+            return err("cache: max_entries and ttl_secs must be at least 1".into());
+        }
+        if c.max_bytes < 1024 {
+            return err("cache.max_bytes: must be at least 1024".into());
+        }
+        if !(0.0..=2.0).contains(&c.max_temperature) {
+            return err("cache.max_temperature: must be between 0 and 2".into());
+        }
         if self.breaker.failure_threshold == 0 {
             return err("breaker.failure_threshold: must be at least 1".into());
         }

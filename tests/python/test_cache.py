@@ -1,0 +1,134 @@
+"""The response cache's exact tier through the official SDK and raw HTTP:
+a repeated request is answered from the cache without reaching the
+upstream; field order does not matter; anything that changes the answer
+misses; the request controls and TTL work; streams, hot temperatures and
+failed answers are never served from it. (The fake upstream answers each
+prompt the same way every time, so a hit is told apart by the upstream's
+request count and the `x-switchyard-cache` header, not by the text.)"""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from harness import answer_to, fault_status, model_group, openai_provider, section
+
+Q = [{"role": "user", "content": "What is the boiling point of water?"}]
+
+
+@pytest.fixture
+def env(launch):
+    fake = launch.fake()
+    config = (
+        section("retry", max_retries=0, backoff_base_ms=1, backoff_max_ms=2)
+        + section("cache", enabled=True, ttl_secs=60)
+        + openai_provider("oai", fake)
+        + model_group("gpt-test", {"provider": "oai", "model": "fake-gpt-upstream"})
+    )
+    gw = launch.gateway(config)
+    return gw, fake, gw.client()
+
+
+def ask(client, headers=None, **kw):
+    kw.setdefault("messages", Q)
+    return client.chat.completions.with_raw_response.create(model="gpt-test", extra_headers=headers, **kw)
+
+
+def test_a_repeat_is_answered_from_the_exact_tier(env):
+    gw, fake, client = env
+    first = ask(client)
+    assert first.headers["x-switchyard-cache"] == "miss"
+    assert first.headers["x-switchyard-backend"] == "oai/fake-gpt-upstream"
+    second = ask(client)
+    assert second.headers["x-switchyard-cache"] == "hit-exact"
+    assert second.headers["x-switchyard-backend"] == "cache"
+    assert len(fake.requests()) == 1, "the hit never reached the upstream"
+    a, b = first.parse(), second.parse()
+    assert b.choices[0].message.content == answer_to(Q[0]["content"])
+    assert b.model_dump() == a.model_dump(), "the stored answer, usage included, unchanged"
+    log = gw.request_log(second.headers["x-request-id"])
+    assert log["cache"] == "hit-exact" and log["deployment"] == "cache"
+
+
+def test_field_order_and_whitespace_do_not_matter(env):
+    gw, fake, client = env
+    ask(client, temperature=0.2, max_tokens=50)
+    body = {"max_tokens": 50, "temperature": 0.2, "messages": [{"content": Q[0]["content"], "role": "user"}],
+            "model": "gpt-test"}
+    r = gw.http("POST", "/v1/chat/completions", body)
+    assert r.status == 200
+    assert r.headers["x-switchyard-cache"] == "hit-exact"
+    assert len(fake.requests()) == 1
+
+
+def test_whatever_changes_the_answer_misses(env):
+    _, fake, client = env
+    ask(client)
+    variants = [
+        dict(messages=[{"role": "user", "content": "What is the boiling point of ethanol?"}]),
+        dict(messages=[{"role": "system", "content": "Answer in French."}] + Q),
+        dict(temperature=0.5),
+        dict(seed=7),
+        dict(max_tokens=1000),
+        dict(response_format={"type": "json_object"}),
+    ]
+    for kw in variants:
+        assert ask(client, **kw).headers["x-switchyard-cache"] == "miss", kw
+    assert len(fake.requests()) == 1 + len(variants)
+
+
+def test_no_store_and_no_cache_controls(env):
+    _, fake, client = env
+    assert ask(client, {"x-switchyard-cache": "no-store"}).headers["x-switchyard-cache"] == "bypass"
+    assert ask(client).headers["x-switchyard-cache"] == "miss", "no-store stored nothing"
+    assert ask(client, {"Cache-Control": "no-cache"}).headers["x-switchyard-cache"] == "miss"
+    assert ask(client, {"x-switchyard-cache": "refresh"}).headers["x-switchyard-cache"] == "miss"
+    assert ask(client).headers["x-switchyard-cache"] == "hit-exact"
+    assert len(fake.requests()) == 4
+
+
+def test_ttl_header_bounds_how_long_an_answer_is_kept(env):
+    _, fake, client = env
+    assert ask(client, {"x-switchyard-cache-ttl": "0"}).headers["x-switchyard-cache"] == "miss"
+    assert ask(client, {"x-switchyard-cache-ttl": "1"}).headers["x-switchyard-cache"] == "miss"
+    assert ask(client).headers["x-switchyard-cache"] == "hit-exact"
+    time.sleep(2.1)
+    assert ask(client).headers["x-switchyard-cache"] == "miss", "expired"
+    assert len(fake.requests()) == 3
+
+
+def test_streams_and_hot_temperatures_bypass(env):
+    _, fake, client = env
+    ask(client)
+    stream = client.chat.completions.with_raw_response.create(model="gpt-test", messages=Q, stream=True)
+    assert stream.headers["x-switchyard-cache"] == "bypass"
+    text = "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices)
+    assert text == answer_to(Q[0]["content"])
+    for _ in range(2):
+        assert ask(client, temperature=1.5).headers["x-switchyard-cache"] == "bypass"
+    assert len(fake.requests()) == 4
+
+
+def test_failed_answers_are_not_stored(env):
+    _, fake, client = env
+    fake.push_faults(fault_status(500))
+    with pytest.raises(openai.InternalServerError):
+        ask(client)
+    assert ask(client).headers["x-switchyard-cache"] == "miss"
+    assert ask(client).headers["x-switchyard-cache"] == "hit-exact"
+
+
+def test_bad_control_headers_are_400(env):
+    _, fake, client = env
+    for headers in ({"x-switchyard-cache": "sometimes"}, {"x-switchyard-cache-ttl": "forever"}):
+        with pytest.raises(openai.BadRequestError) as e:
+            ask(client, headers)
+        assert "x-switchyard-cache" in str(e.value)
+    assert fake.requests() == []
+
+
+def test_off_unless_enabled(client):
+    raw = client.chat.completions.with_raw_response.create(model="gpt-test", messages=Q)
+    assert "x-switchyard-cache" not in raw.headers
