@@ -53,6 +53,17 @@ impl App {
             })
             .transpose()?;
         let s = &config.server;
+        let embeddings: HashMap<String, Batcher> = config
+            .embedding_models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                load_embedder(m)
+                    .map(|b| (m.name.clone(), b))
+                    .map_err(|e| ConfigError(format!("embedding_models[{i}] ({}): {e}", m.name)))
+            })
+            .collect::<Result<_, _>>()?;
+        let cache = crate::cache::Cache::build(&config.cache, &embeddings).map_err(ConfigError)?;
         Ok(Self {
             limits: Limits {
                 max_body_bytes: s.max_body_bytes,
@@ -61,17 +72,8 @@ impl App {
                 max_embedding_inputs: s.max_embedding_inputs,
             },
             groups: ModelGroups::from_config(config, env)?,
-            embeddings: config
-                .embedding_models
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    load_embedder(m).map(|b| (m.name.clone(), b)).map_err(|e| {
-                        ConfigError(format!("embedding_models[{i}] ({}): {e}", m.name))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-            cache: crate::cache::Cache::from_config(&config.cache),
+            embeddings,
+            cache,
             master_key,
             shutting_down: AtomicBool::new(false),
             started_at: std::time::SystemTime::now()

@@ -8,6 +8,7 @@ request count and the `x-switchyard-cache` header, not by the text.)"""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import openai
@@ -132,3 +133,115 @@ def test_bad_control_headers_are_400(env):
 def test_off_unless_enabled(client):
     raw = client.chat.completions.with_raw_response.create(model="gpt-test", messages=Q)
     assert "x-switchyard-cache" not in raw.headers
+
+
+# --------------------------------------------------------------------------
+# The semantic tier: the real embedding model and the real qdrant-edge store
+# --------------------------------------------------------------------------
+
+from test_local_embeddings import MODEL, local_model  # noqa: E402
+
+
+def semantic_config(fake, cache_dir, **cache) -> str:
+    fields = dict(enabled=True, ttl_secs=600, embedding_model=MODEL, dir=str(cache_dir),
+                  lookup_budget_ms=5000)
+    fields.update(cache)
+    return (
+        section("retry", max_retries=0, backoff_base_ms=1, backoff_max_ms=2)
+        + section("cache", **fields)
+        + local_model()
+        + openai_provider("oai", fake)
+        + model_group("gpt-test", {"provider": "oai", "model": "fake-gpt-upstream"})
+    )
+
+
+def until_cache(client, status: str, messages, headers=None, timeout: float = 10.0):
+    """Ask until the answer's x-switchyard-cache is `status` (answers are
+    stored in the vector store in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        raw = ask(client, headers, messages=messages)
+        if raw.headers["x-switchyard-cache"] == status or time.monotonic() > deadline:
+            return raw
+        time.sleep(0.05)
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture
+def sem(launch, tmp_path):
+    fake = launch.fake()
+    gw = launch.gateway(semantic_config(fake, tmp_path / "cache"))
+    return gw, fake, gw.client()
+
+
+def test_a_paraphrase_is_answered_by_the_semantic_tier(sem):
+    gw, fake, client = sem
+    first = ask(client, messages=user("What is the boiling point of water?"))
+    assert first.headers["x-switchyard-cache"] == "miss"
+    hit = until_cache(client, "hit-semantic", user("what's the boiling point of water"))
+    assert hit.headers["x-switchyard-cache"] == "hit-semantic"
+    assert hit.headers["x-switchyard-backend"] == "cache"
+    assert float(hit.headers["x-switchyard-cache-similarity"]) >= 0.6
+    assert hit.parse().choices[0].message.content == answer_to("What is the boiling point of water?")
+    log = gw.request_log(hit.headers["x-request-id"])
+    assert log["cache"] == "hit-semantic"
+
+
+def test_a_changed_specific_is_not_a_hit(sem):
+    _, fake, client = sem
+    ask(client, messages=user("Convert 10 km to miles"))
+    until_cache(client, "hit-semantic", user("convert 10 km to miles please"))
+    for other in ("Convert 10 miles to km", "Convert 12 km to miles", "Convert 10 km to meters"):
+        raw = ask(client, messages=user(other))
+        assert raw.headers["x-switchyard-cache"] == "miss", other
+        assert raw.parse().choices[0].message.content == answer_to(other)
+
+
+def test_another_scope_is_never_searched(sem):
+    _, fake, client = sem
+    ask(client, messages=user("What is the boiling point of water?"))
+    until_cache(client, "hit-semantic", user("what's the boiling point of water"))
+    other_system = [{"role": "system", "content": "Answer like a pirate."}] + user("What is the boiling point of water?")
+    assert ask(client, messages=other_system).headers["x-switchyard-cache"] == "miss"
+    assert ask(client, messages=user("What is the boiling point of water?"), temperature=0.3).headers[
+        "x-switchyard-cache"] == "miss"
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_entries_survive_a_restart(launch, tmp_path, stop):
+    fake = launch.fake()
+    config = semantic_config(fake, tmp_path / "cache")
+    first = launch.gateway(config)
+    c1 = first.client()
+    ask(c1, messages=user("How do I reverse a list in Python?"))
+    until_cache(c1, "hit-semantic", user("how do i reverse a list in python"))
+    if stop == "sigterm":
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait_exit(10) == 0
+    else:
+        time.sleep(1.5)  # one flush interval (a crash loses at most one)
+        first.process.kill()
+    second = launch.gateway(config)
+    c2 = second.client()
+    again = ask(c2, messages=user("How do I reverse a list in Python?"))
+    assert again.headers["x-switchyard-cache"] == "hit-exact", "the same request, from the store"
+    para = ask(c2, messages=user("how do i reverse a list in python"))
+    assert para.headers["x-switchyard-cache"] == "hit-semantic"
+    assert len(fake.requests()) == 1
+
+
+def test_a_lookup_over_budget_fails_open(launch, tmp_path):
+    fake = launch.fake()
+    gw = launch.gateway(semantic_config(fake, tmp_path / "cache", lookup_budget_ms=0))
+    client = gw.client()
+    for _ in range(3):
+        raw = ask(client, messages=user("What is the boiling point of water?"))
+        assert raw.status_code == 200
+        # The exact tier still answers; only the semantic lookup is skipped.
+        assert raw.headers["x-switchyard-cache"] in ("miss", "hit-exact")
+    raw = ask(client, messages=user("what's the boiling point of water"))
+    assert raw.headers["x-switchyard-cache"] == "miss"
+    assert raw.parse().choices[0].message.content == answer_to("what's the boiling point of water")

@@ -2,6 +2,7 @@
 //! `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
@@ -11,7 +12,7 @@ use tokio::time::Instant;
 use super::extract::{JsonObject, view};
 use super::log::RequestLog;
 use super::middleware::RequestId;
-use super::proxy::{CacheWrite, Forward, cached, fail, forward};
+use super::proxy::{CacheWrite, Forward, HitKind, cached, fail, forward};
 use super::types::{ChatCompletionRequest, CompletionRequest, EmbeddingInput, EmbeddingRequest};
 use crate::app::{App, Limits};
 use crate::cache::DEFAULT_TENANT;
@@ -39,8 +40,8 @@ pub async fn chat_completions(
     };
     let (body, chat) = chat;
     let mut log = log;
-    let write = match cache_lookup(&app, &headers, &body, &chat, &mut log) {
-        Ok(Lookup::Hit(hit)) => return cached(log, started, hit),
+    let write = match cache_lookup(&app, &headers, &body, &chat, &mut log).await {
+        Ok(Lookup::Hit(hit, kind)) => return cached(log, started, hit, kind),
         Ok(Lookup::Miss(write)) => write,
         Err(e) => return fail(log, e),
     };
@@ -56,13 +57,14 @@ pub async fn chat_completions(
 }
 
 enum Lookup<'a> {
-    Hit(CachedResponse),
+    Hit(CachedResponse, HitKind),
     /// Not answered from the cache; store the answer here, if anywhere.
     Miss(Option<CacheWrite<'a>>),
 }
 
-/// The exact tier's part in a chat request (sets `log.cache`).
-fn cache_lookup<'a>(
+/// The cache's part in a chat request (sets `log.cache`): the exact tier,
+/// then the semantic tier within its time budget (failing open).
+async fn cache_lookup<'a>(
     app: &'a App,
     headers: &HeaderMap,
     body: &JsonObject,
@@ -87,10 +89,47 @@ fn cache_lookup<'a>(
     ) else {
         return Ok(Lookup::Miss(None));
     };
-    if controls.directive == Directive::Normal
-        && let Some(hit) = cache.exact.get(&key.exact, now_secs())
-    {
-        return Ok(Lookup::Hit(hit));
+    let now = now_secs();
+    let mut vector = None;
+    if controls.directive == Directive::Normal {
+        if let Some(hit) = cache.exact.get(&key.exact, now) {
+            return Ok(Lookup::Hit(hit, HitKind::Exact));
+        }
+        if let Some(semantic) = &cache.semantic {
+            match tokio::time::timeout(semantic.budget, semantic.lookup(&key, now as f64)).await {
+                Ok(Ok(looked)) => {
+                    if let Some(found) = looked.found {
+                        let kind = if found.exact {
+                            HitKind::Exact
+                        } else {
+                            HitKind::Semantic {
+                                similarity: found.similarity,
+                            }
+                        };
+                        let hit = CachedResponse {
+                            body: found.body,
+                            tenant: DEFAULT_TENANT.into(),
+                            group: found.group,
+                            created_at: now,
+                            expires_at: now,
+                        };
+                        return Ok(Lookup::Hit(hit, kind));
+                    }
+                    vector = Some(looked.vector);
+                }
+                Ok(Err(e)) => {
+                    cache.fail_open.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "semantic cache lookup failed; going on uncached");
+                }
+                Err(_) => {
+                    cache.fail_open.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        budget_ms = semantic.budget.as_millis() as u64,
+                        "semantic cache lookup over budget; going on uncached"
+                    );
+                }
+            }
+        }
     }
     log.cache = "miss";
     let ttl_secs = controls
@@ -98,7 +137,8 @@ fn cache_lookup<'a>(
         .map_or(cache.ttl_secs, |t| t.min(cache.ttl_secs));
     Ok(Lookup::Miss((ttl_secs > 0).then(|| CacheWrite {
         cache,
-        key: key.exact,
+        key,
+        vector,
         group: chat.model.clone(),
         ttl_secs,
     })))

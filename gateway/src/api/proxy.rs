@@ -13,7 +13,9 @@ use super::sse;
 use super::types::ChatCompletionRequest;
 use crate::app::App;
 use crate::cache::exact::CachedResponse;
-use crate::cache::http::{CACHE_HEADER, finished_normally, now_secs};
+use crate::cache::http::{CACHE_HEADER, SIMILARITY_HEADER, finished_normally, now_secs};
+use crate::cache::key::CacheKey;
+use crate::cache::semantic::Answer;
 use crate::cache::{Cache, DEFAULT_TENANT};
 use crate::dispatch::{Committed, dispatch};
 use crate::error::ApiError;
@@ -36,9 +38,18 @@ pub struct Forward<'a> {
 /// A cache miss to fill.
 pub struct CacheWrite<'a> {
     pub cache: &'a Cache,
-    pub key: String,
+    pub key: CacheKey,
+    /// The prompt's vector, when the semantic lookup computed it.
+    pub vector: Option<Vec<f32>>,
     pub group: String,
     pub ttl_secs: u64,
+}
+
+/// How a cached answer was found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HitKind {
+    Exact,
+    Semantic { similarity: f32 },
 }
 
 /// Log the error and render it.
@@ -84,20 +95,10 @@ pub async fn forward(
     let (body, content_type) = match done.reply {
         Committed::Complete { body, usage } => {
             log.usage = usage;
-            if let Some(w) = &fwd.cache
+            if let Some(w) = fwd.cache
                 && finished_normally(&body)
             {
-                let now = now_secs();
-                w.cache.exact.insert(
-                    w.key.clone(),
-                    CachedResponse {
-                        body: body.clone(),
-                        tenant: DEFAULT_TENANT.into(),
-                        group: w.group.clone(),
-                        created_at: now,
-                        expires_at: now.saturating_add(w.ttl_secs),
-                    },
-                );
+                store(w, &body);
             }
             (Body::from(body), "application/json")
         }
@@ -124,11 +125,58 @@ pub async fn forward(
     resp
 }
 
-/// A response from the exact tier.
-pub fn cached(mut log: RequestLog, started: Instant, hit: CachedResponse) -> Response {
+/// Stores a complete answer: in the exact tier at once, in the semantic
+/// tier's store in the background (the client does not wait for it).
+fn store(w: CacheWrite<'_>, body: &bytes::Bytes) {
+    let now = now_secs();
+    w.cache.exact.insert(
+        w.key.exact.clone(),
+        CachedResponse {
+            body: body.clone(),
+            tenant: DEFAULT_TENANT.into(),
+            group: w.group.clone(),
+            created_at: now,
+            expires_at: now.saturating_add(w.ttl_secs),
+        },
+    );
+    if let Some(semantic) = w.cache.semantic.clone() {
+        let body = body.clone();
+        let CacheWrite {
+            key,
+            vector,
+            group,
+            ttl_secs,
+            ..
+        } = w;
+        tokio::spawn(async move {
+            let answer = Answer {
+                response: &body,
+                tenant: DEFAULT_TENANT,
+                group: &group,
+                now,
+                ttl_secs,
+            };
+            let stored = semantic.store(&key, vector, answer).await;
+            if let Err(e) = stored {
+                tracing::warn!(error = %e, "semantic cache: answer not stored");
+            }
+        });
+    }
+}
+
+/// A response from the cache.
+pub fn cached(
+    mut log: RequestLog,
+    started: Instant,
+    hit: CachedResponse,
+    kind: HitKind,
+) -> Response {
     log.model_group = Some(hit.group.clone());
     log.deployment = Some("cache".into());
-    log.cache = "hit-exact";
+    log.cache = match kind {
+        HitKind::Exact => "hit-exact",
+        HitKind::Semantic { .. } => "hit-semantic",
+    };
     let overhead = started.elapsed();
     log.overhead = Some(overhead);
     let mut resp = Response::new(Body::from(hit.body));
@@ -138,7 +186,12 @@ pub fn cached(mut log: RequestLog, started: Instant, hit: CachedResponse) -> Res
         HeaderValue::from_static("application/json"),
     );
     h.insert(BACKEND, HeaderValue::from_static("cache"));
-    h.insert(CACHE_HEADER, HeaderValue::from_static("hit-exact"));
+    h.insert(CACHE_HEADER, HeaderValue::from_static(log.cache));
+    if let HitKind::Semantic { similarity } = kind
+        && let Ok(v) = HeaderValue::from_str(&format!("{similarity:.4}"))
+    {
+        h.insert(SIMILARITY_HEADER, v);
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1e3)) {
         h.insert(OVERHEAD, v);
     }

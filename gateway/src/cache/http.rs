@@ -11,7 +11,8 @@
 //!
 //! Response header `x-switchyard-cache`: `hit-exact`, `hit-semantic`, `miss`
 //! (looked up, not found; the answer is stored if it completes normally) or
-//! `bypass` (not cacheable, or asked not to).
+//! `bypass` (not cacheable, or asked not to); on semantic hits
+//! `x-switchyard-cache-similarity` gives the cosine similarity.
 
 use axum::http::HeaderMap;
 use serde_json::Value;
@@ -20,6 +21,7 @@ use crate::error::ApiError;
 
 pub const CACHE_HEADER: &str = "x-switchyard-cache";
 pub const TTL_HEADER: &str = "x-switchyard-cache-ttl";
+pub const SIMILARITY_HEADER: &str = "x-switchyard-cache-similarity";
 
 /// What a request asks of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

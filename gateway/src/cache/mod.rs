@@ -16,6 +16,7 @@ pub mod calibrate;
 pub mod exact;
 pub mod http;
 pub mod key;
+pub mod semantic;
 pub mod store;
 pub mod verify;
 
@@ -32,6 +33,10 @@ pub use store::{EdgeStore, Entry, Neighbour, StoreError, VectorStore};
 
 use crate::config::CacheConfig;
 
+/// How often the semantic tier's store is flushed to disk: a crash loses at
+/// most this much of the latest answers (a clean exit loses nothing).
+pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The tenant every request belongs to until virtual keys (issue #8).
 pub const DEFAULT_TENANT: &str = "default";
 
@@ -39,17 +44,53 @@ pub const DEFAULT_TENANT: &str = "default";
 #[derive(Debug)]
 pub struct Cache {
     pub exact: exact::ExactTier,
+    /// Present when `[cache] embedding_model` is set.
+    pub semantic: Option<semantic::Semantic>,
     pub ttl_secs: u64,
     pub max_temperature: f64,
+    /// Semantic lookups given up (over budget, embedder or store failing):
+    /// those requests went on uncached.
+    pub fail_open: std::sync::atomic::AtomicU64,
 }
 
 impl Cache {
-    /// `None` when the cache is disabled.
-    pub fn from_config(c: &CacheConfig) -> Option<Self> {
-        c.enabled.then(|| Self {
+    /// `Ok(None)` when the cache is disabled. `embedders` are the loaded
+    /// `[[embedding_models]]`; the semantic tier's store is opened (or
+    /// created) under `c.dir`.
+    pub fn build(
+        c: &CacheConfig,
+        embedders: &std::collections::HashMap<String, switchyard_embedder::Batcher>,
+    ) -> Result<Option<Self>, String> {
+        if !c.enabled {
+            return Ok(None);
+        }
+        let semantic = match &c.embedding_model {
+            None => None,
+            Some(name) => {
+                let embedder = embedders
+                    .get(name)
+                    .ok_or_else(|| format!("cache.embedding_model: no embedding model `{name}`"))?
+                    .clone();
+                let store = EdgeStore::open(&c.dir, embedder.dimension())
+                    .map_err(|e| format!("cache.dir ({}): {e}", c.dir.display()))?;
+                store.flush_every(FLUSH_INTERVAL);
+                Some(semantic::Semantic {
+                    embedder,
+                    store: VectorStore::Edge(store),
+                    verifier: verify::Verifier {
+                        max_substitution: c.max_substitution,
+                    },
+                    similarity: c.similarity,
+                    budget: std::time::Duration::from_millis(c.lookup_budget_ms),
+                })
+            }
+        };
+        Ok(Some(Self {
             exact: exact::ExactTier::new(c.max_entries, c.max_bytes),
+            semantic,
             ttl_secs: c.ttl_secs,
             max_temperature: c.max_temperature,
-        })
+            fail_open: std::sync::atomic::AtomicU64::new(0),
+        }))
     }
 }

@@ -241,6 +241,35 @@ impl EdgeStore {
         self.shard.flush();
     }
 
+    /// Flushes the shard every `every` until the store is dropped.
+    ///
+    /// Why: qdrant-edge 0.7.2 writes every update to its WAL, but
+    /// `EdgeShard::load` does not replay the WAL; only a flush (explicit, or
+    /// the shard's `Drop` on a clean exit) makes updates survive. So a crash
+    /// loses at most the updates of the last interval. Needs a Tokio
+    /// runtime; without one nothing is started.
+    pub fn flush_every(&self, every: std::time::Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shard = Arc::downgrade(&self.shard);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(shard) = shard.upgrade() else { break };
+                if tokio::task::spawn_blocking(move || shard.flush())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("semantic cache: flushing the vector store failed");
+                }
+            }
+        });
+    }
+
     /// qdrant-edge is synchronous: run it off the async runtime.
     async fn blocking<T: Send + 'static>(
         &self,

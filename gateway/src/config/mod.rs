@@ -66,6 +66,21 @@ pub struct CacheConfig {
     /// Requests with a higher temperature are not cached (an unset
     /// temperature counts as 1).
     pub max_temperature: f64,
+    /// The semantic tier: the `[[embedding_models]]` entry that embeds
+    /// prompts. Unset: exact matches only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<String>,
+    /// Directory of the semantic tier's embedded vector store (qdrant-edge);
+    /// one gateway process per directory.
+    pub dir: std::path::PathBuf,
+    /// Least cosine similarity for a semantic candidate.
+    pub similarity: f32,
+    /// The verifier's substitution limit (docs/cache.md; 0 turns that check
+    /// off).
+    pub max_substitution: usize,
+    /// Longest a semantic lookup (embed and search) may take; past it the
+    /// request goes on uncached.
+    pub lookup_budget_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -76,6 +91,11 @@ impl Default for CacheConfig {
             max_entries: 10_000,
             max_bytes: 64 * 1024 * 1024,
             max_temperature: crate::cache::DEFAULT_MAX_TEMPERATURE,
+            embedding_model: None,
+            dir: "data/cache".into(),
+            similarity: crate::cache::DEFAULT_SIMILARITY,
+            max_substitution: crate::cache::verify::Verifier::default().max_substitution,
+            lookup_budget_ms: 20,
         }
     }
 }

@@ -27,6 +27,16 @@ impl Config {
         if !(0.0..=2.0).contains(&c.max_temperature) {
             return err("cache.max_temperature: must be between 0 and 2".into());
         }
+        if !(0.0..=1.0).contains(&c.similarity) {
+            return err("cache.similarity: must be between 0 and 1".into());
+        }
+        if let Some(name) = &c.embedding_model
+            && !self.embedding_models.iter().any(|m| &m.name == name)
+        {
+            return err(format!(
+                "cache.embedding_model: `{name}` is not one of the [[embedding_models]]"
+            ));
+        }
         if self.breaker.failure_threshold == 0 {
             return err("breaker.failure_threshold: must be at least 1".into());
         }

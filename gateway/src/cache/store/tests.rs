@@ -167,8 +167,11 @@ async fn edge_store_survives_a_restart_and_keeps_its_dimension() {
 }
 
 #[tokio::test]
-async fn edge_store_survives_a_restart_without_flush() {
-    // What the WAL alone keeps: the process dies without flushing.
+async fn edge_store_survives_a_restart_without_an_explicit_flush() {
+    // Dropping the store (a clean exit) flushes it: qdrant-edge's `Drop`.
+    // A crash does not (its `load` does not replay the WAL); the request
+    // path flushes every second for that (tests/python/test_cache.py kills
+    // a gateway to check).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shard");
     let e = entry(9, "s", NOW + 60.0);

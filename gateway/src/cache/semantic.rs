@@ -1,0 +1,152 @@
+//! The semantic tier in the request path: embed the last user turn, search
+//! the caller's scope in the vector store, and serve the nearest candidate
+//! that is similar enough **and** passes the [`Verifier`]. Entries carry
+//! their response in the store's payload, so they survive a restart.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use switchyard_embedder::Batcher;
+use uuid::Uuid;
+
+use super::key::CacheKey;
+use super::store::{Entry, VectorStore};
+use super::verify::Verifier;
+
+/// Candidates read per lookup: the nearest few, in case the nearest fails
+/// verification and a slightly farther one passes.
+const CANDIDATES: usize = 4;
+
+#[derive(Clone)]
+pub struct Semantic {
+    pub embedder: Batcher,
+    pub store: VectorStore,
+    pub verifier: Verifier,
+    pub similarity: f32,
+    pub budget: Duration,
+}
+
+impl std::fmt::Debug for Semantic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Semantic")
+            .field("verifier", &self.verifier)
+            .field("similarity", &self.similarity)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A served candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub body: Bytes,
+    pub similarity: f32,
+    /// The entry was stored under the same exact key (same request).
+    pub exact: bool,
+    pub group: String,
+}
+
+/// What a lookup found, and the query's vector (to store the answer under).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Looked {
+    pub vector: Vec<f32>,
+    pub found: Option<Found>,
+}
+
+/// An answer to store, and whose it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub response: &'a [u8],
+    pub tenant: &'a str,
+    pub group: &'a str,
+    /// Unix seconds.
+    pub now: u64,
+    pub ttl_secs: u64,
+}
+
+/// The store's id for an exact key: its first 128 bits.
+pub fn entry_id(exact: &str) -> Uuid {
+    let hex = exact.get(..32).unwrap_or(exact);
+    Uuid::from_u128(u128::from_str_radix(hex, 16).unwrap_or(0))
+}
+
+impl Semantic {
+    async fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
+        self.embedder
+            .embed(vec![text.to_owned()])
+            .await
+            .map_err(|e| e.to_string())?
+            .vectors
+            .pop()
+            .ok_or_else(|| "the embedder returned no vector".to_owned())
+    }
+
+    /// Embeds and searches, with no time limit (the caller sets one).
+    pub async fn lookup(&self, key: &CacheKey, now: f64) -> Result<Looked, String> {
+        let vector = self.embed(&key.text).await?;
+        let neighbours = self
+            .store
+            .nearest(&key.scope, vector.clone(), CANDIDATES, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        let found = neighbours.into_iter().find_map(|n| {
+            let prompt = n.data.get("prompt").and_then(Value::as_str)?;
+            let body = n.data.get("response").and_then(Value::as_str)?;
+            let exact = n.data.get("exact").and_then(Value::as_str) == Some(key.exact.as_str());
+            let passes = exact
+                || (n.similarity >= self.similarity
+                    && self.verifier.check(prompt, &key.text).is_ok());
+            passes.then(|| Found {
+                body: Bytes::from(body.to_owned()),
+                similarity: n.similarity,
+                exact,
+                group: n
+                    .data
+                    .get("group")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+        });
+        Ok(Looked { vector, found })
+    }
+
+    /// Stores an answer (embedding the prompt first if the lookup did not).
+    pub async fn store(
+        &self,
+        key: &CacheKey,
+        vector: Option<Vec<f32>>,
+        answer: Answer<'_>,
+    ) -> Result<(), String> {
+        let Answer {
+            response,
+            tenant,
+            group,
+            now,
+            ttl_secs,
+        } = answer;
+        let response = std::str::from_utf8(response).map_err(|e| e.to_string())?;
+        let vector = match vector {
+            Some(v) => v,
+            None => self.embed(&key.text).await?,
+        };
+        let mut data = Map::new();
+        data.insert("prompt".into(), key.text.clone().into());
+        data.insert("response".into(), response.into());
+        data.insert("exact".into(), key.exact.clone().into());
+        data.insert("tenant".into(), tenant.into());
+        data.insert("group".into(), group.into());
+        data.insert("created_at".into(), now.into());
+        self.store
+            .upsert(vec![Entry {
+                id: entry_id(&key.exact),
+                scope: key.scope.clone(),
+                vector,
+                expires_at: now.saturating_add(ttl_secs) as f64,
+                data,
+            }])
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
