@@ -30,7 +30,7 @@ pub struct App {
     /// In-process embedding models by name.
     pub embeddings: HashMap<String, Batcher>,
     /// The response cache, when `[cache] enabled`.
-    pub cache: Option<crate::cache::Cache>,
+    pub cache: Option<Arc<crate::cache::Cache>>,
     pub master_key: Option<SecretString>,
     pub shutting_down: AtomicBool,
     /// Unix seconds at start-up (`created` of `/v1/models` entries).

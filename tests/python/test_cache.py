@@ -4,7 +4,8 @@ upstream; field order does not matter; anything that changes the answer
 misses; the request controls and TTL work; streams, hot temperatures and
 failed answers are never served from it. (The fake upstream answers each
 prompt the same way every time, so a hit is told apart by the upstream's
-request count and the `x-switchyard-cache` header, not by the text.)"""
+request count and the `x-switchyard-cache` header, not by the text.)
+Streamed answers are stored once complete and replayed as streams."""
 
 from __future__ import annotations
 
@@ -100,16 +101,52 @@ def test_ttl_header_bounds_how_long_an_answer_is_kept(env):
     assert len(fake.requests()) == 3
 
 
-def test_streams_and_hot_temperatures_bypass(env):
+def test_streamed_answers_are_stored_and_replayed(env):
     _, fake, client = env
-    ask(client)
-    stream = client.chat.completions.with_raw_response.create(model="gpt-test", messages=Q, stream=True)
-    assert stream.headers["x-switchyard-cache"] == "bypass"
-    text = "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices)
+    streamed = client.chat.completions.with_raw_response.create(
+        model="gpt-test", messages=Q, stream=True, stream_options={"include_usage": True})
+    assert streamed.headers["x-switchyard-cache"] == "miss"
+    text = "".join(c.choices[0].delta.content or "" for c in streamed.parse() if c.choices)
     assert text == answer_to(Q[0]["content"])
+    # Stored once the stream ended: a plain request now hits...
+    plain = ask(client)
+    assert plain.headers["x-switchyard-cache"] == "hit-exact"
+    assert plain.parse().choices[0].message.content == text
+    assert plain.parse().choices[0].finish_reason == "stop"
+    assert plain.parse().usage.completion_tokens > 0
+    # ...and a streamed one is replayed as a stream the SDK parses, usage
+    # included when asked for.
+    replay = client.chat.completions.with_raw_response.create(
+        model="gpt-test", messages=Q, stream=True, stream_options={"include_usage": True})
+    assert replay.headers["x-switchyard-cache"] == "hit-exact"
+    assert replay.headers["content-type"].startswith("text/event-stream")
+    chunks = list(replay.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert len(fake.requests()) == 1
+
+
+def test_an_abandoned_stream_is_not_stored(launch):
+    slow = launch.fake(token_delay_ms=50)
+    gw = launch.gateway(
+        section("cache", enabled=True, ttl_secs=60)
+        + openai_provider("oai", slow)
+        + model_group("gpt-test", {"provider": "oai", "model": "fake-gpt-upstream"})
+    )
+    client = gw.client()
+    stream = client.chat.completions.create(model="gpt-test", messages=Q, stream=True)
+    next(iter(stream))
+    stream.close()
+    time.sleep(0.5)
+    assert ask(client).headers["x-switchyard-cache"] == "miss"
+
+
+def test_hot_temperatures_bypass(env):
+    _, fake, client = env
     for _ in range(2):
         assert ask(client, temperature=1.5).headers["x-switchyard-cache"] == "bypass"
-    assert len(fake.requests()) == 4
+    assert len(fake.requests()) == 2
 
 
 def test_failed_answers_are_not_stored(env):

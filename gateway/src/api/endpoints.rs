@@ -41,7 +41,10 @@ pub async fn chat_completions(
     let (body, chat) = chat;
     let mut log = log;
     let write = match cache_lookup(&app, &headers, &body, &chat, &mut log).await {
-        Ok(Lookup::Hit(hit, kind)) => return cached(log, started, hit, kind),
+        Ok(Lookup::Hit(hit, kind)) => {
+            let stream = chat.is_stream().then(|| chat.include_usage());
+            return cached(log, started, hit, kind, stream);
+        }
         Ok(Lookup::Miss(write)) => write,
         Err(e) => return fail(log, e),
     };
@@ -56,28 +59,27 @@ pub async fn chat_completions(
     forward(&app, log, started, fwd).await
 }
 
-enum Lookup<'a> {
+enum Lookup {
     Hit(CachedResponse, HitKind),
     /// Not answered from the cache; store the answer here, if anywhere.
-    Miss(Option<CacheWrite<'a>>),
+    Miss(Option<CacheWrite>),
 }
 
 /// The cache's part in a chat request (sets `log.cache`): the exact tier,
 /// then the semantic tier within its time budget (failing open).
-async fn cache_lookup<'a>(
-    app: &'a App,
+async fn cache_lookup(
+    app: &App,
     headers: &HeaderMap,
     body: &JsonObject,
     chat: &ChatCompletionRequest,
     log: &mut RequestLog,
-) -> Result<Lookup<'a>, ApiError> {
+) -> Result<Lookup, ApiError> {
     let Some(cache) = &app.cache else {
         return Ok(Lookup::Miss(None));
     };
     let controls = controls(headers)?;
     log.cache = "bypass";
-    // Streamed answers are not cached yet (docs/cache.md).
-    if chat.is_stream() || controls.directive == Directive::NoStore {
+    if controls.directive == Directive::NoStore {
         return Ok(Lookup::Miss(None));
     }
     let Ok(key) = chat_key(
@@ -136,7 +138,7 @@ async fn cache_lookup<'a>(
         .ttl
         .map_or(cache.ttl_secs, |t| t.min(cache.ttl_secs));
     Ok(Lookup::Miss((ttl_secs > 0).then(|| CacheWrite {
-        cache,
+        cache: cache.clone(),
         key,
         vector,
         group: chat.model.clone(),

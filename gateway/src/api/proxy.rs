@@ -2,6 +2,8 @@
 //! and turn the result into the client's response with Switchyard's headers
 //! (`x-switchyard-backend`, `x-switchyard-overhead-ms`).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +17,7 @@ use crate::app::App;
 use crate::cache::exact::CachedResponse;
 use crate::cache::http::{CACHE_HEADER, SIMILARITY_HEADER, finished_normally, now_secs};
 use crate::cache::key::CacheKey;
+use crate::cache::replay;
 use crate::cache::semantic::Answer;
 use crate::cache::{Cache, DEFAULT_TENANT};
 use crate::dispatch::{Committed, dispatch};
@@ -32,12 +35,12 @@ pub struct Forward<'a> {
     pub model: &'a str,
     pub stream: bool,
     /// Where to store the answer if it completes normally.
-    pub cache: Option<CacheWrite<'a>>,
+    pub cache: Option<CacheWrite>,
 }
 
 /// A cache miss to fill.
-pub struct CacheWrite<'a> {
-    pub cache: &'a Cache,
+pub struct CacheWrite {
+    pub cache: Arc<Cache>,
     pub key: CacheKey,
     /// The prompt's vector, when the semantic lookup computed it.
     pub vector: Option<Vec<f32>>,
@@ -103,7 +106,7 @@ pub async fn forward(
             (Body::from(body), "application/json")
         }
         Committed::Stream { first, rest } => (
-            sse::body(first, rest, log, deployment.clone()),
+            sse::body(first, rest, log, deployment.clone(), fwd.cache),
             "text/event-stream",
         ),
     };
@@ -127,7 +130,7 @@ pub async fn forward(
 
 /// Stores a complete answer: in the exact tier at once, in the semantic
 /// tier's store in the background (the client does not wait for it).
-fn store(w: CacheWrite<'_>, body: &bytes::Bytes) {
+pub fn store(w: CacheWrite, body: &bytes::Bytes) {
     let now = now_secs();
     w.cache.exact.insert(
         w.key.exact.clone(),
@@ -164,12 +167,14 @@ fn store(w: CacheWrite<'_>, body: &bytes::Bytes) {
     }
 }
 
-/// A response from the cache.
+/// A response from the cache: the stored body, or, for `stream: true`, the
+/// same answer replayed as an SSE stream (`include_usage` honoured).
 pub fn cached(
     mut log: RequestLog,
     started: Instant,
     hit: CachedResponse,
     kind: HitKind,
+    stream: Option<bool>,
 ) -> Response {
     log.model_group = Some(hit.group.clone());
     log.deployment = Some("cache".into());
@@ -179,12 +184,30 @@ pub fn cached(
     };
     let overhead = started.elapsed();
     log.overhead = Some(overhead);
-    let mut resp = Response::new(Body::from(hit.body));
+    let (body, content_type) = match stream {
+        None => (Body::from(hit.body), "application/json"),
+        Some(include_usage) => match replay::chunks(&hit.body, include_usage) {
+            Ok(chunks) => {
+                log.stream = true;
+                let mut events: Vec<Result<bytes::Bytes, std::io::Error>> =
+                    chunks.iter().map(|c| Ok(sse::frame(c))).collect();
+                events.push(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")));
+                (
+                    Body::from_stream(futures_util::stream::iter(events)),
+                    "text/event-stream",
+                )
+            }
+            Err(e) => {
+                return fail(
+                    log,
+                    ApiError::Internal(format!("cached answer unreadable: {e}")),
+                );
+            }
+        },
+    };
+    let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(BACKEND, HeaderValue::from_static("cache"));
     h.insert(CACHE_HEADER, HeaderValue::from_static(log.cache));
     if let HitKind::Semantic { similarity } = kind

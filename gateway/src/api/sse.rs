@@ -9,6 +9,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::log::RequestLog;
+use super::proxy::CacheWrite;
+use crate::cache::replay::Assembler;
 use crate::error::ApiError;
 use crate::providers::{ChunkStream, Usage};
 
@@ -17,9 +19,11 @@ struct State {
     rest: ChunkStream,
     log: RequestLog,
     deployment: String,
+    /// A cache miss to fill once the stream has ended normally.
+    cache: Option<(CacheWrite, Assembler)>,
 }
 
-fn frame(payload: &[u8]) -> Bytes {
+pub fn frame(payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(payload.len() + 8);
     b.put_slice(b"data: ");
     b.put_slice(payload);
@@ -40,7 +44,13 @@ fn chunk_usage(chunk: &[u8]) -> Option<Usage> {
     serde_json::from_slice::<U>(chunk).ok()?.usage
 }
 
-pub fn body(first: Bytes, rest: ChunkStream, mut log: RequestLog, deployment: String) -> Body {
+pub fn body(
+    first: Bytes,
+    rest: ChunkStream,
+    mut log: RequestLog,
+    deployment: String,
+    cache: Option<CacheWrite>,
+) -> Body {
     // Until the stream ends one way or another, a dropped body means the
     // client went away.
     log.outcome = "client_disconnected";
@@ -49,6 +59,7 @@ pub fn body(first: Bytes, rest: ChunkStream, mut log: RequestLog, deployment: St
         rest,
         log,
         deployment,
+        cache: cache.map(|w| (w, Assembler::default())),
     };
     let stream = futures_util::stream::unfold(Some(state), |state| async move {
         let mut st = state?;
@@ -60,6 +71,9 @@ pub fn body(first: Bytes, rest: ChunkStream, mut log: RequestLog, deployment: St
             Some(Ok(chunk)) => {
                 if let Some(u) = chunk_usage(&chunk) {
                     st.log.usage = Some(u);
+                }
+                if let Some((_, assembler)) = &mut st.cache {
+                    assembler.push(&chunk);
                 }
                 Some((Ok::<_, std::io::Error>(frame(&chunk)), Some(st)))
             }
@@ -75,6 +89,13 @@ pub fn body(first: Bytes, rest: ChunkStream, mut log: RequestLog, deployment: St
             }
             None => {
                 st.log.outcome = "ok";
+                // Stored only now: the upstream finished properly and the
+                // client took every chunk so far.
+                if let Some((write, assembler)) = st.cache.take()
+                    && let Some(body) = assembler.finish()
+                {
+                    super::proxy::store(write, &body);
+                }
                 Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None))
             }
         }

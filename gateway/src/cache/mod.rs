@@ -16,6 +16,7 @@ pub mod calibrate;
 pub mod exact;
 pub mod http;
 pub mod key;
+pub mod replay;
 pub mod semantic;
 pub mod store;
 pub mod verify;
@@ -60,7 +61,7 @@ impl Cache {
     pub fn build(
         c: &CacheConfig,
         embedders: &std::collections::HashMap<String, switchyard_embedder::Batcher>,
-    ) -> Result<Option<Self>, String> {
+    ) -> Result<Option<std::sync::Arc<Self>>, String> {
         if !c.enabled {
             return Ok(None);
         }
@@ -85,12 +86,12 @@ impl Cache {
                 })
             }
         };
-        Ok(Some(Self {
+        Ok(Some(std::sync::Arc::new(Self {
             exact: exact::ExactTier::new(c.max_entries, c.max_bytes),
             semantic,
             ttl_secs: c.ttl_secs,
             max_temperature: c.max_temperature,
             fail_open: std::sync::atomic::AtomicU64::new(0),
-        }))
+        })))
     }
 }
