@@ -473,7 +473,7 @@ impl pulp::WithSimd for AttentionHead<'_> {
             (16, 16) => self.tiled::<S, 1>(simd),
             (16, 32) => self.tiled::<S, 2>(simd),
             (16, 64) => self.tiled::<S, 4>(simd),
-            _ => self.rows_by_row(simd),
+            _ => self.row_by_row(simd),
         }
     }
 }
@@ -542,7 +542,7 @@ impl AttentionHead<'_> {
 
     /// Any width or instruction set: one query row at a time, as axpys.
     #[inline(always)]
-    fn rows_by_row<S: pulp::Simd>(self, simd: S) {
+    fn row_by_row<S: pulp::Simd>(self, simd: S) {
         let (stride, q_at, k_at, v_at) = self.columns();
         let AttentionHead {
             rows,

@@ -9,6 +9,8 @@
 //! For large batches it is level with `gemm` and OpenBLAS, and lets the
 //! bias and GELU be applied while each chunk of rows is still in cache.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 /// Output columns per panel: 4 AVX-512 or 8 AVX2 registers per row.
@@ -98,8 +100,9 @@ impl PackedLinear {
         debug_assert_eq!(y.len(), rows * self.outputs);
         let (k, n) = (self.inputs, self.outputs);
         let threads = rayon::current_num_threads().max(1);
+        let block = arch.dispatch(BlockRows);
         if rows < ROW_SPLIT_MIN.max(threads * ROWS * 2) {
-            let xt = pack_rows(x, rows, k);
+            let xt = regroup(x, rows, k, block);
             let blocks: Vec<Vec<f32>> = self
                 .panels
                 .par_chunks_exact(k * PANEL)
@@ -108,7 +111,7 @@ impl PackedLinear {
                     let mut out = vec![0f32; rows * PANEL];
                     arch.dispatch(PanelKernel {
                         xt: &xt,
-                        rows,
+                        block,
                         k,
                         panel,
                         bias,
@@ -137,8 +140,7 @@ impl PackedLinear {
         y.par_chunks_mut(chunk * n)
             .zip(x.par_chunks(chunk * k))
             .for_each(|(y, x)| {
-                let rows = x.len() / k;
-                let xt = pack_rows(x, rows, k);
+                let xt = regroup(x, x.len() / k, k, block);
                 for (p, (panel, bias)) in self
                     .panels
                     .chunks_exact(k * PANEL)
@@ -147,7 +149,7 @@ impl PackedLinear {
                 {
                     arch.dispatch(PanelKernel {
                         xt: &xt,
-                        rows,
+                        block,
                         k,
                         panel,
                         bias,
@@ -159,6 +161,33 @@ impl PackedLinear {
                     arch.dispatch(GeluErf(y));
                 }
             });
+    }
+}
+
+/// Rows per kernel block for an instruction set: [`ROWS`] with AVX-512;
+/// one with AVX2 (16 registers hold one row of accumulators) and scalar
+/// code.
+struct BlockRows;
+
+impl pulp::WithSimd for BlockRows {
+    type Output = usize;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> usize {
+        if core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>() == 16 {
+            ROWS
+        } else {
+            1
+        }
+    }
+}
+
+/// `x` in blocks of `block` rows: one row per block is `x` as it is.
+fn regroup(x: &[f32], rows: usize, k: usize, block: usize) -> Cow<'_, [f32]> {
+    if block == 1 {
+        Cow::Borrowed(&x[..rows * k])
+    } else {
+        Cow::Owned(pack_rows(x, rows, k))
     }
 }
 
@@ -254,10 +283,11 @@ fn erf<S: pulp::Simd>(simd: S, x: S::f32s) -> S::f32s {
 }
 
 /// One panel: `out[r * stride..][..PANEL] = x[r, ..k] · panel[k, PANEL] +
-/// bias` for each row `r < rows`, `x` packed by [`pack_rows`].
+/// bias` for each row `r`, `x` in blocks of `block` rows (see [`BlockRows`]
+/// and [`pack_rows`]).
 struct PanelKernel<'a> {
     xt: &'a [f32],
-    rows: usize,
+    block: usize,
     k: usize,
     panel: &'a [f32],
     bias: &'a [f32],
@@ -272,7 +302,7 @@ impl pulp::WithSimd for PanelKernel<'_> {
     fn with_simd<S: pulp::Simd>(self, simd: S) {
         let PanelKernel {
             xt,
-            rows,
+            block: block_rows,
             k,
             panel,
             bias,
@@ -280,25 +310,13 @@ impl pulp::WithSimd for PanelKernel<'_> {
             stride,
         } = self;
         let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
-        for (b, block) in xt.chunks(ROWS * k).enumerate() {
+        for (b, block) in xt.chunks(block_rows * k).enumerate() {
             let r = block.len() / k;
-            let out = &mut out[b * ROWS * stride..];
+            let out = &mut out[b * block_rows * stride..];
             match (lanes, r) {
                 (16, _) => tile_rows::<S, 4>(simd, r, block, panel, Some(bias), out, stride),
-                (8, _) => {
-                    // AVX2: 16 registers hold one row of accumulators.
-                    for i in 0..r {
-                        let row: Vec<f32> = (0..k).map(|kk| block[kk * r + i]).collect();
-                        tile::<S, 1, 8>(
-                            simd,
-                            &row,
-                            panel,
-                            Some(bias),
-                            &mut out[i * stride..],
-                            stride,
-                        );
-                    }
-                }
+                // AVX2: blocks of one row, which is `x`'s row as it is.
+                (8, 1) => tile::<S, 1, 8>(simd, block, panel, Some(bias), out, stride),
                 _ => {
                     // No SIMD worth the name (pulp's scalar fallback).
                     for i in 0..r {
@@ -313,7 +331,6 @@ impl pulp::WithSimd for PanelKernel<'_> {
                 }
             }
         }
-        debug_assert!(xt.len() == rows * k);
     }
 }
 
