@@ -12,11 +12,10 @@ use tokio::time::Instant;
 use super::extract::{JsonObject, view};
 use super::log::RequestLog;
 use super::middleware::RequestId;
-use super::proxy::{CacheWrite, Forward, HitKind, cached, fail, forward};
+use super::proxy::{CacheWrite, Forward, Hit, HitKind, cached, fail, forward};
 use super::types::{ChatCompletionRequest, CompletionRequest, EmbeddingInput, EmbeddingRequest};
 use crate::app::{App, Limits};
 use crate::cache::DEFAULT_TENANT;
-use crate::cache::exact::CachedResponse;
 use crate::cache::http::{Directive, controls, now_secs};
 use crate::cache::key::chat_key;
 use crate::error::ApiError;
@@ -29,7 +28,7 @@ pub async fn chat_completions(
     body: Result<JsonObject, ApiError>,
 ) -> Response {
     let started = Instant::now();
-    let log = RequestLog::new(id, "chat.completions", started);
+    let mut log = RequestLog::new(id, "chat.completions", started);
     let chat = match body.and_then(|b| {
         let chat = view::<ChatCompletionRequest>(&b)?;
         validate_chat(&chat, &app.limits)?;
@@ -39,11 +38,10 @@ pub async fn chat_completions(
         Err(e) => return fail(log, e),
     };
     let (body, chat) = chat;
-    let mut log = log;
     let write = match cache_lookup(&app, &headers, &body, &chat, &mut log).await {
-        Ok(Lookup::Hit(hit, kind)) => {
+        Ok(Lookup::Hit(hit)) => {
             let stream = chat.is_stream().then(|| chat.include_usage());
-            return cached(log, started, hit, kind, stream);
+            return cached(log, started, hit, stream);
         }
         Ok(Lookup::Miss(write)) => write,
         Err(e) => return fail(log, e),
@@ -60,7 +58,7 @@ pub async fn chat_completions(
 }
 
 enum Lookup {
-    Hit(CachedResponse, HitKind),
+    Hit(Hit),
     /// Not answered from the cache; store the answer here, if anywhere.
     Miss(Option<CacheWrite>),
 }
@@ -95,7 +93,11 @@ async fn cache_lookup(
     let mut vector = None;
     if controls.directive == Directive::Normal {
         if let Some(hit) = cache.exact.get(&key.exact, now) {
-            return Ok(Lookup::Hit(hit, HitKind::Exact));
+            return Ok(Lookup::Hit(Hit {
+                body: hit.body,
+                group: hit.group,
+                kind: HitKind::Exact,
+            }));
         }
         if let Some(semantic) = &cache.semantic {
             match tokio::time::timeout(semantic.budget, semantic.lookup(&key, now as f64)).await {
@@ -108,14 +110,11 @@ async fn cache_lookup(
                                 similarity: found.similarity,
                             }
                         };
-                        let hit = CachedResponse {
+                        return Ok(Lookup::Hit(Hit {
                             body: found.body,
-                            tenant: DEFAULT_TENANT.into(),
                             group: found.group,
-                            created_at: now,
-                            expires_at: now,
-                        };
-                        return Ok(Lookup::Hit(hit, kind));
+                            kind,
+                        }));
                     }
                     vector = Some(looked.vector);
                 }

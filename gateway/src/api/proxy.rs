@@ -55,6 +55,21 @@ pub enum HitKind {
     Semantic { similarity: f32 },
 }
 
+/// A cached answer to serve.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub body: bytes::Bytes,
+    pub group: String,
+    pub kind: HitKind,
+}
+
+/// `x-switchyard-overhead-ms`.
+fn insert_overhead(h: &mut axum::http::HeaderMap, overhead: std::time::Duration) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1e3)) {
+        h.insert(OVERHEAD, v);
+    }
+}
+
 /// Log the error and render it.
 pub fn fail(mut log: RequestLog, error: ApiError) -> Response {
     log.status = error.status_code().as_u16();
@@ -122,9 +137,7 @@ pub async fn forward(
     if log_cache != "-" {
         h.insert(CACHE_HEADER, HeaderValue::from_static(log_cache));
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1e3)) {
-        h.insert(OVERHEAD, v);
-    }
+    insert_overhead(h, overhead);
     resp
 }
 
@@ -169,14 +182,9 @@ pub fn store(w: CacheWrite, body: &bytes::Bytes) {
 
 /// A response from the cache: the stored body, or, for `stream: true`, the
 /// same answer replayed as an SSE stream (`include_usage` honoured).
-pub fn cached(
-    mut log: RequestLog,
-    started: Instant,
-    hit: CachedResponse,
-    kind: HitKind,
-    stream: Option<bool>,
-) -> Response {
-    log.model_group = Some(hit.group.clone());
+pub fn cached(mut log: RequestLog, started: Instant, hit: Hit, stream: Option<bool>) -> Response {
+    let Hit { body, group, kind } = hit;
+    log.model_group = Some(group);
     log.deployment = Some("cache".into());
     log.cache = match kind {
         HitKind::Exact => "hit-exact",
@@ -185,8 +193,8 @@ pub fn cached(
     let overhead = started.elapsed();
     log.overhead = Some(overhead);
     let (body, content_type) = match stream {
-        None => (Body::from(hit.body), "application/json"),
-        Some(include_usage) => match replay::chunks(&hit.body, include_usage) {
+        None => (Body::from(body), "application/json"),
+        Some(include_usage) => match replay::chunks(&body, include_usage) {
             Ok(chunks) => {
                 log.stream = true;
                 let mut events: Vec<Result<bytes::Bytes, std::io::Error>> =
@@ -215,8 +223,6 @@ pub fn cached(
     {
         h.insert(SIMILARITY_HEADER, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1e3)) {
-        h.insert(OVERHEAD, v);
-    }
+    insert_overhead(h, overhead);
     resp
 }

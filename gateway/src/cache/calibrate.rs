@@ -139,23 +139,9 @@ pub fn evaluate(setting: Setting, pairs: &[Pair], similarities: &[f32]) -> Outco
 /// each substitution limit, at thresholds 0.50 to 0.95.
 pub fn settings() -> Vec<Setting> {
     let thresholds = (0..10).map(|i| 0.5 + 0.05 * i as f32);
-    let verifiers = [
-        None,
-        Some(Verifier {
-            max_substitution: 0,
-        }),
-        Some(Verifier {
-            max_substitution: 1,
-        }),
-        Some(Verifier {
-            max_substitution: 2,
-        }),
-        Some(Verifier {
-            max_substitution: 3,
-        }),
-    ];
-    verifiers
-        .into_iter()
+    let verifiers = (0..=3).map(|max_substitution| Some(Verifier { max_substitution }));
+    std::iter::once(None)
+        .chain(verifiers)
         .flat_map(|verifier| {
             thresholds.clone().map(move |threshold| Setting {
                 threshold,
