@@ -74,7 +74,11 @@ impl Cache {
                     .clone();
                 let store = EdgeStore::open(&c.dir, embedder.dimension())
                     .map_err(|e| format!("cache.dir ({}): {e}", c.dir.display()))?;
-                store.flush_every(FLUSH_INTERVAL);
+                store.upkeep(store::Upkeep {
+                    flush_every: FLUSH_INTERVAL,
+                    sweep_every: std::time::Duration::from_secs(c.store_sweep_secs),
+                    max_entries: c.store_max_entries,
+                });
                 Some(semantic::Semantic {
                     embedder,
                     store: VectorStore::Edge(store),

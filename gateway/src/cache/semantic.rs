@@ -90,6 +90,7 @@ impl Semantic {
             .nearest(&key.scope, vector.clone(), CANDIDATES, now)
             .await
             .map_err(|e| e.to_string())?;
+        let mut used = None;
         let found = neighbours.into_iter().find_map(|n| {
             let prompt = n.data.get("prompt").and_then(Value::as_str)?;
             let body = n.data.get("response").and_then(Value::as_str)?;
@@ -97,6 +98,7 @@ impl Semantic {
             let passes = exact
                 || (n.similarity >= self.similarity
                     && self.verifier.check(prompt, &key.text).is_ok());
+            used = passes.then_some(n.id);
             passes.then(|| Found {
                 body: Bytes::from(body.to_owned()),
                 similarity: n.similarity,
@@ -109,6 +111,15 @@ impl Semantic {
                     .to_owned(),
             })
         });
+        if let Some(id) = used {
+            // Recency for eviction, off the request's path.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.touch(vec![id], now).await {
+                    tracing::warn!(error = %e, "semantic cache: marking an entry used failed");
+                }
+            });
+        }
         Ok(Looked { vector, found })
     }
 
@@ -142,8 +153,11 @@ impl Semantic {
             .upsert(vec![Entry {
                 id: entry_id(&key.exact),
                 scope: key.scope.clone(),
+                tenant: tenant.to_owned(),
+                group: group.to_owned(),
                 vector,
                 expires_at: now.saturating_add(ttl_secs) as f64,
+                created_at: now as f64,
                 data,
             }])
             .await

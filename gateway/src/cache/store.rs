@@ -18,9 +18,10 @@ use std::sync::Arc;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard, EdgeVectorParams,
-    FieldCondition, FieldIndexOperations, Filter, Match, PayloadFieldSchema, PayloadSchemaType,
-    PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest, Range,
-    ScoringQuery, UpdateOperation, WithPayloadInterface, WithVector,
+    FieldCondition, FieldIndexOperations, Filter, Match, OrderByInterface, PayloadFieldSchema,
+    PayloadOps, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct,
+    QueryEnum, QueryRequest, Range, ScoringQuery, ScrollRequest, SetPayloadOp, UpdateOperation,
+    WithPayloadInterface, WithVector,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -29,8 +30,18 @@ use uuid::Uuid;
 const SCOPE: &str = "scope";
 /// Payload field holding an entry's expiry, in seconds since the Unix epoch.
 const EXPIRES_AT: &str = "expires_at";
+/// Payload field holding the tenant an entry belongs to (for purges).
+const TENANT: &str = "tenant";
+/// Payload field holding the model group an entry answers (for purges).
+const GROUP: &str = "group";
+/// Payload field holding when an entry was last stored or served, in
+/// seconds since the Unix epoch: the store evicts the smallest first.
+const LAST_USED: &str = "last_used";
 /// Payload field holding the caller's data.
 const DATA: &str = "data";
+
+/// Most points deleted by one eviction step.
+const EVICT_CHUNK: usize = 10_000;
 
 /// One cached prompt: its vector, the scope it may be found in, when it
 /// expires, and what the cache keeps with it (the response's location,
@@ -39,10 +50,27 @@ const DATA: &str = "data";
 pub struct Entry {
     pub id: Uuid,
     pub scope: String,
+    pub tenant: String,
+    pub group: String,
     pub vector: Vec<f32>,
     /// Seconds since the Unix epoch.
     pub expires_at: f64,
+    /// Seconds since the Unix epoch; also the entry's first `last_used`.
+    pub created_at: f64,
     pub data: Map<String, Value>,
+}
+
+/// What the store holds, for `switchyard cache stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Entries stored, expired ones included until the next sweep.
+    pub entries: usize,
+    /// Entries in segments with a vector index (HNSW); the rest are
+    /// searched by scanning.
+    pub indexed: usize,
+    pub segments: usize,
+    /// Bytes on disk under the store's directory.
+    pub disk_bytes: u64,
 }
 
 /// A stored entry near a query vector.
@@ -78,6 +106,63 @@ fn path(field: &str) -> Result<qdrant_edge::JsonPath, StoreError> {
     field
         .try_into()
         .map_err(|()| StoreError::Backend(format!("invalid payload field name {field:?}")))
+}
+
+fn keyword(field: &str, value: &str) -> Result<qdrant_edge::Condition, StoreError> {
+    Ok(qdrant_edge::Condition::Field(FieldCondition::new_match(
+        path(field)?,
+        Match::from(value.to_owned()),
+    )))
+}
+
+fn must(conditions: Vec<qdrant_edge::Condition>) -> Filter {
+    Filter {
+        should: None,
+        min_should: None,
+        must: Some(conditions),
+        must_not: None,
+    }
+}
+
+/// Entries whose expiry is at or before `now`.
+fn expired_filter(now: f64) -> Result<Filter, StoreError> {
+    Ok(must(vec![qdrant_edge::Condition::Field(
+        FieldCondition::new_range(
+            path(EXPIRES_AT)?,
+            Range {
+                gt: None,
+                lt: None,
+                gte: None,
+                lte: Some(OrderedFloat(now)),
+            },
+        ),
+    )]))
+}
+
+fn purge_filter(tenant: Option<&str>, group: Option<&str>) -> Result<Filter, StoreError> {
+    let mut conditions = Vec::new();
+    if let Some(t) = tenant {
+        conditions.push(keyword(TENANT, t)?);
+    }
+    if let Some(g) = group {
+        conditions.push(keyword(GROUP, g)?);
+    }
+    Ok(must(conditions))
+}
+
+/// Bytes of the files under `dir` (0 where unreadable).
+fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = dir.read_dir() else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_usage(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// The semantic tier's vector store.
@@ -134,14 +219,68 @@ impl VectorStore {
     /// Entries stored (expired ones included until they are removed).
     pub async fn count(&self) -> Result<usize, StoreError> {
         match self {
+            Self::Edge(s) => s.blocking(|shard| EdgeStore::count(shard, None)).await,
+        }
+    }
+
+    /// Marks entries as used at `now`, so eviction keeps them longer.
+    pub async fn touch(&self, ids: Vec<Uuid>, now: f64) -> Result<(), StoreError> {
+        match self {
             Self::Edge(s) => {
-                s.blocking(|shard| {
-                    shard
-                        .count(qdrant_edge::CountRequest {
-                            filter: None,
-                            exact: true,
-                        })
-                        .map_err(backend)
+                s.blocking(move |shard| EdgeStore::touch(shard, ids, now))
+                    .await
+            }
+        }
+    }
+
+    /// Deletes the entries expired at `now`; returns how many.
+    pub async fn sweep(&self, now: f64) -> Result<usize, StoreError> {
+        match self {
+            Self::Edge(s) => {
+                s.blocking(move |shard| {
+                    EdgeStore::delete_matching(shard, expired_filter(now)?)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Deletes the least recently used entries until at most `max` remain;
+    /// returns how many went.
+    pub async fn evict(&self, max: usize) -> Result<usize, StoreError> {
+        match self {
+            Self::Edge(s) => s.blocking(move |shard| EdgeStore::evict(shard, max)).await,
+        }
+    }
+
+    /// Deletes the entries of `tenant` and `group` (each `None` for all);
+    /// returns how many.
+    pub async fn purge(
+        &self,
+        tenant: Option<String>,
+        group: Option<String>,
+    ) -> Result<usize, StoreError> {
+        let filter = purge_filter(tenant.as_deref(), group.as_deref())?;
+        match self {
+            Self::Edge(s) => {
+                s.blocking(move |shard| EdgeStore::delete_matching(shard, filter))
+                    .await
+            }
+        }
+    }
+
+    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
+        match self {
+            Self::Edge(s) => {
+                let dir = s.dir.clone();
+                s.blocking(move |shard| {
+                    let info = shard.info();
+                    Ok(StoreStats {
+                        entries: EdgeStore::count(shard, None)?,
+                        indexed: info.indexed_vectors_count,
+                        segments: info.segments_count,
+                        disk_bytes: disk_usage(&dir),
+                    })
                 })
                 .await
             }
@@ -165,6 +304,19 @@ impl VectorStore {
 pub struct EdgeStore {
     shard: Arc<EdgeShard>,
     dimension: usize,
+    dir: PathBuf,
+}
+
+/// The store's background upkeep ([`EdgeStore::upkeep`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Upkeep {
+    /// How often everything is written to disk: a crash loses at most this
+    /// much of the latest entries.
+    pub flush_every: std::time::Duration,
+    /// How often expired entries are deleted, the store is cut back to
+    /// `max_entries`, and new entries are indexed.
+    pub sweep_every: std::time::Duration,
+    pub max_entries: usize,
 }
 
 impl EdgeStore {
@@ -217,7 +369,10 @@ impl EdgeStore {
             let shard = EdgeShard::new(dir, config).map_err(backend)?;
             for (field, kind) in [
                 (SCOPE, PayloadSchemaType::Keyword),
+                (TENANT, PayloadSchemaType::Keyword),
+                (GROUP, PayloadSchemaType::Keyword),
                 (EXPIRES_AT, PayloadSchemaType::Float),
+                (LAST_USED, PayloadSchemaType::Float),
             ] {
                 shard
                     .update(UpdateOperation::FieldIndexOperation(
@@ -233,6 +388,7 @@ impl EdgeStore {
         Ok(Self {
             shard: Arc::new(shard),
             dimension,
+            dir: dir.to_owned(),
         })
     }
 
@@ -241,33 +397,65 @@ impl EdgeStore {
         self.shard.flush();
     }
 
-    /// Flushes the shard every `every` until the store is dropped.
+    /// Builds the vector index (HNSW) over segments grown past qdrant's
+    /// indexing threshold and merges small segments; returns whether it did
+    /// anything. Searches and updates go on meanwhile. Blocking, and long
+    /// for a large store (docs/cache.md has timings).
+    pub fn optimize(&self) -> Result<bool, StoreError> {
+        self.shard.optimize().map_err(backend)
+    }
+
+    /// Starts the store's upkeep until it is dropped: a flush every
+    /// `flush_every`; every `sweep_every` expired entries are deleted, the
+    /// least recently used beyond `max_entries` are evicted, and the shard
+    /// is optimized. Needs a Tokio runtime; without one nothing is started.
     ///
-    /// Why: qdrant-edge 0.7.2 writes every update to its WAL, but
-    /// `EdgeShard::load` does not replay the WAL; only a flush (explicit, or
-    /// the shard's `Drop` on a clean exit) makes updates survive. So a crash
-    /// loses at most the updates of the last interval. Needs a Tokio
-    /// runtime; without one nothing is started.
-    pub fn flush_every(&self, every: std::time::Duration) {
+    /// Why the flushes: qdrant-edge 0.7.2 writes every update to its WAL,
+    /// but `EdgeShard::load` does not replay the WAL; only a flush
+    /// (explicit, or the shard's `Drop` on a clean exit) makes updates
+    /// survive. So a crash loses at most the updates of the last interval.
+    ///
+    /// The flusher and the sweeper are separate tasks, so a long index build
+    /// never delays a flush.
+    pub fn upkeep(&self, u: Upkeep) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let shard = Arc::downgrade(&self.shard);
-        runtime.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(shard) = shard.upgrade() else { break };
-                if tokio::task::spawn_blocking(move || shard.flush())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("semantic cache: flushing the vector store failed");
+        let weak = Arc::downgrade(&self.shard);
+        runtime.spawn(every(u.flush_every, move || {
+            let shard = weak.upgrade()?;
+            shard.flush();
+            Some(())
+        }));
+        let weak = Arc::downgrade(&self.shard);
+        let (dimension, dir) = (self.dimension, self.dir.clone());
+        runtime.spawn(every(u.sweep_every, move || {
+            let store = Self {
+                shard: weak.upgrade()?,
+                dimension,
+                dir: dir.clone(),
+            };
+            store.sweep(crate::cache::http::now_secs() as f64, u.max_entries);
+            Some(())
+        }));
+    }
+
+    /// One sweep: expired entries, eviction, optimization. Failures are
+    /// logged; the next sweep tries again.
+    fn sweep(&self, now: f64, max_entries: usize) {
+        let shard = &self.shard;
+        let result = expired_filter(now)
+            .and_then(|f| Self::delete_matching(shard, f))
+            .and_then(|expired| Ok((expired, Self::evict(shard, max_entries)?)))
+            .and_then(|(expired, evicted)| Ok((expired, evicted, self.optimize()?)));
+        match result {
+            Ok((expired, evicted, optimized)) => {
+                if expired + evicted > 0 || optimized {
+                    tracing::info!(expired, evicted, optimized, "semantic cache: store swept");
                 }
             }
-        });
+            Err(e) => tracing::warn!(error = %e, "semantic cache: sweeping the store failed"),
+        }
     }
 
     /// qdrant-edge is synchronous: run it off the async runtime.
@@ -285,7 +473,10 @@ impl EdgeStore {
         let points = entries
             .into_iter()
             .map(|e| {
-                let payload = json!({ SCOPE: e.scope, EXPIRES_AT: e.expires_at, DATA: e.data });
+                let payload = json!({
+                    SCOPE: e.scope, TENANT: e.tenant, GROUP: e.group,
+                    EXPIRES_AT: e.expires_at, LAST_USED: e.created_at, DATA: e.data,
+                });
                 PointStruct::new(PointId::Uuid(e.id), e.vector, payload).into()
             })
             .collect();
@@ -303,26 +494,18 @@ impl EdgeStore {
         limit: usize,
         now: f64,
     ) -> Result<Vec<Neighbour>, StoreError> {
-        let filter = Filter {
-            should: None,
-            min_should: None,
-            must: Some(vec![
-                qdrant_edge::Condition::Field(FieldCondition::new_match(
-                    path(SCOPE)?,
-                    Match::from(scope.to_owned()),
-                )),
-                qdrant_edge::Condition::Field(FieldCondition::new_range(
-                    path(EXPIRES_AT)?,
-                    Range {
-                        gt: Some(OrderedFloat(now)),
-                        lt: None,
-                        gte: None,
-                        lte: None,
-                    },
-                )),
-            ]),
-            must_not: None,
-        };
+        let filter = must(vec![
+            keyword(SCOPE, scope)?,
+            qdrant_edge::Condition::Field(FieldCondition::new_range(
+                path(EXPIRES_AT)?,
+                Range {
+                    gt: Some(OrderedFloat(now)),
+                    lt: None,
+                    gte: None,
+                    lte: None,
+                },
+            )),
+        ]);
         let points = shard
             .query(QueryRequest {
                 prefetches: vec![],
@@ -377,15 +560,103 @@ impl EdgeStore {
     }
 
     fn remove(shard: &EdgeShard, ids: Vec<Uuid>) -> Result<(), StoreError> {
+        Self::delete(shard, ids.into_iter().map(PointId::Uuid).collect())
+    }
+
+    fn delete(shard: &EdgeShard, ids: Vec<PointId>) -> Result<(), StoreError> {
         shard
             .update(UpdateOperation::PointOperation(
-                PointOperations::DeletePoints {
-                    ids: ids.into_iter().map(PointId::Uuid).collect(),
-                },
+                PointOperations::DeletePoints { ids },
             ))
             .map_err(backend)
+    }
+
+    fn count(shard: &EdgeShard, filter: Option<Filter>) -> Result<usize, StoreError> {
+        shard
+            .count(qdrant_edge::CountRequest {
+                filter,
+                exact: true,
+            })
+            .map_err(backend)
+    }
+
+    fn touch(shard: &EdgeShard, ids: Vec<Uuid>, now: f64) -> Result<(), StoreError> {
+        let payload = json!({ LAST_USED: now });
+        let Value::Object(payload) = payload else {
+            return Ok(());
+        };
+        shard
+            .update(UpdateOperation::PayloadOperation(PayloadOps::SetPayload(
+                SetPayloadOp {
+                    payload: payload.into(),
+                    points: Some(ids.into_iter().map(PointId::Uuid).collect()),
+                    filter: None,
+                    key: None,
+                },
+            )))
+            .map_err(backend)
+    }
+
+    /// Deletes the points `filter` matches; returns how many.
+    fn delete_matching(shard: &EdgeShard, filter: Filter) -> Result<usize, StoreError> {
+        let n = Self::count(shard, Some(filter.clone()))?;
+        if n > 0 {
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePointsByFilter(filter),
+                ))
+                .map_err(backend)?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes the least recently used points beyond `max`, oldest first.
+    fn evict(shard: &EdgeShard, max: usize) -> Result<usize, StoreError> {
+        let mut evicted = 0;
+        loop {
+            let excess = Self::count(shard, None)?.saturating_sub(max);
+            if excess == 0 {
+                return Ok(evicted);
+            }
+            let (oldest, _) = shard
+                .scroll(ScrollRequest {
+                    offset: None,
+                    limit: Some(excess.min(EVICT_CHUNK)),
+                    filter: None,
+                    with_payload: Some(WithPayloadInterface::Bool(false)),
+                    with_vector: WithVector::Bool(false),
+                    order_by: Some(OrderByInterface::Key(path(LAST_USED)?)),
+                })
+                .map_err(backend)?;
+            if oldest.is_empty() {
+                return Ok(evicted);
+            }
+            evicted += oldest.len();
+            Self::delete(shard, oldest.into_iter().map(|r| r.id).collect())?;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+/// Runs `f` off the async runtime every `period` (the first time after one
+/// period) until it returns `None`.
+async fn every(
+    period: std::time::Duration,
+    f: impl Fn() -> Option<()> + Send + Sync + 'static,
+) {
+    let f = Arc::new(f);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let f = f.clone();
+        match tokio::task::spawn_blocking(move || f()).await {
+            Ok(Some(())) => {}
+            Ok(None) => break,
+            Err(e) => tracing::warn!(error = %e, "semantic cache: store upkeep failed"),
+        }
+    }
+}

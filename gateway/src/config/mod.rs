@@ -81,6 +81,12 @@ pub struct CacheConfig {
     /// Longest a semantic lookup (embed and search) may take; past it the
     /// request goes on uncached.
     pub lookup_budget_ms: u64,
+    /// Most entries in the semantic tier's vector store; the least recently
+    /// used beyond it are evicted at each sweep.
+    pub store_max_entries: usize,
+    /// Seconds between sweeps of the vector store (expired entries deleted,
+    /// eviction, index build).
+    pub store_sweep_secs: u64,
 }
 
 impl Default for CacheConfig {
@@ -96,6 +102,8 @@ impl Default for CacheConfig {
             similarity: crate::cache::DEFAULT_SIMILARITY,
             max_substitution: crate::cache::verify::Verifier::default().max_substitution,
             lookup_budget_ms: 20,
+            store_max_entries: 1_000_000,
+            store_sweep_secs: 60,
         }
     }
 }

@@ -21,6 +21,9 @@ impl Config {
         if c.max_entries == 0 || c.ttl_secs == 0 {
             return err("cache: max_entries and ttl_secs must be at least 1".into());
         }
+        if c.store_max_entries == 0 || c.store_sweep_secs == 0 {
+            return err("cache: store_max_entries and store_sweep_secs must be at least 1".into());
+        }
         if c.max_bytes < 1024 {
             return err("cache.max_bytes: must be at least 1024".into());
         }

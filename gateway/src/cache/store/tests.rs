@@ -27,8 +27,11 @@ fn entry(seed: u64, scope: &str, expires_at: f64) -> Entry {
     Entry {
         id: Uuid::new_v4(),
         scope: scope.into(),
+        tenant: scope.split('|').next().unwrap_or_default().into(),
+        group: "g".into(),
         vector: unit(seed),
         expires_at,
+        created_at: NOW - 100.0 + seed as f64,
         data,
     }
 }
@@ -124,6 +127,71 @@ async fn wrong_lengths_are_refused(store: &VectorStore) {
     ));
 }
 
+async fn sweep_deletes_only_expired_entries(store: &VectorStore) {
+    let old = entry(1, "s", NOW - 1.0);
+    let at_expiry = entry(2, "s", NOW);
+    let fresh = entry(3, "s", NOW + 1.0);
+    store
+        .upsert(vec![old, at_expiry, fresh.clone()])
+        .await
+        .unwrap();
+    assert_eq!(store.sweep(NOW).await.unwrap(), 2);
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert_eq!(store.sweep(NOW).await.unwrap(), 0);
+    let found = store.nearest("s", unit(3), 5, NOW).await.unwrap();
+    assert_eq!(found[0].id, fresh.id);
+}
+
+async fn eviction_drops_the_least_recently_used(store: &VectorStore) {
+    // Entries 0..10 were stored in order (created_at grows with the seed);
+    // 2 and 3 were served since, so they are kept over 4..
+    let entries: Vec<Entry> = (0..10).map(|i| entry(i, "s", NOW + 60.0)).collect();
+    store.upsert(entries.clone()).await.unwrap();
+    store
+        .touch(vec![entries[2].id, entries[3].id], NOW)
+        .await
+        .unwrap();
+    assert_eq!(store.evict(10).await.unwrap(), 0);
+    assert_eq!(store.evict(4).await.unwrap(), 6);
+    let mut kept: Vec<Uuid> = store
+        .nearest("s", unit(0), 10, NOW)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    kept.sort();
+    let mut expected: Vec<Uuid> = [2, 3, 8, 9].iter().map(|&i| entries[i].id).collect();
+    expected.sort();
+    assert_eq!(kept, expected);
+}
+
+async fn purge_by_tenant_and_group(store: &VectorStore) {
+    let mut entries = Vec::new();
+    for (tenant, group) in [("a", "g1"), ("a", "g2"), ("b", "g1"), ("b", "g2")] {
+        let mut e = entry(entries.len() as u64, &format!("{tenant}|{group}"), NOW + 60.0);
+        e.group = group.into();
+        entries.push(e);
+    }
+    store.upsert(entries).await.unwrap();
+    assert_eq!(
+        store.purge(Some("a".into()), Some("g2".into())).await.unwrap(),
+        1
+    );
+    assert_eq!(store.purge(None, Some("g1".into())).await.unwrap(), 2);
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert!(
+        store
+            .nearest("b|g2", unit(3), 1, NOW)
+            .await
+            .unwrap()
+            .first()
+            .is_some()
+    );
+    assert_eq!(store.purge(None, None).await.unwrap(), 1);
+    assert_eq!(store.stats().await.unwrap().entries, 0);
+}
+
 #[tokio::test]
 async fn edge_store_behaviour() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,6 +201,62 @@ async fn edge_store_behaviour() {
     expired_entries_are_not_found(&edge(&dir.path().join("3"))).await;
     upsert_replaces_and_remove_deletes(&edge(&dir.path().join("4"))).await;
     wrong_lengths_are_refused(&edge(&dir.path().join("5"))).await;
+    sweep_deletes_only_expired_entries(&edge(&dir.path().join("6"))).await;
+    eviction_drops_the_least_recently_used(&edge(&dir.path().join("7"))).await;
+    purge_by_tenant_and_group(&edge(&dir.path().join("8"))).await;
+}
+
+#[tokio::test]
+async fn edge_store_indexes_a_large_store_and_still_filters_by_scope() {
+    // Past qdrant's indexing threshold, `optimize` builds the HNSW index;
+    // search then goes through it and must still keep to the scope.
+    const DIM: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EdgeStore::open(dir.path(), DIM).unwrap();
+    let v = VectorStore::Edge(store.clone());
+    let n = 50_000u64;
+    let vector = |seed: u64| -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..DIM)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        v.into_iter().map(|a| a / norm).collect()
+    };
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let entries = chunk
+            .iter()
+            .map(|&i| Entry {
+                id: Uuid::from_u128(u128::from(i) + 1),
+                scope: format!("scope-{}", i % 4),
+                tenant: "t".into(),
+                group: "g".into(),
+                vector: vector(i),
+                expires_at: NOW + 60.0,
+                created_at: NOW,
+                data: Map::new(),
+            })
+            .collect();
+        v.upsert(entries).await.unwrap();
+    }
+    assert!(store.optimize().unwrap(), "nothing was optimized");
+    let stats = v.stats().await.unwrap();
+    assert_eq!(stats.entries, n as usize);
+    assert!(stats.indexed > 0, "{stats:?}");
+    assert!(stats.disk_bytes > 0);
+    for probe in [7u64, 12_345, 49_998] {
+        let scope = format!("scope-{}", probe % 4);
+        let found = v.nearest(&scope, vector(probe), 3, NOW).await.unwrap();
+        assert_eq!(found[0].id, Uuid::from_u128(u128::from(probe) + 1));
+        let other = format!("scope-{}", (probe + 1) % 4);
+        let found = v.nearest(&other, vector(probe), 3, NOW).await.unwrap();
+        assert!(found.iter().all(|n| n.id != Uuid::from_u128(u128::from(probe) + 1)));
+    }
 }
 
 #[tokio::test]
