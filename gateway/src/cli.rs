@@ -78,6 +78,35 @@ pub enum CacheCommand {
         #[arg(long, default_value_t = 0.01)]
         target: f64,
     },
+    /// A running gateway's cache counters, memory tier and vector store
+    /// (`GET /admin/cache/stats`).
+    Stats {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Removes cached answers from a running gateway, both tiers
+    /// (`POST /admin/cache/purge`); with neither filter, everything.
+    Purge {
+        /// Only this tenant's entries.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this model group's entries.
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// How to reach a running gateway's admin API.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The gateway's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The master key (`auth.master_key`).
+    #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
+    master_key: String,
 }
 
 pub fn main() -> ExitCode {
@@ -150,6 +179,20 @@ async fn run(command: Command) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Cache {
+            command: CacheCommand::Stats { admin },
+        } => print_admin(admin_call(&admin, reqwest::Method::GET, "stats", None).await),
+        Command::Cache {
+            command:
+                CacheCommand::Purge {
+                    tenant,
+                    model,
+                    admin,
+                },
+        } => {
+            let body = serde_json::json!({"tenant": tenant, "model": model});
+            print_admin(admin_call(&admin, reqwest::Method::POST, "purge", Some(body)).await)
+        }
         Command::FakeUpstream {
             listen,
             token_delay_ms,
@@ -180,6 +223,49 @@ async fn run(command: Command) -> ExitCode {
                 Err(e) => fail(&format!("cannot bind {listen}: {e}")),
             }
         }
+    }
+}
+
+/// Calls `/admin/cache/{action}` and returns the answer's JSON, or the
+/// gateway's error message.
+async fn admin_call(
+    admin: &AdminArgs,
+    method: reqwest::Method,
+    action: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, String> {
+    let url = format!("{}/admin/cache/{action}", admin.url.trim_end_matches('/'));
+    let mut request = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(&admin.master_key)
+        .timeout(std::time::Duration::from_secs(60));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    let json: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|e| format!("{url}: {status}: {e}"))?;
+    if status.is_success() {
+        Ok(json)
+    } else {
+        let message = json
+            .pointer("/error/message")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("(no message)");
+        Err(format!("{url}: {status}: {message}"))
+    }
+}
+
+fn print_admin(answer: Result<serde_json::Value, String>) -> ExitCode {
+    match answer.and_then(|j| serde_json::to_string_pretty(&j).map_err(|e| e.to_string())) {
+        Ok(text) => {
+            let _ = writeln!(std::io::stdout(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -327,10 +327,13 @@ def azure_provider(name: str, fake: Fake, api_version: str, key_env: str = PROVI
                    api_key={"env": key_env}, api_version=api_version)
 
 
-def model_group(name: str, *deployments: dict, strategy: str | None = None) -> str:
+def model_group(name: str, *deployments: dict, strategy: str | None = None,
+                cache: dict | None = None) -> str:
     text = f"[[model_groups]]\nname = {toml_value(name)}\n"
     if strategy:
         text += f"strategy = {toml_value(strategy)}\n"
+    if cache is not None:
+        text += "[model_groups.cache]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in cache.items())
     for d in deployments:
         text += "[[model_groups.deployments]]\n"
         text += "".join(f"{k} = {toml_value(v)}\n" for k, v in d.items())

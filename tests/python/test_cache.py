@@ -15,7 +15,11 @@ import time
 import openai
 import pytest
 
-from harness import answer_to, fault_status, model_group, openai_provider, section
+import json
+import subprocess
+
+from harness import (MASTER_KEY, MASTER_KEY_ENV, answer_to, child_env, fault_status, model_group,
+                     openai_provider, section, switchyard_bin)
 
 Q = [{"role": "user", "content": "What is the boiling point of water?"}]
 
@@ -35,7 +39,8 @@ def env(launch):
 
 def ask(client, headers=None, **kw):
     kw.setdefault("messages", Q)
-    return client.chat.completions.with_raw_response.create(model="gpt-test", extra_headers=headers, **kw)
+    kw.setdefault("model", "gpt-test")
+    return client.chat.completions.with_raw_response.create(extra_headers=headers, **kw)
 
 
 def test_a_repeat_is_answered_from_the_exact_tier(env):
@@ -179,25 +184,31 @@ def test_off_unless_enabled(client):
 from test_local_embeddings import MODEL, local_model  # noqa: E402
 
 
-def semantic_config(fake, cache_dir, **cache) -> str:
+def semantic_config(fake, cache_dir, groups: dict[str, dict | None] | None = None, auth: bool = False,
+                    **cache) -> str:
+    """A gateway with the semantic tier; `groups` maps each model group to
+    its `[model_groups.cache]` overrides (default: one plain `gpt-test`)."""
     fields = dict(enabled=True, ttl_secs=600, embedding_model=MODEL, dir=str(cache_dir),
                   lookup_budget_ms=5000)
     fields.update(cache)
+    groups = groups or {"gpt-test": None}
     return (
-        section("retry", max_retries=0, backoff_base_ms=1, backoff_max_ms=2)
+        (section("auth", master_key={"env": MASTER_KEY_ENV}) if auth else "")
+        + section("retry", max_retries=0, backoff_base_ms=1, backoff_max_ms=2)
         + section("cache", **fields)
         + local_model()
         + openai_provider("oai", fake)
-        + model_group("gpt-test", {"provider": "oai", "model": "fake-gpt-upstream"})
+        + "".join(model_group(name, {"provider": "oai", "model": "fake-gpt-upstream"}, cache=overrides)
+                  for name, overrides in groups.items())
     )
 
 
-def until_cache(client, status: str, messages, headers=None, timeout: float = 10.0):
+def until_cache(client, status: str, messages, headers=None, timeout: float = 10.0, model="gpt-test"):
     """Ask until the answer's x-switchyard-cache is `status` (answers are
     stored in the vector store in the background)."""
     deadline = time.monotonic() + timeout
     while True:
-        raw = ask(client, headers, messages=messages)
+        raw = ask(client, headers, messages=messages, model=model)
         if raw.headers["x-switchyard-cache"] == status or time.monotonic() > deadline:
             return raw
         time.sleep(0.05)
@@ -282,3 +293,117 @@ def test_a_lookup_over_budget_fails_open(launch, tmp_path):
     raw = ask(client, messages=user("what's the boiling point of water"))
     assert raw.headers["x-switchyard-cache"] == "miss"
     assert raw.parse().choices[0].message.content == answer_to("what's the boiling point of water")
+
+
+# --------------------------------------------------------------------------
+# Per-group settings, admin API and CLI, vector-store eviction
+# --------------------------------------------------------------------------
+
+
+def test_group_settings_override_the_cache_section(launch, tmp_path):
+    fake = launch.fake()
+    gw = launch.gateway(semantic_config(fake, tmp_path / "cache", groups={
+        "gpt-test": None,
+        "uncached": {"enabled": False},
+        "exact-only": {"semantic": False},
+        "short-lived": {"ttl_secs": 1},
+        "strict": {"similarity": 0.99},
+    }))
+    client = gw.client()
+    water, paraphrase = user("What is the boiling point of water?"), user("what's the boiling point of water")
+    for _ in range(2):
+        assert ask(client, messages=water, model="uncached").headers["x-switchyard-cache"] == "bypass"
+    assert ask(client, messages=water, model="exact-only").headers["x-switchyard-cache"] == "miss"
+    assert ask(client, messages=water, model="exact-only").headers["x-switchyard-cache"] == "hit-exact"
+    assert ask(client, messages=water, model="strict").headers["x-switchyard-cache"] == "miss"
+    assert ask(client, messages=water, model="gpt-test").headers["x-switchyard-cache"] == "miss"
+    # The default group's paraphrase hits once stored; the others' never do.
+    until_cache(client, "hit-semantic", paraphrase)
+    assert ask(client, messages=paraphrase, model="exact-only").headers["x-switchyard-cache"] == "miss"
+    assert ask(client, messages=paraphrase, model="strict").headers["x-switchyard-cache"] == "miss"
+    assert ask(client, messages=water, model="short-lived").headers["x-switchyard-cache"] == "miss"
+    assert ask(client, messages=water, model="short-lived").headers["x-switchyard-cache"] == "hit-exact"
+    time.sleep(2.1)
+    assert ask(client, messages=water, model="short-lived").headers["x-switchyard-cache"] == "miss"
+    assert ask(client, messages=water, model="gpt-test").headers["x-switchyard-cache"] == "hit-exact"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(switchyard_bin()), "cache", *args], capture_output=True, text=True,
+                          timeout=60, env=child_env({MASTER_KEY_ENV: MASTER_KEY}))
+
+
+def test_stats_and_purge_through_the_admin_api_and_cli(launch, tmp_path):
+    fake = launch.fake()
+    gw = launch.gateway(semantic_config(fake, tmp_path / "cache", auth=True,
+                                        groups={"gpt-test": None, "gpt-other": None}),
+                        env={MASTER_KEY_ENV: MASTER_KEY})
+    client = gw.client(api_key=MASTER_KEY)
+    water, paraphrase = user("What is the boiling point of water?"), user("what's the boiling point of water")
+    for model in ("gpt-test", "gpt-other"):
+        ask(client, messages=water, model=model)
+        until_cache(client, "hit-semantic", paraphrase, model=model)
+        ask(client, messages=water, model=model)
+    auth = {"authorization": f"Bearer {MASTER_KEY}"}
+    r = gw.http("GET", "/admin/cache/stats", headers=auth)
+    assert r.status == 200, r
+    stats = r.json()
+    assert stats["enabled"] is True
+    assert stats["hits_semantic"] == 2 and stats["hits_exact"] == 2
+    assert stats["misses"] >= 2 and stats["fail_open"] == 0
+    assert stats["memory"]["entries"] == 2 and stats["memory"]["bytes"] > 0
+    assert stats["store"]["entries"] == 2 and stats["store"]["disk_bytes"] > 0
+    # The CLI reads the same endpoint.
+    out = cli("stats", "--url", gw.url)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["store"]["entries"] == 2
+    # Purge one model group: its answers go from both tiers, the other's stay.
+    out = cli("purge", "--model", "gpt-test", "--url", gw.url)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"purged": {"memory": 1, "store": 1}}
+    assert ask(client, messages=water, model="gpt-other").headers["x-switchyard-cache"] == "hit-exact"
+    assert ask(client, messages=paraphrase, model="gpt-other").headers["x-switchyard-cache"] == "hit-semantic"
+    assert ask(client, messages=paraphrase, model="gpt-test").headers["x-switchyard-cache"] == "miss"
+    # By tenant (everything is the default tenant until virtual keys).
+    r = gw.http("POST", "/admin/cache/purge", {"tenant": "default"}, headers=auth)
+    assert r.status == 200 and r.json()["purged"]["memory"] >= 1 and r.json()["purged"]["store"] >= 1
+    assert ask(client, messages=water, model="gpt-other").headers["x-switchyard-cache"] == "miss"
+    # Bad requests and missing keys.
+    r = gw.http("POST", "/admin/cache/purge", {"group": "x"}, headers=auth)
+    assert r.status == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert gw.http("GET", "/admin/cache/stats").status == 401
+    out = subprocess.run([str(switchyard_bin()), "cache", "stats", "--url", gw.url], capture_output=True,
+                         text=True, timeout=60, env=child_env({MASTER_KEY_ENV: "sk-wrong"}))
+    assert out.returncode != 0 and "401" in out.stderr
+
+
+def test_the_vector_store_evicts_the_least_recently_used(launch, tmp_path):
+    fake = launch.fake()
+    gw = launch.gateway(semantic_config(fake, tmp_path / "cache", auth=True, store_max_entries=2,
+                                        store_sweep_secs=1), env={MASTER_KEY_ENV: MASTER_KEY})
+    client = gw.client(api_key=MASTER_KEY)
+    a = ("How do I reverse a list in Python?", "how do i reverse a list in python")
+    b = ("What is the boiling point of water?", "what's the boiling point of water")
+    c = ("Who wrote the novel Moby Dick?", "who wrote the novel moby dick")
+
+    def store_entries():
+        r = gw.http("GET", "/admin/cache/stats", headers={"authorization": f"Bearer {MASTER_KEY}"})
+        return r.json()["store"]["entries"]
+
+    ask(client, messages=user(a[0]))
+    until_cache(client, "hit-semantic", user(a[1]))
+    time.sleep(1.1)
+    ask(client, messages=user(b[0]))
+    until_cache(client, "hit-semantic", user(b[1]))
+    time.sleep(1.1)
+    # Serving a's paraphrase makes a more recently used than b.
+    assert ask(client, messages=user(a[1])).headers["x-switchyard-cache"] == "hit-semantic"
+    time.sleep(1.1)
+    ask(client, messages=user(c[0]))
+    until_cache(client, "hit-semantic", user(c[1]))
+    deadline = time.monotonic() + 10
+    while store_entries() != 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store_entries() == 2, "a sweep cut the store back to store_max_entries"
+    assert ask(client, messages=user(a[1])).headers["x-switchyard-cache"] == "hit-semantic"
+    assert ask(client, messages=user(b[1])).headers["x-switchyard-cache"] == "miss", "b was evicted"

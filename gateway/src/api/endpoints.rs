@@ -77,35 +77,44 @@ async fn cache_lookup(
     };
     let controls = controls(headers)?;
     log.cache = "bypass";
-    if controls.directive == Directive::NoStore {
-        return Ok(Lookup::Miss(None));
-    }
-    let Ok(key) = chat_key(
+    let counters = &cache.counters;
+    let settings = cache.settings(&chat.model);
+    let key = chat_key(
         DEFAULT_TENANT,
         &chat.model,
         body.map(),
         chat,
         cache.max_temperature,
-    ) else {
-        return Ok(Lookup::Miss(None));
+    );
+    let key = match key {
+        Ok(key) if settings.enabled && controls.directive != Directive::NoStore => key,
+        _ => {
+            counters.bypasses.fetch_add(1, Ordering::Relaxed);
+            return Ok(Lookup::Miss(None));
+        }
     };
     let now = now_secs();
     let mut vector = None;
+    let semantic = cache.semantic.as_ref().filter(|_| settings.semantic);
     if controls.directive == Directive::Normal {
         if let Some(hit) = cache.exact.get(&key.exact, now) {
+            counters.hits_exact.fetch_add(1, Ordering::Relaxed);
             return Ok(Lookup::Hit(Hit {
                 body: hit.body,
                 group: hit.group,
                 kind: HitKind::Exact,
             }));
         }
-        if let Some(semantic) = &cache.semantic {
-            match tokio::time::timeout(semantic.budget, semantic.lookup(&key, now as f64)).await {
+        if let Some(semantic) = semantic {
+            let lookup = semantic.lookup(&key, settings.similarity, settings.verifier, now as f64);
+            match tokio::time::timeout(semantic.budget, lookup).await {
                 Ok(Ok(looked)) => {
                     if let Some(found) = looked.found {
                         let kind = if found.exact {
+                            counters.hits_exact.fetch_add(1, Ordering::Relaxed);
                             HitKind::Exact
                         } else {
+                            counters.hits_semantic.fetch_add(1, Ordering::Relaxed);
                             HitKind::Semantic {
                                 similarity: found.similarity,
                             }
@@ -119,11 +128,11 @@ async fn cache_lookup(
                     vector = Some(looked.vector);
                 }
                 Ok(Err(e)) => {
-                    cache.fail_open.fetch_add(1, Ordering::Relaxed);
+                    counters.fail_open.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "semantic cache lookup failed; going on uncached");
                 }
                 Err(_) => {
-                    cache.fail_open.fetch_add(1, Ordering::Relaxed);
+                    counters.fail_open.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(
                         budget_ms = semantic.budget.as_millis() as u64,
                         "semantic cache lookup over budget; going on uncached"
@@ -133,15 +142,17 @@ async fn cache_lookup(
         }
     }
     log.cache = "miss";
+    counters.misses.fetch_add(1, Ordering::Relaxed);
     let ttl_secs = controls
         .ttl
-        .map_or(cache.ttl_secs, |t| t.min(cache.ttl_secs));
+        .map_or(settings.ttl_secs, |t| t.min(settings.ttl_secs));
     Ok(Lookup::Miss((ttl_secs > 0).then(|| CacheWrite {
         cache: cache.clone(),
         key,
         vector,
         group: chat.model.clone(),
         ttl_secs,
+        semantic: semantic.is_some(),
     })))
 }
 

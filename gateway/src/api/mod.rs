@@ -1,5 +1,6 @@
 //! The OpenAI-compatible HTTP API.
 
+mod admin;
 mod endpoints;
 pub mod extract;
 mod info;
@@ -36,6 +37,8 @@ pub fn router(app: Arc<App>) -> Router {
         ));
     let admin = Router::new()
         .route("/admin/deployments", get(info::deployments))
+        .route("/admin/cache/stats", get(admin::cache_stats))
+        .route("/admin/cache/purge", post(admin::cache_purge))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             middleware::require_master_key,

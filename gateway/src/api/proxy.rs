@@ -46,6 +46,8 @@ pub struct CacheWrite {
     pub vector: Option<Vec<f32>>,
     pub group: String,
     pub ttl_secs: u64,
+    /// Store in the semantic tier too (the group's setting).
+    pub semantic: bool,
 }
 
 /// How a cached answer was found.
@@ -155,7 +157,7 @@ pub fn store(w: CacheWrite, body: &bytes::Bytes) {
             expires_at: now.saturating_add(w.ttl_secs),
         },
     );
-    if let Some(semantic) = w.cache.semantic.clone() {
+    if let Some(semantic) = w.cache.semantic.clone().filter(|_| w.semantic) {
         let body = body.clone();
         let CacheWrite {
             key,

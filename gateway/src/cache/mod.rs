@@ -32,7 +32,11 @@ pub const DEFAULT_MAX_TEMPERATURE: f64 = 1.0;
 
 pub use store::{EdgeStore, Entry, Neighbour, StoreError, VectorStore};
 
-use crate::config::CacheConfig;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{CacheConfig, GroupCacheConfig, ModelGroupConfig};
 
 /// How often the semantic tier's store is flushed to disk: a crash loses at
 /// most this much of the latest answers (a clean exit loses nothing).
@@ -41,17 +45,94 @@ pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1
 /// The tenant every request belongs to until virtual keys (issue #8).
 pub const DEFAULT_TENANT: &str = "default";
 
+/// One model group's cache settings: `[cache]` with the group's overrides.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub enabled: bool,
+    pub ttl_secs: u64,
+    /// Look up and store in the semantic tier (when it exists).
+    pub semantic: bool,
+    pub similarity: f32,
+    pub verifier: verify::Verifier,
+}
+
+impl Settings {
+    fn from_config(c: &CacheConfig) -> Self {
+        Self {
+            enabled: true,
+            ttl_secs: c.ttl_secs,
+            semantic: true,
+            similarity: c.similarity,
+            verifier: verify::Verifier {
+                max_substitution: c.max_substitution,
+            },
+        }
+    }
+
+    fn with(self, g: &GroupCacheConfig) -> Self {
+        Self {
+            enabled: g.enabled.unwrap_or(self.enabled),
+            ttl_secs: g.ttl_secs.unwrap_or(self.ttl_secs),
+            semantic: g.semantic.unwrap_or(self.semantic),
+            similarity: g.similarity.unwrap_or(self.similarity),
+            verifier: verify::Verifier {
+                max_substitution: g.max_substitution.unwrap_or(self.verifier.max_substitution),
+            },
+        }
+    }
+}
+
+/// What the request path counts (the exact tier counts its own lookups).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub hits_exact: AtomicU64,
+    pub hits_semantic: AtomicU64,
+    pub misses: AtomicU64,
+    pub bypasses: AtomicU64,
+    /// Semantic lookups given up (over budget, embedder or store failing):
+    /// those requests went on uncached.
+    pub fail_open: AtomicU64,
+}
+
+/// `switchyard cache stats` / `GET /admin/cache/stats`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    pub hits_exact: u64,
+    pub hits_semantic: u64,
+    pub misses: u64,
+    pub bypasses: u64,
+    pub fail_open: u64,
+    /// The in-memory exact tier.
+    pub memory: MemoryStats,
+    /// The semantic tier's vector store; `None` without a semantic tier.
+    pub store: Option<store::StoreStats>,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct MemoryStats {
+    pub entries: usize,
+    pub bytes: usize,
+    pub evictions: u64,
+    pub expirations: u64,
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Purged {
+    pub memory: usize,
+    pub store: usize,
+}
+
 /// The response cache as the request path uses it.
 #[derive(Debug)]
 pub struct Cache {
     pub exact: exact::ExactTier,
     /// Present when `[cache] embedding_model` is set.
     pub semantic: Option<semantic::Semantic>,
-    pub ttl_secs: u64,
     pub max_temperature: f64,
-    /// Semantic lookups given up (over budget, embedder or store failing):
-    /// those requests went on uncached.
-    pub fail_open: std::sync::atomic::AtomicU64,
+    pub counters: Counters,
+    defaults: Settings,
+    groups: HashMap<String, Settings>,
 }
 
 impl Cache {
@@ -60,8 +141,9 @@ impl Cache {
     /// created) under `c.dir`.
     pub fn build(
         c: &CacheConfig,
-        embedders: &std::collections::HashMap<String, switchyard_embedder::Batcher>,
-    ) -> Result<Option<std::sync::Arc<Self>>, String> {
+        groups: &[ModelGroupConfig],
+        embedders: &HashMap<String, switchyard_embedder::Batcher>,
+    ) -> Result<Option<Arc<Self>>, String> {
         if !c.enabled {
             return Ok(None);
         }
@@ -82,20 +164,68 @@ impl Cache {
                 Some(semantic::Semantic {
                     embedder,
                     store: VectorStore::Edge(store),
-                    verifier: verify::Verifier {
-                        max_substitution: c.max_substitution,
-                    },
-                    similarity: c.similarity,
                     budget: std::time::Duration::from_millis(c.lookup_budget_ms),
                 })
             }
         };
-        Ok(Some(std::sync::Arc::new(Self {
+        let defaults = Settings::from_config(c);
+        Ok(Some(Arc::new(Self {
             exact: exact::ExactTier::new(c.max_entries, c.max_bytes),
             semantic,
-            ttl_secs: c.ttl_secs,
             max_temperature: c.max_temperature,
-            fail_open: std::sync::atomic::AtomicU64::new(0),
+            counters: Counters::default(),
+            defaults,
+            groups: groups
+                .iter()
+                .filter_map(|g| Some((g.name.clone(), defaults.with(g.cache.as_ref()?))))
+                .collect(),
         })))
+    }
+
+    /// The settings of model group `group`.
+    pub fn settings(&self, group: &str) -> Settings {
+        self.groups.get(group).copied().unwrap_or(self.defaults)
+    }
+
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let m = self.exact.stats();
+        let store = match &self.semantic {
+            Some(s) => Some(s.store.stats().await?),
+            None => None,
+        };
+        Ok(Stats {
+            hits_exact: load(&self.counters.hits_exact),
+            hits_semantic: load(&self.counters.hits_semantic),
+            misses: load(&self.counters.misses),
+            bypasses: load(&self.counters.bypasses),
+            fail_open: load(&self.counters.fail_open),
+            memory: MemoryStats {
+                entries: m.entries,
+                bytes: m.bytes,
+                evictions: m.evictions,
+                expirations: m.expirations,
+            },
+            store,
+        })
+    }
+
+    /// Removes the entries of `tenant` and model group `group` (each `None`
+    /// for all) from both tiers.
+    pub async fn purge(
+        &self,
+        tenant: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Purged, StoreError> {
+        let memory = self.exact.purge(tenant, group);
+        let store = match &self.semantic {
+            Some(s) => {
+                s.store
+                    .purge(tenant.map(str::to_owned), group.map(str::to_owned))
+                    .await?
+            }
+            None => 0,
+        };
+        Ok(Purged { memory, store })
     }
 }

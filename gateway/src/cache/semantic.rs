@@ -22,16 +22,12 @@ const CANDIDATES: usize = 4;
 pub struct Semantic {
     pub embedder: Batcher,
     pub store: VectorStore,
-    pub verifier: Verifier,
-    pub similarity: f32,
     pub budget: Duration,
 }
 
 impl std::fmt::Debug for Semantic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Semantic")
-            .field("verifier", &self.verifier)
-            .field("similarity", &self.similarity)
             .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
@@ -83,7 +79,16 @@ impl Semantic {
     }
 
     /// Embeds and searches, with no time limit (the caller sets one).
-    pub async fn lookup(&self, key: &CacheKey, now: f64) -> Result<Looked, String> {
+    /// A candidate is served when it was stored under the same exact key,
+    /// or when its similarity is at least `similarity` and it passes
+    /// `verifier`.
+    pub async fn lookup(
+        &self,
+        key: &CacheKey,
+        similarity: f32,
+        verifier: Verifier,
+        now: f64,
+    ) -> Result<Looked, String> {
         let vector = self.embed(&key.text).await?;
         let neighbours = self
             .store
@@ -95,9 +100,8 @@ impl Semantic {
             let prompt = n.data.get("prompt").and_then(Value::as_str)?;
             let body = n.data.get("response").and_then(Value::as_str)?;
             let exact = n.data.get("exact").and_then(Value::as_str) == Some(key.exact.as_str());
-            let passes = exact
-                || (n.similarity >= self.similarity
-                    && self.verifier.check(prompt, &key.text).is_ok());
+            let passes =
+                exact || (n.similarity >= similarity && verifier.check(prompt, &key.text).is_ok());
             used = passes.then_some(n.id);
             passes.then(|| Found {
                 body: Bytes::from(body.to_owned()),

@@ -237,10 +237,8 @@ impl VectorStore {
     pub async fn sweep(&self, now: f64) -> Result<usize, StoreError> {
         match self {
             Self::Edge(s) => {
-                s.blocking(move |shard| {
-                    EdgeStore::delete_matching(shard, expired_filter(now)?)
-                })
-                .await
+                s.blocking(move |shard| EdgeStore::delete_matching(shard, expired_filter(now)?))
+                    .await
             }
         }
     }
@@ -642,10 +640,7 @@ mod tests;
 
 /// Runs `f` off the async runtime every `period` (the first time after one
 /// period) until it returns `None`.
-async fn every(
-    period: std::time::Duration,
-    f: impl Fn() -> Option<()> + Send + Sync + 'static,
-) {
+async fn every(period: std::time::Duration, f: impl Fn() -> Option<()> + Send + Sync + 'static) {
     let f = Arc::new(f);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

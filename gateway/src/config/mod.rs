@@ -338,6 +338,29 @@ pub struct ModelGroupConfig {
     pub strategy: Strategy,
     /// The deployments serving this group, in fallback order.
     pub deployments: Vec<DeploymentConfig>,
+    /// This group's response-cache settings, where they differ from
+    /// `[cache]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<GroupCacheConfig>,
+}
+
+/// `[model_groups.cache]`: per-group overrides of `[cache]`; each unset
+/// field keeps the `[cache]` value.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupCacheConfig {
+    /// `false`: this group's requests are never looked up nor stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_substitution: Option<usize>,
+    /// `false`: exact matches only for this group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<bool>,
 }
 
 /// Deployment choice within a model group.

@@ -40,6 +40,21 @@ impl Config {
                 "cache.embedding_model: `{name}` is not one of the [[embedding_models]]"
             ));
         }
+        for g in &self.model_groups {
+            let Some(gc) = &g.cache else { continue };
+            if gc.ttl_secs == Some(0) {
+                return err(format!(
+                    "model_groups.{}.cache.ttl_secs: must be at least 1 (use enabled = false)",
+                    g.name
+                ));
+            }
+            if gc.similarity.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+                return err(format!(
+                    "model_groups.{}.cache.similarity: must be between 0 and 1",
+                    g.name
+                ));
+            }
+        }
         if self.breaker.failure_threshold == 0 {
             return err("breaker.failure_threshold: must be at least 1".into());
         }

@@ -169,18 +169,28 @@ async fn eviction_drops_the_least_recently_used(store: &VectorStore) {
 async fn purge_by_tenant_and_group(store: &VectorStore) {
     let mut entries = Vec::new();
     for (tenant, group) in [("a", "g1"), ("a", "g2"), ("b", "g1"), ("b", "g2")] {
-        let mut e = entry(entries.len() as u64, &format!("{tenant}|{group}"), NOW + 60.0);
+        let mut e = entry(
+            entries.len() as u64,
+            &format!("{tenant}|{group}"),
+            NOW + 60.0,
+        );
         e.group = group.into();
         entries.push(e);
     }
     store.upsert(entries).await.unwrap();
     assert_eq!(
-        store.purge(Some("a".into()), Some("g2".into())).await.unwrap(),
+        store
+            .purge(Some("a".into()), Some("g2".into()))
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(store.purge(None, Some("g1".into())).await.unwrap(), 2);
     assert_eq!(store.count().await.unwrap(), 1);
-    assert_eq!(store.nearest("b|g2", unit(3), 1, NOW).await.unwrap().len(), 1);
+    assert_eq!(
+        store.nearest("b|g2", unit(3), 1, NOW).await.unwrap().len(),
+        1
+    );
     assert_eq!(store.purge(None, None).await.unwrap(), 1);
     assert_eq!(store.stats().await.unwrap().entries, 0);
 }
@@ -248,7 +258,11 @@ async fn edge_store_indexes_a_large_store_and_still_filters_by_scope() {
         assert_eq!(found[0].id, Uuid::from_u128(u128::from(probe) + 1));
         let other = format!("scope-{}", (probe + 1) % 4);
         let found = v.nearest(&other, vector(probe), 3, NOW).await.unwrap();
-        assert!(found.iter().all(|n| n.id != Uuid::from_u128(u128::from(probe) + 1)));
+        assert!(
+            found
+                .iter()
+                .all(|n| n.id != Uuid::from_u128(u128::from(probe) + 1))
+        );
     }
 }
 

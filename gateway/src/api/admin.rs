@@ -1,0 +1,68 @@
+//! Admin endpoints of the response cache (behind the master key):
+//! `GET /admin/cache/stats` and `POST /admin/cache/purge`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::{JsonObject, view};
+use crate::app::App;
+use crate::error::ApiError;
+
+fn store_error(e: crate::cache::StoreError) -> ApiError {
+    ApiError::Internal(format!("The cache's vector store failed: {e}"))
+}
+
+/// Counters, memory tier and vector store; `{"enabled": false}` when the
+/// cache is off.
+pub async fn cache_stats(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let Some(cache) = &app.cache else {
+        return Ok(Json(json!({"enabled": false})));
+    };
+    let stats = cache.stats().await.map_err(store_error)?;
+    let mut out = json!({"enabled": true});
+    if let (Some(out), Ok(Value::Object(stats))) =
+        (out.as_object_mut(), serde_json::to_value(stats))
+    {
+        out.extend(stats);
+    }
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    tenant: Option<String>,
+    /// A model group.
+    model: Option<String>,
+}
+
+/// Removes the entries of a tenant and/or model group (`{}`: everything)
+/// from both tiers; answers how many went from each.
+pub async fn cache_purge(
+    State(app): State<Arc<App>>,
+    body: JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let request: PurgeRequest = view(&body)?;
+    let Some(cache) = &app.cache else {
+        return Err(ApiError::invalid(
+            "The response cache is not enabled ([cache] enabled = false).",
+            None,
+        ));
+    };
+    let purged = cache
+        .purge(request.tenant.as_deref(), request.model.as_deref())
+        .await
+        .map_err(store_error)?;
+    tracing::info!(
+        tenant = request.tenant.as_deref().unwrap_or("*"),
+        model = request.model.as_deref().unwrap_or("*"),
+        memory = purged.memory,
+        store = purged.store,
+        "cache purged"
+    );
+    Ok(Json(json!({"purged": purged})))
+}
