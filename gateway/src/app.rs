@@ -63,8 +63,9 @@ impl App {
                     .map_err(|e| ConfigError(format!("embedding_models[{i}] ({}): {e}", m.name)))
             })
             .collect::<Result<_, _>>()?;
-        let cache = crate::cache::Cache::build(&config.cache, &config.model_groups, &embeddings)
-            .map_err(ConfigError)?;
+        let cache =
+            crate::cache::Cache::build(&config.cache, &config.model_groups, &embeddings, env)
+                .map_err(ConfigError)?;
         Ok(Self {
             limits: Limits {
                 max_body_bytes: s.max_body_bytes,

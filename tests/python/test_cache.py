@@ -407,3 +407,28 @@ def test_the_vector_store_evicts_the_least_recently_used(launch, tmp_path):
     assert store_entries() == 2, "a sweep cut the store back to store_max_entries"
     assert ask(client, messages=user(a[1])).headers["x-switchyard-cache"] == "hit-semantic"
     assert ask(client, messages=user(b[1])).headers["x-switchyard-cache"] == "miss", "b was evicted"
+
+
+def test_an_unreachable_qdrant_server_fails_open(launch, tmp_path):
+    # store = "qdrant" with nothing listening: the gateway starts, answers
+    # every request (exact repeats still hit in memory), and counts the
+    # failed semantic lookups.
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    fake = launch.fake()
+    gw = launch.gateway(semantic_config(fake, tmp_path / "cache", auth=True, store="qdrant",
+                                        qdrant_url=f"http://127.0.0.1:{dead}", lookup_budget_ms=2000),
+                        env={MASTER_KEY_ENV: MASTER_KEY})
+    client = gw.client(api_key=MASTER_KEY)
+    water = user("What is the boiling point of water?")
+    assert ask(client, messages=water).headers["x-switchyard-cache"] == "miss"
+    assert ask(client, messages=water).headers["x-switchyard-cache"] == "hit-exact"
+    para = ask(client, messages=user("what's the boiling point of water"))
+    assert para.status_code == 200 and para.headers["x-switchyard-cache"] == "miss"
+    stats = gw.http("GET", "/admin/cache/stats", headers={"authorization": f"Bearer {MASTER_KEY}"})
+    assert stats.status == 200, stats
+    assert stats.json()["store"] is None and "vector store" in stats.json()["store_error"]
+    assert stats.json()["fail_open"] == 2 and stats.json()["hits_exact"] == 1  # the miss and the paraphrase
+    gw.process.wait_for_record(lambda r: "Qdrant server not ready" in r.get("message", ""), 10)

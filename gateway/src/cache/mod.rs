@@ -30,13 +30,13 @@ pub const DEFAULT_SIMILARITY: f32 = 0.6;
 /// get the API's default, 1, and are cached; above 1 they are not.
 pub const DEFAULT_MAX_TEMPERATURE: f64 = 1.0;
 
-pub use store::{EdgeStore, Entry, Neighbour, StoreError, VectorStore};
+pub use store::{EdgeStore, Entry, Neighbour, QdrantStore, StoreError, VectorStore};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::{CacheConfig, GroupCacheConfig, ModelGroupConfig};
+use crate::config::{CacheConfig, GroupCacheConfig, ModelGroupConfig, StoreKind};
 
 /// How often the semantic tier's store is flushed to disk: a crash loses at
 /// most this much of the latest answers (a clean exit loses nothing).
@@ -44,6 +44,48 @@ pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1
 
 /// The tenant every request belongs to until virtual keys (issue #8).
 pub const DEFAULT_TENANT: &str = "default";
+
+/// The configured vector store. A Qdrant server is contacted in the
+/// background: the gateway starts (uncached) while it is unreachable.
+fn open_store(
+    c: &CacheConfig,
+    dimension: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<VectorStore, String> {
+    match c.store {
+        StoreKind::Edge => EdgeStore::open(&c.dir, dimension)
+            .map(VectorStore::Edge)
+            .map_err(|e| format!("cache.dir ({}): {e}", c.dir.display())),
+        StoreKind::Qdrant => {
+            use secrecy::ExposeSecret;
+            let url = c.qdrant_url.as_deref().unwrap_or_default();
+            let key = c
+                .qdrant_api_key
+                .as_ref()
+                .map(|k| {
+                    k.resolve(env)
+                        .map_err(|e| format!("cache.qdrant_api_key: {e}"))
+                })
+                .transpose()?
+                .map(|k| k.expose_secret().to_owned());
+            let timeout = std::time::Duration::from_secs(5);
+            let store = QdrantStore::new(url, key, &c.qdrant_collection, dimension, timeout)
+                .map_err(|e| format!("cache.qdrant_url: {e}"))?;
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let probe = store.clone();
+                let url = url.to_owned();
+                runtime.spawn(async move {
+                    match probe.ready().await {
+                        Ok(()) => tracing::info!(%url, "semantic cache: Qdrant server ready"),
+                        Err(e) => tracing::warn!(%url, error = %e,
+                            "semantic cache: Qdrant server not ready; lookups fail open until it is"),
+                    }
+                });
+            }
+            Ok(VectorStore::Qdrant(store))
+        }
+    }
+}
 
 /// One model group's cache settings: `[cache]` with the group's overrides.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,8 +146,12 @@ pub struct Stats {
     pub fail_open: u64,
     /// The in-memory exact tier.
     pub memory: MemoryStats,
-    /// The semantic tier's vector store; `None` without a semantic tier.
+    /// The semantic tier's vector store; `None` without a semantic tier or
+    /// when it could not be read.
     pub store: Option<store::StoreStats>,
+    /// Why the store could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -143,6 +189,7 @@ impl Cache {
         c: &CacheConfig,
         groups: &[ModelGroupConfig],
         embedders: &HashMap<String, switchyard_embedder::Batcher>,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Arc<Self>>, String> {
         if !c.enabled {
             return Ok(None);
@@ -154,8 +201,7 @@ impl Cache {
                     .get(name)
                     .ok_or_else(|| format!("cache.embedding_model: no embedding model `{name}`"))?
                     .clone();
-                let store = EdgeStore::open(&c.dir, embedder.dimension())
-                    .map_err(|e| format!("cache.dir ({}): {e}", c.dir.display()))?;
+                let store = open_store(c, embedder.dimension(), env)?;
                 store.upkeep(store::Upkeep {
                     flush_every: FLUSH_INTERVAL,
                     sweep_every: std::time::Duration::from_secs(c.store_sweep_secs),
@@ -163,7 +209,7 @@ impl Cache {
                 });
                 Some(semantic::Semantic {
                     embedder,
-                    store: VectorStore::Edge(store),
+                    store,
                     budget: std::time::Duration::from_millis(c.lookup_budget_ms),
                 })
             }
@@ -187,14 +233,19 @@ impl Cache {
         self.groups.get(group).copied().unwrap_or(self.defaults)
     }
 
-    pub async fn stats(&self) -> Result<Stats, StoreError> {
+    /// Counters and sizes; a store that cannot be read is reported in
+    /// `store_error`, not as a failure of the whole.
+    pub async fn stats(&self) -> Stats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let m = self.exact.stats();
-        let store = match &self.semantic {
-            Some(s) => Some(s.store.stats().await?),
-            None => None,
+        let (store, store_error) = match &self.semantic {
+            Some(s) => match s.store.stats().await {
+                Ok(stats) => (Some(stats), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            None => (None, None),
         };
-        Ok(Stats {
+        Stats {
             hits_exact: load(&self.counters.hits_exact),
             hits_semantic: load(&self.counters.hits_semantic),
             misses: load(&self.counters.misses),
@@ -207,7 +258,8 @@ impl Cache {
                 expirations: m.expirations,
             },
             store,
-        })
+            store_error,
+        }
     }
 
     /// Removes the entries of `tenant` and model group `group` (each `None`

@@ -26,6 +26,9 @@ use qdrant_edge::{
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+mod qdrant;
+pub use qdrant::QdrantStore;
+
 /// Payload field holding an entry's scope key.
 const SCOPE: &str = "scope";
 /// Payload field holding an entry's expiry, in seconds since the Unix epoch.
@@ -69,8 +72,8 @@ pub struct StoreStats {
     /// searched by scanning.
     pub indexed: usize,
     pub segments: usize,
-    /// Bytes on disk under the store's directory.
-    pub disk_bytes: u64,
+    /// Bytes on disk under the store's directory (`None` for a server).
+    pub disk_bytes: Option<u64>,
 }
 
 /// A stored entry near a query vector.
@@ -165,16 +168,77 @@ fn disk_usage(dir: &Path) -> u64 {
         .sum()
 }
 
+/// A search result as a [`Neighbour`], or `None` when it is not one the
+/// caller may see: another scope's entry (defence in depth: every search
+/// already filters on the scope; this is logged as the bug it would be) or
+/// an expired one.
+fn neighbour(
+    id: Uuid,
+    similarity: f32,
+    mut payload: Map<String, Value>,
+    scope: &str,
+    now: f64,
+) -> Option<Neighbour> {
+    if payload.get(SCOPE).and_then(Value::as_str) != Some(scope) {
+        tracing::error!(%id, "vector store returned an entry of another scope; dropped");
+        return None;
+    }
+    let expires_at = payload
+        .get(EXPIRES_AT)
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    if expires_at <= now {
+        return None;
+    }
+    let data = match payload.remove(DATA) {
+        Some(Value::Object(data)) => data,
+        _ => Map::new(),
+    };
+    Some(Neighbour {
+        id,
+        similarity,
+        expires_at,
+        data,
+    })
+}
+
+/// A new shard's configuration: one unnamed vector of `dimension`, cosine
+/// distance, payloads in memory.
+fn edge_config(dimension: usize) -> EdgeConfig {
+    EdgeConfig {
+        on_disk_payload: false,
+        vectors: HashMap::from([(
+            DEFAULT_VECTOR_NAME.to_owned(),
+            EdgeVectorParams {
+                size: dimension,
+                distance: Distance::Cosine,
+                on_disk: None,
+                multivector_config: None,
+                datatype: None,
+                quantization_config: None,
+                hnsw_config: None,
+            },
+        )]),
+        sparse_vectors: HashMap::new(),
+        hnsw_config: Default::default(),
+        quantization_config: None,
+        optimizers: Default::default(),
+        wal_options: None,
+    }
+}
+
 /// The semantic tier's vector store.
 #[derive(Clone)]
 pub enum VectorStore {
     Edge(EdgeStore),
+    Qdrant(QdrantStore),
 }
 
 impl VectorStore {
     pub fn dimension(&self) -> usize {
         match self {
             Self::Edge(s) => s.dimension,
+            Self::Qdrant(s) => s.dimension(),
         }
     }
 
@@ -188,6 +252,7 @@ impl VectorStore {
                 s.blocking(move |shard| EdgeStore::upsert(shard, entries))
                     .await
             }
+            Self::Qdrant(s) => s.upsert(entries).await,
         }
     }
 
@@ -207,12 +272,14 @@ impl VectorStore {
                 s.blocking(move |shard| EdgeStore::nearest(shard, &scope, vector, limit, now))
                     .await
             }
+            Self::Qdrant(s) => s.nearest(&scope, vector, limit, now).await,
         }
     }
 
     pub async fn remove(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
         match self {
             Self::Edge(s) => s.blocking(move |shard| EdgeStore::remove(shard, ids)).await,
+            Self::Qdrant(s) => s.remove(ids).await,
         }
     }
 
@@ -220,6 +287,7 @@ impl VectorStore {
     pub async fn count(&self) -> Result<usize, StoreError> {
         match self {
             Self::Edge(s) => s.blocking(|shard| EdgeStore::count(shard, None)).await,
+            Self::Qdrant(s) => s.count(None).await,
         }
     }
 
@@ -230,6 +298,7 @@ impl VectorStore {
                 s.blocking(move |shard| EdgeStore::touch(shard, ids, now))
                     .await
             }
+            Self::Qdrant(s) => s.touch(ids, now).await,
         }
     }
 
@@ -240,6 +309,7 @@ impl VectorStore {
                 s.blocking(move |shard| EdgeStore::delete_matching(shard, expired_filter(now)?))
                     .await
             }
+            Self::Qdrant(s) => s.delete_matching(qdrant::expired(now)).await,
         }
     }
 
@@ -248,6 +318,7 @@ impl VectorStore {
     pub async fn evict(&self, max: usize) -> Result<usize, StoreError> {
         match self {
             Self::Edge(s) => s.blocking(move |shard| EdgeStore::evict(shard, max)).await,
+            Self::Qdrant(s) => s.evict(max).await,
         }
     }
 
@@ -258,10 +329,14 @@ impl VectorStore {
         tenant: Option<String>,
         group: Option<String>,
     ) -> Result<usize, StoreError> {
-        let filter = purge_filter(tenant.as_deref(), group.as_deref())?;
         match self {
             Self::Edge(s) => {
+                let filter = purge_filter(tenant.as_deref(), group.as_deref())?;
                 s.blocking(move |shard| EdgeStore::delete_matching(shard, filter))
+                    .await
+            }
+            Self::Qdrant(s) => {
+                s.delete_matching(qdrant::purge(tenant.as_deref(), group.as_deref()))
                     .await
             }
         }
@@ -277,10 +352,48 @@ impl VectorStore {
                         entries: EdgeStore::count(shard, None)?,
                         indexed: info.indexed_vectors_count,
                         segments: info.segments_count,
-                        disk_bytes: disk_usage(&dir),
+                        disk_bytes: Some(disk_usage(&dir)),
                     })
                 })
                 .await
+            }
+            Self::Qdrant(s) => s.stats().await,
+        }
+    }
+
+    /// Starts the store's upkeep (see [`EdgeStore::upkeep`]). A Qdrant
+    /// server flushes and indexes on its own; its expired and least
+    /// recently used entries are deleted by the same sweep.
+    pub fn upkeep(&self, u: Upkeep) {
+        match self {
+            Self::Edge(s) => s.upkeep(u),
+            Self::Qdrant(s) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let store = Self::Qdrant(s.clone());
+                runtime.spawn(async move {
+                    let mut tick = tokio::time::interval(u.sweep_every);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    tick.tick().await;
+                    loop {
+                        tick.tick().await;
+                        let now = crate::cache::http::now_secs() as f64;
+                        let swept = match store.sweep(now).await {
+                            Ok(expired) => store.evict(u.max_entries).await.map(|e| (expired, e)),
+                            Err(e) => Err(e),
+                        };
+                        match swept {
+                            Ok((expired, evicted)) if expired + evicted > 0 => {
+                                tracing::info!(expired, evicted, "semantic cache: store swept");
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "semantic cache: sweeping the store failed");
+                            }
+                        }
+                    }
+                });
             }
         }
     }
@@ -344,26 +457,7 @@ impl EdgeStore {
             shard
         } else {
             std::fs::create_dir_all(dir).map_err(backend)?;
-            let config = EdgeConfig {
-                on_disk_payload: false,
-                vectors: HashMap::from([(
-                    DEFAULT_VECTOR_NAME.to_owned(),
-                    EdgeVectorParams {
-                        size: dimension,
-                        distance: Distance::Cosine,
-                        on_disk: None,
-                        multivector_config: None,
-                        datatype: None,
-                        quantization_config: None,
-                        hnsw_config: None,
-                    },
-                )]),
-                sparse_vectors: HashMap::new(),
-                hnsw_config: Default::default(),
-                quantization_config: None,
-                optimizers: Default::default(),
-                wal_options: None,
-            };
+            let config = edge_config(dimension);
             let shard = EdgeShard::new(dir, config).map_err(backend)?;
             for (field, kind) in [
                 (SCOPE, PayloadSchemaType::Keyword),
@@ -522,39 +616,15 @@ impl EdgeStore {
                 with_payload: WithPayloadInterface::Bool(true),
             })
             .map_err(backend)?;
-        let mut out = Vec::with_capacity(points.len());
-        for p in points {
-            let PointId::Uuid(id) = p.id else {
-                continue;
-            };
-            let Some(payload) = p.payload else {
-                continue;
-            };
-            let mut payload = payload.0;
-            // Defence in depth: the filter above already demands this.
-            if payload.get(SCOPE).and_then(Value::as_str) != Some(scope) {
-                tracing::error!(%id, "vector store returned an entry of another scope; dropped");
-                continue;
-            }
-            let expires_at = payload
-                .get(EXPIRES_AT)
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            if expires_at <= now {
-                continue;
-            }
-            let data = match payload.remove(DATA) {
-                Some(Value::Object(data)) => data,
-                _ => Map::new(),
-            };
-            out.push(Neighbour {
-                id,
-                similarity: p.score,
-                expires_at,
-                data,
-            });
-        }
-        Ok(out)
+        Ok(points
+            .into_iter()
+            .filter_map(|p| {
+                let PointId::Uuid(id) = p.id else {
+                    return None;
+                };
+                neighbour(id, p.score, p.payload?.0, scope, now)
+            })
+            .collect())
     }
 
     fn remove(shard: &EdgeShard, ids: Vec<Uuid>) -> Result<(), StoreError> {
@@ -635,6 +705,8 @@ impl EdgeStore {
     }
 }
 
+#[cfg(test)]
+mod fake_qdrant;
 #[cfg(test)]
 mod tests;
 

@@ -70,9 +70,21 @@ pub struct CacheConfig {
     /// prompts. Unset: exact matches only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_model: Option<String>,
+    /// Where the semantic tier's vectors live: `edge` (embedded qdrant-edge
+    /// under `dir`) or `qdrant` (a Qdrant server at `qdrant_url`).
+    pub store: StoreKind,
     /// Directory of the semantic tier's embedded vector store (qdrant-edge);
     /// one gateway process per directory.
     pub dir: std::path::PathBuf,
+    /// The Qdrant server's gRPC URL (`store = "qdrant"`), e.g.
+    /// `http://127.0.0.1:6334`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qdrant_url: Option<String>,
+    /// The Qdrant server's API key, if it needs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qdrant_api_key: Option<SecretRef>,
+    /// The Qdrant collection (created on first use if absent).
+    pub qdrant_collection: String,
     /// Least cosine similarity for a semantic candidate.
     pub similarity: f32,
     /// The verifier's substitution limit (docs/cache.md; 0 turns that check
@@ -98,7 +110,11 @@ impl Default for CacheConfig {
             max_bytes: 64 * 1024 * 1024,
             max_temperature: crate::cache::DEFAULT_MAX_TEMPERATURE,
             embedding_model: None,
+            store: StoreKind::Edge,
             dir: "data/cache".into(),
+            qdrant_url: None,
+            qdrant_api_key: None,
+            qdrant_collection: "switchyard_cache".into(),
             similarity: crate::cache::DEFAULT_SIMILARITY,
             max_substitution: crate::cache::verify::Verifier::default().max_substitution,
             lookup_budget_ms: 20,
@@ -106,6 +122,17 @@ impl Default for CacheConfig {
             store_sweep_secs: 60,
         }
     }
+}
+
+/// `[cache] store`: where the semantic tier's vectors live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// Embedded qdrant-edge shard under `[cache] dir`.
+    #[default]
+    Edge,
+    /// A Qdrant server over gRPC.
+    Qdrant,
 }
 
 /// `[[embedding_models]]`: a sentence-transformers model run in-process.

@@ -33,6 +33,16 @@ impl Config {
         if !(0.0..=1.0).contains(&c.similarity) {
             return err("cache.similarity: must be between 0 and 1".into());
         }
+        if c.store == super::StoreKind::Qdrant {
+            match c.qdrant_url.as_deref().map(reqwest::Url::parse) {
+                None => return err("cache.qdrant_url: required with store = \"qdrant\"".into()),
+                Some(Err(e)) => return err(format!("cache.qdrant_url: {e}")),
+                Some(Ok(_)) => {}
+            }
+            if c.qdrant_collection.trim().is_empty() {
+                return err("cache.qdrant_collection: must not be empty".into());
+            }
+        }
         if let Some(name) = &c.embedding_model
             && !self.embedding_models.iter().any(|m| &m.name == name)
         {

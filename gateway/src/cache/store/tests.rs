@@ -209,6 +209,97 @@ async fn edge_store_behaviour() {
     purge_by_tenant_and_group(&edge(&dir.path().join("8"))).await;
 }
 
+async fn qdrant(url: &str, collection: &str) -> VectorStore {
+    let store = QdrantStore::new(
+        url,
+        None,
+        collection,
+        DIM,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    store.ready().await.unwrap();
+    VectorStore::Qdrant(store)
+}
+
+/// The whole behaviour suite on a Qdrant server, each check in a fresh
+/// collection.
+async fn qdrant_suite(url: &str) {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let c = |n: u32| format!("switchyard_test_{run}_{n}");
+    finds_the_nearest_entry_of_its_scope(&qdrant(url, &c(1)).await).await;
+    never_returns_another_scopes_entry(&qdrant(url, &c(2)).await).await;
+    expired_entries_are_not_found(&qdrant(url, &c(3)).await).await;
+    upsert_replaces_and_remove_deletes(&qdrant(url, &c(4)).await).await;
+    wrong_lengths_are_refused(&qdrant(url, &c(5)).await).await;
+    sweep_deletes_only_expired_entries(&qdrant(url, &c(6)).await).await;
+    eviction_drops_the_least_recently_used(&qdrant(url, &c(7)).await).await;
+    purge_by_tenant_and_group(&qdrant(url, &c(8)).await).await;
+    // Reopening finds the collection and its entries; another dimension is
+    // refused.
+    let e = entry(3, "s", NOW + 60.0);
+    qdrant(url, &c(9))
+        .await
+        .upsert(vec![e.clone()])
+        .await
+        .unwrap();
+    let again = qdrant(url, &c(9)).await;
+    let found = again.nearest("s", unit(3), 1, NOW).await.unwrap();
+    assert_eq!(found.first().map(|n| n.id), Some(e.id));
+    let wider =
+        QdrantStore::new(url, None, &c(9), DIM + 1, std::time::Duration::from_secs(5)).unwrap();
+    match wider.ready().await {
+        Err(StoreError::Dimension {
+            stored: 8,
+            wanted: 9,
+            ..
+        }) => {}
+        other => panic!("expected a dimension error, got {other:?}"),
+    }
+    let stats = again.stats().await.unwrap();
+    assert_eq!((stats.entries, stats.disk_bytes), (1, None));
+}
+
+#[tokio::test]
+async fn qdrant_store_behaviour_on_the_fake_server() {
+    // The FAKE server (qdrant-edge behind Qdrant's gRPC services) checks the
+    // client side: every request the store sends, over real gRPC.
+    qdrant_suite(&fake_qdrant::start().await).await;
+}
+
+#[tokio::test]
+#[allow(clippy::print_stderr, reason = "a skipped test says so")]
+async fn qdrant_store_behaviour_on_a_real_server() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!(
+            "SKIPPED: no Qdrant server (set QDRANT_URL, e.g. http://127.0.0.1:6334, to run the \
+             store suite against one); the same suite ran against the fake server"
+        );
+        return;
+    };
+    qdrant_suite(&url).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_qdrant_server_is_an_error_not_a_hang() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let store = QdrantStore::new(
+        &format!("http://{dead}"),
+        None,
+        "c",
+        DIM,
+        std::time::Duration::from_millis(500),
+    )
+    .unwrap();
+    let v = VectorStore::Qdrant(store);
+    let started = std::time::Instant::now();
+    assert!(v.nearest("s", unit(1), 1, NOW).await.is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
 #[tokio::test]
 async fn edge_store_indexes_a_large_store_and_still_filters_by_scope() {
     // Past qdrant's indexing threshold, `optimize` builds the HNSW index;
@@ -251,7 +342,7 @@ async fn edge_store_indexes_a_large_store_and_still_filters_by_scope() {
     let stats = v.stats().await.unwrap();
     assert_eq!(stats.entries, n as usize);
     assert!(stats.indexed > 0, "{stats:?}");
-    assert!(stats.disk_bytes > 0);
+    assert!(stats.disk_bytes.is_some_and(|b| b > 0));
     for probe in [7u64, 12_345, 49_998] {
         let scope = format!("scope-{}", probe % 4);
         let found = v.nearest(&scope, vector(probe), 3, NOW).await.unwrap();

@@ -1,0 +1,411 @@
+//! The response cache through the HTTP API, on the real binary with the
+//! real embedding model and an embedded store already holding `--fill`
+//! entries (default 100,000) in the benchmark's own scope (the worst case:
+//! the scope filter excludes none of them).
+//!
+//! ```text
+//! cargo build --release -p switchyard-gateway -p switchyard-benches
+//! target/release/cache_latency --fill 100000
+//! ```
+//!
+//! One connection, one request at a time, timed at the client from send to
+//! the last byte of the response, non-streaming:
+//! - **exact hit**: a request seen before;
+//! - **semantic hit**: a paraphrase of a stored request (embedding, search,
+//!   verification); every answer's `x-switchyard-cache` is checked;
+//! - **miss** against **uncached**: new prompts with the cache on, against
+//!   the same prompts with `x-switchyard-cache: no-store` (the request path
+//!   without the cache), alternating rounds in the same run. A miss embeds,
+//!   searches, verifies and then stores the answer in the background.
+//! - **upstream direct**: the fake upstream without the gateway, for scale.
+
+#![allow(clippy::print_stdout, reason = "a benchmark prints its report")]
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+use serde_json::{Map, Value, json};
+use switchyard_benches::procs::{Proc, start_switchyard};
+use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir, Precision};
+use switchyard_gateway::api::types::ChatCompletionRequest;
+use switchyard_gateway::cache::key::chat_key;
+use switchyard_gateway::cache::{DEFAULT_TENANT, EdgeStore, Entry, VectorStore};
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long, default_value = "target/release/switchyard")]
+    bin: String,
+    #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+    model: std::path::PathBuf,
+    /// Entries put in the store before the gateway starts.
+    #[arg(long, default_value_t = 100_000)]
+    fill: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 15)]
+    duration: u64,
+    /// Rounds the miss/uncached comparison alternates in.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    #[arg(long, default_value = "bench-results/cache_latency.json")]
+    out: String,
+}
+
+const MODEL: &str = "bench";
+const MASTER: &str = "sk-bench-master";
+
+const TASKS: &[&str] = &[
+    "reverse a list",
+    "read a file line by line",
+    "sort a dictionary by value",
+    "parse a JSON string",
+    "make an HTTP request",
+    "format a date",
+    "remove duplicates from an array",
+    "convert a string to an integer",
+    "write a unit test",
+    "connect to a database",
+    "handle errors",
+    "spawn a thread",
+    "read environment variables",
+    "split a string on whitespace",
+    "generate a random number",
+    "measure elapsed time",
+    "serialize an object",
+    "compress a file",
+    "merge two maps",
+    "check if a file exists",
+];
+const LANGS: &[&str] = &[
+    "Python",
+    "Rust",
+    "Go",
+    "Java",
+    "JavaScript",
+    "TypeScript",
+    "C++",
+    "Ruby",
+    "Kotlin",
+    "Swift",
+];
+
+fn chat(text: &str) -> Value {
+    json!({"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": text}]})
+}
+
+/// The store scope the gateway will compute for `chat(text)`.
+fn scope() -> anyhow::Result<String> {
+    let body = chat("x");
+    let request: ChatCompletionRequest = serde_json::from_value(body.clone())?;
+    let map = body.as_object().cloned().unwrap_or_default();
+    Ok(chat_key(DEFAULT_TENANT, MODEL, &map, &request, 1.0)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .scope)
+}
+
+/// Fills the store at `dir` with `n` entries near real embeddings of
+/// generated prompts, then builds its index, as a long-running gateway's
+/// store would be.
+fn fill(dir: &std::path::Path, model: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    let embedder = CandleEmbedder::load(&ModelDir::open(model)?, DeviceSpec::Cpu, Precision::F32)?;
+    let texts: Vec<String> = TASKS
+        .iter()
+        .flat_map(|t| LANGS.iter().map(move |l| format!("How do I {t} in {l}?")))
+        .chain((0..800).map(|i| format!("Write a short note about subject {i}")))
+        .collect();
+    let mut bases = Vec::new();
+    for chunk in texts.chunks(32) {
+        bases.extend(embedder.embed(chunk)?.vectors);
+    }
+    let dim = bases.first().map_or(384, Vec::len);
+    let store = EdgeStore::open(dir, dim)?;
+    let v = VectorStore::Edge(store.clone());
+    let scope = scope()?;
+    let noise = Normal::new(0.0f32, 0.5 / (dim as f32).sqrt())?;
+    let mut rng = StdRng::seed_from_u64(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let t = Instant::now();
+    for start in (0..n).step_by(1_000) {
+        let entries = (start..(start + 1_000).min(n))
+            .map(|i| {
+                let base = &bases[i % bases.len()];
+                let mut vector: Vec<f32> =
+                    base.iter().map(|a| a + noise.sample(&mut rng)).collect();
+                let norm = vector.iter().map(|a| a * a).sum::<f32>().sqrt();
+                vector.iter_mut().for_each(|a| *a /= norm);
+                let mut data = Map::new();
+                data.insert("prompt".into(), json!(format!("filler entry {i}")));
+                data.insert("response".into(), json!("{}"));
+                data.insert("exact".into(), json!(format!("filler-{i}")));
+                data.insert("group".into(), json!(MODEL));
+                Entry {
+                    id: Uuid::from_u128(u128::MAX - i as u128),
+                    scope: scope.clone(),
+                    tenant: DEFAULT_TENANT.into(),
+                    group: MODEL.into(),
+                    vector,
+                    expires_at: 4e9,
+                    created_at: 1.0,
+                    data,
+                }
+            })
+            .collect();
+        runtime.block_on(v.upsert(entries))?;
+    }
+    let inserted = t.elapsed();
+    let t = Instant::now();
+    store.optimize()?;
+    println!(
+        "store filled: {n} entries in {:.1} s, indexed in {:.1} s",
+        inserted.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+struct Client {
+    sender: Sender,
+    addr: std::net::SocketAddr,
+}
+
+impl Client {
+    async fn connect(p: &Proc) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(p.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Self {
+            sender,
+            addr: p.addr,
+        })
+    }
+
+    /// Sends one chat request; returns its latency and `x-switchyard-cache`.
+    async fn chat(&mut self, text: &str, no_store: bool) -> anyhow::Result<(Duration, String)> {
+        let body = Bytes::from(chat(text).to_string());
+        let mut req = hyper::Request::post("/v1/chat/completions")
+            .header("host", self.addr.to_string())
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {MASTER}"));
+        if no_store {
+            req = req.header("x-switchyard-cache", "no-store");
+        }
+        let t = Instant::now();
+        let resp = self.sender.send_request(req.body(Full::new(body))?).await?;
+        let status = resp.status();
+        let cache = resp
+            .headers()
+            .get("x-switchyard-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        resp.into_body().collect().await?;
+        let elapsed = t.elapsed();
+        anyhow::ensure!(status.is_success(), "HTTP {status}");
+        Ok((elapsed, cache))
+    }
+}
+
+struct Measure {
+    latency: Histogram<u64>,
+    unexpected: u64,
+}
+
+impl Measure {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            unexpected: 0,
+        })
+    }
+    fn ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1e3
+    }
+    fn json(&self) -> Value {
+        json!({"n": self.latency.len(), "p50_ms": self.ms(0.5), "p90_ms": self.ms(0.9),
+               "p99_ms": self.ms(0.99), "unexpected_cache_status": self.unexpected})
+    }
+}
+
+/// Sends `texts(i)` for i = 0, 1, … for `d`; each answer must carry
+/// `expect` as its cache status.
+async fn measure(
+    c: &mut Client,
+    m: &mut Measure,
+    d: Duration,
+    expect: &str,
+    no_store: bool,
+    mut texts: impl FnMut() -> String,
+) -> anyhow::Result<()> {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        let (t, cache) = c.chat(&texts(), no_store).await?;
+        m.latency.record((t.as_micros() as u64).max(1))?;
+        if cache != expect {
+            m.unexpected += 1;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let tmp = tempfile::tempdir()?;
+    let cache_dir = tmp.path().join("cache");
+    let model = std::fs::canonicalize(&args.model)?;
+    fill(&cache_dir, &model, args.fill)?;
+
+    let fake = start_switchyard(
+        &args.bin,
+        &["fake-upstream", "--listen", "127.0.0.1:0", "--no-record"],
+        &[],
+        None,
+    )?;
+    let config = tmp.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nmaster_key = {{ env = \"BENCH_MASTER_KEY\" }}\n\n\
+             [cache]\nenabled = true\nembedding_model = \"minilm\"\ndir = {dir:?}\n\n\
+             [[embedding_models]]\nname = \"minilm\"\npath = {model:?}\n\n\
+             [providers.fake]\ntype = \"openai_compat\"\nbase_url = \"http://{addr}/v1\"\n\
+             api_key = {{ env = \"BENCH_KEY\" }}\n\n\
+             [[model_groups]]\nname = \"{MODEL}\"\n[[model_groups.deployments]]\n\
+             provider = \"fake\"\nmodel = \"fake-model\"\n",
+            dir = cache_dir.display().to_string(),
+            model = model.display().to_string(),
+            addr = fake.addr
+        ),
+    )?;
+    let gw = start_switchyard(
+        &args.bin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &config.to_string_lossy(),
+        ],
+        &[("BENCH_KEY", "sk-bench"), ("BENCH_MASTER_KEY", MASTER)],
+        None,
+    )?;
+    let mut c = Client::connect(&gw).await?;
+    let d = Duration::from_secs(args.duration);
+
+    // Seed: every task/language prompt once (misses), then let the
+    // background writes land.
+    let seeds: Vec<String> = TASKS
+        .iter()
+        .flat_map(|t| LANGS.iter().map(move |l| format!("How do I {t} in {l}?")))
+        .collect();
+    for s in &seeds {
+        c.chat(s, false).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let paraphrase = |s: &str| format!("{} please", s.trim_end_matches('?').to_lowercase());
+    // Warm-up.
+    let mut warm = Measure::new()?;
+    let mut k = 0usize;
+    measure(
+        &mut c,
+        &mut warm,
+        Duration::from_secs(2),
+        "hit-semantic",
+        false,
+        || {
+            k += 1;
+            paraphrase(&seeds[k % seeds.len()])
+        },
+    )
+    .await?;
+
+    let mut exact = Measure::new()?;
+    let mut k = 0usize;
+    measure(&mut c, &mut exact, d, "hit-exact", false, || {
+        k += 1;
+        seeds[k % seeds.len()].clone()
+    })
+    .await?;
+    let mut semantic = Measure::new()?;
+    let mut k = 0usize;
+    measure(&mut c, &mut semantic, d, "hit-semantic", false, || {
+        k += 1;
+        paraphrase(&seeds[k % seeds.len()])
+    })
+    .await?;
+
+    // Misses against uncached, alternating; every prompt is new (a number
+    // makes it so: the verifier refuses a changed number).
+    let mut miss = Measure::new()?;
+    let mut uncached = Measure::new()?;
+    let round = d / args.rounds.max(1);
+    let mut n = 0usize;
+    let mut fresh = move || {
+        n += 1;
+        format!("How many hours are in {n} weeks and {} days?", n % 7)
+    };
+    for _ in 0..args.rounds {
+        measure(&mut c, &mut uncached, round, "bypass", true, &mut fresh).await?;
+        measure(&mut c, &mut miss, round, "miss", false, &mut fresh).await?;
+    }
+
+    // The upstream alone.
+    let mut direct = Measure::new()?;
+    {
+        let mut dc = Client::connect(&fake).await?;
+        measure(
+            &mut dc,
+            &mut direct,
+            Duration::from_secs(3),
+            "",
+            false,
+            || "hello".to_owned(),
+        )
+        .await?;
+    }
+    let rss = gw.rss_bytes().unwrap_or(0) as f64 / 1e6;
+
+    println!("\n| path | requests | p50 ms | p90 ms | p99 ms | unexpected cache status |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, m) in [
+        ("hit-exact", &exact),
+        ("hit-semantic", &semantic),
+        ("miss", &miss),
+        ("uncached (no-store)", &uncached),
+        ("upstream direct", &direct),
+    ] {
+        println!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {} |",
+            m.latency.len(),
+            m.ms(0.5),
+            m.ms(0.9),
+            m.ms(0.99),
+            m.unexpected
+        );
+    }
+    let added = miss.ms(0.5) - uncached.ms(0.5);
+    println!("\na miss adds {added:.3} ms at p50 to an uncached request; gateway RSS {rss:.0} MB");
+    let results = json!({"fill": args.fill, "hit_exact": exact.json(), "hit_semantic": semantic.json(),
+        "miss": miss.json(), "uncached": uncached.json(), "direct": direct.json(),
+        "miss_added_p50_ms": added, "gateway_rss_mb": rss});
+    if let Some(parent) = std::path::Path::new(&args.out).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::File::create(&args.out)?
+        .write_all(serde_json::to_string_pretty(&results)?.as_bytes())?;
+    println!("results written to {}", args.out);
+    Ok(())
+}
