@@ -1,8 +1,9 @@
 //! Micro-batching: concurrent requests are coalesced into one forward pass.
 //!
 //! Requests go into a bounded queue; a dedicated thread takes the first
-//! waiting request, gathers more for up to `max_wait` or until `max_batch`
-//! texts are in hand, sorts the texts by length (less padding), embeds them
+//! waiting request and every other already queued, then (if `max_wait` is
+//! not zero) waits up to `max_wait` for more, until `max_batch` texts are in
+//! hand, sorts the texts by length (less padding), embeds them
 //! in chunks of `max_batch`, and answers each request. Inference never runs
 //! on the async runtime. A full queue is refused at once
 //! ([`EmbedError::Overloaded`]) instead of growing without bound.
@@ -20,7 +21,10 @@ use crate::{EmbedError, Embedder, Embeddings};
 pub struct BatcherConfig {
     /// Most texts in one forward pass.
     pub max_batch: usize,
-    /// Longest wait for more requests once one is in hand.
+    /// Longest wait for more requests once the queued ones are in hand.
+    /// Zero (the default) never waits: a lone request runs at once, and
+    /// under load batches still form from the requests that queue while the
+    /// previous batch runs.
     pub max_wait: Duration,
     /// Most requests waiting; more are refused.
     pub queue_capacity: usize,
@@ -30,7 +34,7 @@ impl Default for BatcherConfig {
     fn default() -> Self {
         Self {
             max_batch: 32,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::ZERO,
             queue_capacity: 1_024,
         }
     }
@@ -122,8 +126,17 @@ fn worker(embedder: &dyn Embedder, rx: &Receiver<Job>, config: BatcherConfig) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let mut count = jobs[0].input.len();
-        let deadline = Instant::now() + config.max_wait;
         while count < config.max_batch {
+            match rx.try_recv() {
+                Ok(job) => {
+                    count += job.input.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let deadline = Instant::now() + config.max_wait;
+        while count < config.max_batch && !config.max_wait.is_zero() {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(job) => {
                     count += job.input.len();

@@ -113,7 +113,7 @@ fn scope() -> anyhow::Result<String> {
 /// Fills the store at `dir` with `n` entries near real embeddings of
 /// generated prompts, then builds its index, as a long-running gateway's
 /// store would be.
-fn fill(dir: &std::path::Path, model: &std::path::Path, n: usize) -> anyhow::Result<()> {
+async fn fill(dir: &std::path::Path, model: &std::path::Path, n: usize) -> anyhow::Result<()> {
     let embedder = CandleEmbedder::load(&ModelDir::open(model)?, DeviceSpec::Cpu, Precision::F32)?;
     let texts: Vec<String> = TASKS
         .iter()
@@ -130,9 +130,6 @@ fn fill(dir: &std::path::Path, model: &std::path::Path, n: usize) -> anyhow::Res
     let scope = scope()?;
     let noise = Normal::new(0.0f32, 0.5 / (dim as f32).sqrt())?;
     let mut rng = StdRng::seed_from_u64(1);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let t = Instant::now();
     for start in (0..n).step_by(1_000) {
         let entries = (start..(start + 1_000).min(n))
@@ -159,7 +156,7 @@ fn fill(dir: &std::path::Path, model: &std::path::Path, n: usize) -> anyhow::Res
                 }
             })
             .collect();
-        runtime.block_on(v.upsert(entries))?;
+        v.upsert(entries).await?;
     }
     let inserted = t.elapsed();
     let t = Instant::now();
@@ -266,7 +263,7 @@ async fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let cache_dir = tmp.path().join("cache");
     let model = std::fs::canonicalize(&args.model)?;
-    fill(&cache_dir, &model, args.fill)?;
+    fill(&cache_dir, &model, args.fill).await?;
 
     let fake = start_switchyard(
         &args.bin,

@@ -178,7 +178,7 @@ fn default_max_batch() -> usize {
     32
 }
 fn default_max_wait_ms() -> u64 {
-    2
+    0
 }
 fn default_queue_capacity() -> usize {
     1_024
