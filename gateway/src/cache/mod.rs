@@ -1,16 +1,21 @@
-//! The response cache (issue #4), being built in steps.
+//! The response cache (issue #4; docs/cache.md).
 //!
-//! Done so far:
 //! - [`key`]: a chat request's scope, compared text and exact key;
-//! - [`store`]: the semantic tier's vector store on an embedded qdrant-edge
-//!   shard, with scope isolation enforced inside the store;
+//! - [`exact`]: the in-memory exact tier (LRU by entries and bytes, TTL);
+//! - [`semantic`]: the semantic tier in the request path (embed, search the
+//!   scope, verify);
+//! - [`store`]: its vector store, an embedded qdrant-edge shard or a Qdrant
+//!   server, with scope isolation enforced inside the store, TTL sweeps,
+//!   LRU eviction and index builds;
 //! - [`verify`]: the check a semantic candidate must pass besides cosine;
+//! - [`http`], [`replay`]: request controls, response headers, and
+//!   streaming (replaying a stored answer, reassembling a streamed one);
 //! - [`calibrate`]: hit and false-hit rates on labelled pairs
 //!   (`switchyard cache calibrate`).
 //!
-//! Not yet built: the exact tier's table, the request path and its controls,
-//! and the Qdrant-server store. Nothing in the request path uses the cache
-//! yet.
+//! [`Cache`] ties them together for the request path (`api::endpoints`),
+//! with per-model-group [`Settings`], counters, stats and purges (the admin
+//! API and `switchyard cache stats | purge`).
 
 pub mod calibrate;
 pub mod exact;
