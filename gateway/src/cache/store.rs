@@ -43,6 +43,16 @@ const LAST_USED: &str = "last_used";
 /// Payload field holding the caller's data.
 const DATA: &str = "data";
 
+/// The payload indexes of every shard: the scope fields (keyword), expiry
+/// and recency (float, for range filters and ordering).
+const INDEXES: [(&str, PayloadSchemaType); 5] = [
+    (SCOPE, PayloadSchemaType::Keyword),
+    (TENANT, PayloadSchemaType::Keyword),
+    (GROUP, PayloadSchemaType::Keyword),
+    (EXPIRES_AT, PayloadSchemaType::Float),
+    (LAST_USED, PayloadSchemaType::Float),
+];
+
 /// Most points deleted by one eviction step.
 const EVICT_CHUNK: usize = 10_000;
 
@@ -457,26 +467,25 @@ impl EdgeStore {
             shard
         } else {
             std::fs::create_dir_all(dir).map_err(backend)?;
-            let config = edge_config(dimension);
-            let shard = EdgeShard::new(dir, config).map_err(backend)?;
-            for (field, kind) in [
-                (SCOPE, PayloadSchemaType::Keyword),
-                (TENANT, PayloadSchemaType::Keyword),
-                (GROUP, PayloadSchemaType::Keyword),
-                (EXPIRES_AT, PayloadSchemaType::Float),
-                (LAST_USED, PayloadSchemaType::Float),
-            ] {
-                shard
-                    .update(UpdateOperation::FieldIndexOperation(
-                        FieldIndexOperations::CreateIndex(CreateIndex {
-                            field_name: path(field)?,
-                            field_schema: Some(PayloadFieldSchema::FieldType(kind)),
-                        }),
-                    ))
-                    .map_err(backend)?;
+            EdgeShard::new(dir, edge_config(dimension)).map_err(backend)?
+        };
+        // A shard made by an older version may lack some indexes (eviction
+        // needs the one on `last_used`).
+        let indexed = shard.info().payload_schema;
+        for (field, kind) in INDEXES {
+            let field_name = path(field)?;
+            if indexed.contains_key(&field_name) {
+                continue;
             }
             shard
-        };
+                .update(UpdateOperation::FieldIndexOperation(
+                    FieldIndexOperations::CreateIndex(CreateIndex {
+                        field_name,
+                        field_schema: Some(PayloadFieldSchema::FieldType(kind)),
+                    }),
+                ))
+                .map_err(backend)?;
+        }
         Ok(Self {
             shard: Arc::new(shard),
             dimension,

@@ -404,3 +404,29 @@ async fn edge_store_survives_a_restart_without_an_explicit_flush() {
     let found = edge(&path).nearest("s", unit(9), 1, NOW).await.unwrap();
     assert_eq!(found.first().map(|n| n.id), Some(e.id));
 }
+
+#[tokio::test]
+async fn an_older_shard_gains_the_indexes_it_lacks() {
+    // A shard without payload indexes (as an older version made them):
+    // opening it adds them, so eviction (ordered by `last_used`) works.
+    let dir = tempfile::tempdir().unwrap();
+    let entries: Vec<Entry> = (0..6).map(|i| entry(i, "s", NOW + 60.0)).collect();
+    {
+        let bare = EdgeShard::new(dir.path(), edge_config(DIM)).unwrap();
+        EdgeStore::upsert(&bare, entries.clone()).unwrap();
+        assert!(bare.info().payload_schema.is_empty());
+    }
+    let store = edge(dir.path());
+    assert_eq!(store.evict(2).await.unwrap(), 4);
+    let mut kept: Vec<Uuid> = store
+        .nearest("s", unit(0), 10, NOW)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    kept.sort();
+    let mut newest = vec![entries[4].id, entries[5].id];
+    newest.sort();
+    assert_eq!(kept, newest);
+}
