@@ -21,7 +21,6 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its report")]
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,6 +31,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 use serde_json::{Map, Value, json};
+use switchyard_benches::load::{Sender, connect};
 use switchyard_benches::procs::{Proc, start_switchyard};
 use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir, Precision};
 use switchyard_gateway::api::types::ChatCompletionRequest;
@@ -143,7 +143,6 @@ async fn fill(dir: &std::path::Path, model: &std::path::Path, n: usize) -> anyho
                 data.insert("prompt".into(), json!(format!("filler entry {i}")));
                 data.insert("response".into(), json!("{}"));
                 data.insert("exact".into(), json!(format!("filler-{i}")));
-                data.insert("group".into(), json!(MODEL));
                 Entry {
                     id: Uuid::from_u128(u128::MAX - i as u128),
                     scope: scope.clone(),
@@ -169,8 +168,6 @@ async fn fill(dir: &std::path::Path, model: &std::path::Path, n: usize) -> anyho
     Ok(())
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
 struct Client {
     sender: Sender,
     addr: std::net::SocketAddr,
@@ -178,13 +175,8 @@ struct Client {
 
 impl Client {
     async fn connect(p: &Proc) -> anyhow::Result<Self> {
-        let stream = tokio::net::TcpStream::connect(p.addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
         Ok(Self {
-            sender,
+            sender: connect(p.addr).await?,
             addr: p.addr,
         })
     }
@@ -398,11 +390,7 @@ async fn main() -> anyhow::Result<()> {
     let results = json!({"fill": args.fill, "hit_exact": exact.json(), "hit_semantic": semantic.json(),
         "miss": miss.json(), "uncached": uncached.json(), "direct": direct.json(),
         "miss_added_p50_ms": added, "gateway_rss_mb": rss});
-    if let Some(parent) = std::path::Path::new(&args.out).parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::File::create(&args.out)?
-        .write_all(serde_json::to_string_pretty(&results)?.as_bytes())?;
+    switchyard_benches::write_results(&args.out, &results)?;
     println!("results written to {}", args.out);
     Ok(())
 }

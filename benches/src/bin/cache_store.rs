@@ -21,7 +21,6 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its report")]
 
-use std::io::Write;
 use std::time::Instant;
 
 use clap::Parser;
@@ -213,11 +212,7 @@ async fn main() -> anyhow::Result<()> {
     report["rss_mb"] = json!(rss);
     report["peak_rss_mb"] = json!(hwm);
     report["disk_mb"] = json!(disk);
-    if let Some(parent) = std::path::Path::new(&args.out).parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::File::create(&args.out)?
-        .write_all(serde_json::to_string_pretty(&report)?.as_bytes())?;
+    switchyard_benches::write_results(&args.out, &report)?;
     println!("results written to {}", args.out);
     drop(store);
     drop(edge);

@@ -204,9 +204,6 @@ fn main() -> anyhow::Result<()> {
     );
     let results = json!({"switchyard": {"throughput": ours, "latency_ms": {"p50": p50, "p99": p99},
                          "model_rss_bytes": model_rss}, "sentence_transformers": reference});
-    if let Some(parent) = std::path::Path::new(&args.out).parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    switchyard_benches::write_results(&args.out, &results)?;
     Ok(())
 }

@@ -14,7 +14,6 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its report")]
 
-use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -304,11 +303,7 @@ async fn main() -> anyhow::Result<()> {
         busy_rss.unwrap_or(0) as f64 / 1e6
     );
     results["busy_rss_bytes"] = json!(busy_rss);
-    if let Some(parent) = std::path::Path::new(&args.out).parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::File::create(&args.out)?
-        .write_all(serde_json::to_string_pretty(&results)?.as_bytes())?;
+    switchyard_benches::write_results(&args.out, &results)?;
     println!("results written to {}", args.out);
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::extract::{JsonObject, view};
@@ -18,18 +18,22 @@ fn store_error(e: crate::cache::StoreError) -> ApiError {
 
 /// Counters, memory tier and vector store; `{"enabled": false}` when the
 /// cache is off.
-pub async fn cache_stats(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
-    let Some(cache) = &app.cache else {
-        return Ok(Json(json!({"enabled": false})));
+pub async fn cache_stats(State(app): State<Arc<App>>) -> Json<CacheStats> {
+    let stats = match &app.cache {
+        Some(cache) => Some(cache.stats().await),
+        None => None,
     };
-    let stats = cache.stats().await;
-    let mut out = json!({"enabled": true});
-    if let (Some(out), Ok(Value::Object(stats))) =
-        (out.as_object_mut(), serde_json::to_value(stats))
-    {
-        out.extend(stats);
-    }
-    Ok(Json(out))
+    Json(CacheStats {
+        enabled: stats.is_some(),
+        stats,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct CacheStats {
+    enabled: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    stats: Option<crate::cache::Stats>,
 }
 
 #[derive(Debug, Deserialize)]

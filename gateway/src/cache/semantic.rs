@@ -95,27 +95,23 @@ impl Semantic {
             .nearest(&key.scope, vector.clone(), CANDIDATES, now)
             .await
             .map_err(|e| e.to_string())?;
-        let mut used = None;
         let found = neighbours.into_iter().find_map(|n| {
             let prompt = n.data.get("prompt").and_then(Value::as_str)?;
             let body = n.data.get("response").and_then(Value::as_str)?;
             let exact = n.data.get("exact").and_then(Value::as_str) == Some(key.exact.as_str());
             let passes =
                 exact || (n.similarity >= similarity && verifier.check(prompt, &key.text).is_ok());
-            used = passes.then_some(n.id);
-            passes.then(|| Found {
-                body: Bytes::from(body.to_owned()),
-                similarity: n.similarity,
-                exact,
-                group: n
-                    .data
-                    .get("group")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
+            passes.then(|| {
+                let found = Found {
+                    body: Bytes::from(body.to_owned()),
+                    similarity: n.similarity,
+                    exact,
+                    group: n.group.clone(),
+                };
+                (n.id, found)
             })
         });
-        if let Some(id) = used {
+        let found = found.map(|(id, found)| {
             // Recency for eviction, off the request's path.
             let store = self.store.clone();
             tokio::spawn(async move {
@@ -123,7 +119,8 @@ impl Semantic {
                     tracing::warn!(error = %e, "semantic cache: marking an entry used failed");
                 }
             });
-        }
+            found
+        });
         Ok(Looked { vector, found })
     }
 
@@ -150,8 +147,6 @@ impl Semantic {
         data.insert("prompt".into(), key.text.clone().into());
         data.insert("response".into(), response.into());
         data.insert("exact".into(), key.exact.clone().into());
-        data.insert("tenant".into(), tenant.into());
-        data.insert("group".into(), group.into());
         data.insert("created_at".into(), now.into());
         self.store
             .upsert(vec![Entry {

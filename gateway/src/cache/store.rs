@@ -93,6 +93,8 @@ pub struct Neighbour {
     /// Cosine similarity to the query, in [-1, 1].
     pub similarity: f32,
     pub expires_at: f64,
+    /// The model group the entry answers.
+    pub group: String,
     pub data: Map<String, Value>,
 }
 
@@ -204,10 +206,15 @@ fn neighbour(
         Some(Value::Object(data)) => data,
         _ => Map::new(),
     };
+    let group = match payload.remove(GROUP) {
+        Some(Value::String(group)) => group,
+        _ => String::new(),
+    };
     Some(Neighbour {
         id,
         similarity,
         expires_at,
+        group,
         data,
     })
 }
@@ -371,40 +378,90 @@ impl VectorStore {
         }
     }
 
-    /// Starts the store's upkeep (see [`EdgeStore::upkeep`]). A Qdrant
-    /// server flushes and indexes on its own; its expired and least
-    /// recently used entries are deleted by the same sweep.
+    /// Starts the store's upkeep: every `sweep_every` expired entries are
+    /// deleted, the least recently used beyond `max_entries` are evicted,
+    /// and an embedded shard is optimized (its vector index built); an
+    /// embedded shard is also flushed every `flush_every`. A Qdrant server
+    /// flushes and indexes on its own. Needs a Tokio runtime; without one
+    /// nothing is started. An embedded shard's tasks end when it is dropped.
+    ///
+    /// Why the flushes: qdrant-edge 0.7.2 writes every update to its WAL,
+    /// but `EdgeShard::load` does not replay the WAL; only a flush
+    /// (explicit, or the shard's `Drop` on a clean exit) makes updates
+    /// survive. So a crash loses at most the updates of the last interval.
+    /// The flusher and the sweeper are separate tasks, so a long index build
+    /// never delays a flush.
     pub fn upkeep(&self, u: Upkeep) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         match self {
-            Self::Edge(s) => s.upkeep(u),
-            Self::Qdrant(s) => {
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    return;
-                };
-                let store = Self::Qdrant(s.clone());
-                runtime.spawn(async move {
-                    let mut tick = tokio::time::interval(u.sweep_every);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    tick.tick().await;
-                    loop {
-                        tick.tick().await;
-                        let now = crate::cache::http::now_secs() as f64;
-                        let swept = match store.sweep(now).await {
-                            Ok(expired) => store.evict(u.max_entries).await.map(|e| (expired, e)),
-                            Err(e) => Err(e),
-                        };
-                        match swept {
-                            Ok((expired, evicted)) if expired + evicted > 0 => {
-                                tracing::info!(expired, evicted, "semantic cache: store swept");
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "semantic cache: sweeping the store failed");
-                            }
+            Self::Edge(s) => {
+                let weak = Arc::downgrade(&s.shard);
+                runtime.spawn(every(u.flush_every, move || {
+                    let shard = weak.upgrade();
+                    async move {
+                        let Some(shard) = shard else { return false };
+                        if tokio::task::spawn_blocking(move || shard.flush())
+                            .await
+                            .is_err()
+                        {
+                            tracing::warn!("semantic cache: flushing the store failed");
                         }
+                        true
                     }
-                });
+                }));
+                let (weak, dimension, dir) = (Arc::downgrade(&s.shard), s.dimension, s.dir.clone());
+                runtime.spawn(every(u.sweep_every, move || {
+                    let store = weak.upgrade().map(|shard| {
+                        Self::Edge(EdgeStore {
+                            shard,
+                            dimension,
+                            dir: dir.clone(),
+                        })
+                    });
+                    async move {
+                        let Some(store) = store else { return false };
+                        store.sweep_once(u.max_entries).await;
+                        true
+                    }
+                }));
             }
+            Self::Qdrant(_) => {
+                let store = self.clone();
+                runtime.spawn(every(u.sweep_every, move || {
+                    let store = store.clone();
+                    async move {
+                        store.sweep_once(u.max_entries).await;
+                        true
+                    }
+                }));
+            }
+        }
+    }
+
+    /// One sweep: expired entries, eviction, and (embedded) optimization.
+    /// Failures are logged; the next sweep tries again.
+    async fn sweep_once(&self, max_entries: usize) {
+        let result = async {
+            let expired = self.sweep(crate::cache::http::now_secs() as f64).await?;
+            let evicted = self.evict(max_entries).await?;
+            let optimized = match self {
+                Self::Edge(s) => {
+                    s.blocking(|shard| shard.optimize().map_err(backend))
+                        .await?
+                }
+                Self::Qdrant(_) => false,
+            };
+            Ok::<_, StoreError>((expired, evicted, optimized))
+        };
+        match result.await {
+            Ok((expired, evicted, optimized)) => {
+                if expired + evicted > 0 || optimized {
+                    tracing::info!(expired, evicted, optimized, "semantic cache: store swept");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "semantic cache: sweeping the store failed"),
         }
     }
 
@@ -428,7 +485,7 @@ pub struct EdgeStore {
     dir: PathBuf,
 }
 
-/// The store's background upkeep ([`EdgeStore::upkeep`]).
+/// The store's background upkeep ([`VectorStore::upkeep`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Upkeep {
     /// How often everything is written to disk: a crash loses at most this
@@ -504,59 +561,6 @@ impl EdgeStore {
     /// for a large store (docs/cache.md has timings).
     pub fn optimize(&self) -> Result<bool, StoreError> {
         self.shard.optimize().map_err(backend)
-    }
-
-    /// Starts the store's upkeep until it is dropped: a flush every
-    /// `flush_every`; every `sweep_every` expired entries are deleted, the
-    /// least recently used beyond `max_entries` are evicted, and the shard
-    /// is optimized. Needs a Tokio runtime; without one nothing is started.
-    ///
-    /// Why the flushes: qdrant-edge 0.7.2 writes every update to its WAL,
-    /// but `EdgeShard::load` does not replay the WAL; only a flush
-    /// (explicit, or the shard's `Drop` on a clean exit) makes updates
-    /// survive. So a crash loses at most the updates of the last interval.
-    ///
-    /// The flusher and the sweeper are separate tasks, so a long index build
-    /// never delays a flush.
-    pub fn upkeep(&self, u: Upkeep) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let weak = Arc::downgrade(&self.shard);
-        runtime.spawn(every(u.flush_every, move || {
-            let shard = weak.upgrade()?;
-            shard.flush();
-            Some(())
-        }));
-        let weak = Arc::downgrade(&self.shard);
-        let (dimension, dir) = (self.dimension, self.dir.clone());
-        runtime.spawn(every(u.sweep_every, move || {
-            let store = Self {
-                shard: weak.upgrade()?,
-                dimension,
-                dir: dir.clone(),
-            };
-            store.sweep(crate::cache::http::now_secs() as f64, u.max_entries);
-            Some(())
-        }));
-    }
-
-    /// One sweep: expired entries, eviction, optimization. Failures are
-    /// logged; the next sweep tries again.
-    fn sweep(&self, now: f64, max_entries: usize) {
-        let shard = &self.shard;
-        let result = expired_filter(now)
-            .and_then(|f| Self::delete_matching(shard, f))
-            .and_then(|expired| Ok((expired, Self::evict(shard, max_entries)?)))
-            .and_then(|(expired, evicted)| Ok((expired, evicted, self.optimize()?)));
-        match result {
-            Ok((expired, evicted, optimized)) => {
-                if expired + evicted > 0 || optimized {
-                    tracing::info!(expired, evicted, optimized, "semantic cache: store swept");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "semantic cache: sweeping the store failed"),
-        }
     }
 
     /// qdrant-edge is synchronous: run it off the async runtime.
@@ -714,25 +718,25 @@ impl EdgeStore {
     }
 }
 
-#[cfg(test)]
-mod fake_qdrant;
-#[cfg(test)]
-mod tests;
-
-/// Runs `f` off the async runtime every `period` (the first time after one
-/// period) until it returns `None`.
-async fn every(period: std::time::Duration, f: impl Fn() -> Option<()> + Send + Sync + 'static) {
-    let f = Arc::new(f);
+/// Runs `f` every `period` (the first time after one period) until it
+/// returns `false`.
+async fn every<F, Fut>(period: std::time::Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let f = f.clone();
-        match tokio::task::spawn_blocking(move || f()).await {
-            Ok(Some(())) => {}
-            Ok(None) => break,
-            Err(e) => tracing::warn!(error = %e, "semantic cache: store upkeep failed"),
+        if !f().await {
+            break;
         }
     }
 }
+
+#[cfg(test)]
+mod fake_qdrant;
+#[cfg(test)]
+mod tests;

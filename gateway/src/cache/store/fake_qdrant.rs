@@ -21,16 +21,18 @@ use qdrant_edge::{
 use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FakeQdrant {
-    dir: Arc<Mutex<Option<tempfile::TempDir>>>,
+    dir: Arc<tempfile::TempDir>,
     collections: Arc<Mutex<HashMap<String, Arc<EdgeShard>>>>,
 }
 
 /// Starts the fake on a free 127.0.0.1 port; returns its URL.
 pub async fn start() -> String {
-    let fake = FakeQdrant::default();
-    *fake.dir.lock().unwrap() = Some(tempfile::tempdir().unwrap());
+    let fake = FakeQdrant {
+        dir: Arc::new(tempfile::tempdir().unwrap()),
+        collections: Arc::default(),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -216,7 +218,7 @@ service! {
                     r.collection_name
                 )));
             }
-            let dir = self.dir.lock().unwrap().as_ref().unwrap().path().join(&r.collection_name);
+            let dir = self.dir.path().join(&r.collection_name);
             std::fs::create_dir_all(&dir).map_err(failed)?;
             let config = super::edge_config(p.size as usize);
             let shard = EdgeShard::new(&dir, config).map_err(failed)?;

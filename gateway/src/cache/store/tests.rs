@@ -36,6 +36,17 @@ fn entry(seed: u64, scope: &str, expires_at: f64) -> Entry {
     }
 }
 
+fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
+    ids.sort();
+    ids
+}
+
+/// The ids of up to 10 unexpired entries of `scope`, sorted.
+async fn ids_in(store: &VectorStore, scope: &str) -> Vec<Uuid> {
+    let found = store.nearest(scope, unit(0), 10, NOW).await.unwrap();
+    sorted(found.into_iter().map(|n| n.id).collect())
+}
+
 fn edge(dir: &Path) -> VectorStore {
     VectorStore::Edge(EdgeStore::open(dir, DIM).unwrap())
 }
@@ -153,17 +164,8 @@ async fn eviction_drops_the_least_recently_used(store: &VectorStore) {
         .unwrap();
     assert_eq!(store.evict(10).await.unwrap(), 0);
     assert_eq!(store.evict(4).await.unwrap(), 6);
-    let mut kept: Vec<Uuid> = store
-        .nearest("s", unit(0), 10, NOW)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|n| n.id)
-        .collect();
-    kept.sort();
-    let mut expected: Vec<Uuid> = [2, 3, 8, 9].iter().map(|&i| entries[i].id).collect();
-    expected.sort();
-    assert_eq!(kept, expected);
+    let expected: Vec<Uuid> = [2, 3, 8, 9].iter().map(|&i| entries[i].id).collect();
+    assert_eq!(ids_in(store, "s").await, sorted(expected));
 }
 
 async fn purge_by_tenant_and_group(store: &VectorStore) {
@@ -418,15 +420,8 @@ async fn an_older_shard_gains_the_indexes_it_lacks() {
     }
     let store = edge(dir.path());
     assert_eq!(store.evict(2).await.unwrap(), 4);
-    let mut kept: Vec<Uuid> = store
-        .nearest("s", unit(0), 10, NOW)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|n| n.id)
-        .collect();
-    kept.sort();
-    let mut newest = vec![entries[4].id, entries[5].id];
-    newest.sort();
-    assert_eq!(kept, newest);
+    assert_eq!(
+        ids_in(&store, "s").await,
+        sorted(vec![entries[4].id, entries[5].id])
+    );
 }
