@@ -15,6 +15,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use crate::bert::Bert;
 use crate::cpu::CpuBert;
 use crate::model_dir::{ModelDir, Pooling};
+use crate::packed::WeightFormat;
 use crate::{EmbedError, Embedder, Embeddings};
 
 /// Where inference runs.
@@ -39,7 +40,9 @@ impl FromStr for DeviceSpec {
     }
 }
 
-/// Weight and activation precision. F16 and BF16 are for GPUs.
+/// Weight precision. On GPUs it is also the arithmetic's; on the CPU, F16
+/// is refused and BF16 means BF16 weights in the packed linear layers with
+/// F32 arithmetic (half the memory traffic per forward pass).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     F32,
@@ -122,9 +125,9 @@ impl CandleEmbedder {
                 EmbedError::Model(format!("cuda:{n}: {e} (built without the `cuda` feature?)"))
             })?,
         };
-        if device.is_cpu() && precision != Precision::F32 {
+        if device.is_cpu() && precision == Precision::F16 {
             return Err(EmbedError::Model(
-                "F16 and BF16 are for GPUs; use F32 on the CPU".into(),
+                "F16 is for GPUs; use F32 or BF16 (BF16 weights, F32 arithmetic) on the CPU".into(),
             ));
         }
         let config_text = std::fs::read_to_string(dir.path.join("config.json"))
@@ -135,10 +138,18 @@ impl CandleEmbedder {
         // Read the weights into tensors (no memory map: no unsafe code).
         let tensors = candle_core::safetensors::load(dir.path.join("model.safetensors"), &device)
             .map_err(|e| EmbedError::Model(format!("model.safetensors: {e}")))?;
-        let cpu = if device.is_cpu() && dtype == DType::F32 {
-            CpuBert::load(&tensors, &config)?
-        } else {
-            None
+        let cpu = match (device.is_cpu(), precision) {
+            (true, Precision::F32) => CpuBert::load(&tensors, &config, WeightFormat::F32)?,
+            (true, Precision::Bf16) => Some(
+                CpuBert::load(&tensors, &config, WeightFormat::Bf16)?.ok_or_else(|| {
+                    EmbedError::Model(
+                        "BF16 on the CPU needs a BERT the packed path can run \
+                         (GELU, layer sizes multiples of 64); use F32"
+                            .into(),
+                    )
+                })?,
+            ),
+            _ => None,
         };
         let model = match cpu {
             Some(model) => Encoder::Cpu(model),

@@ -1,5 +1,7 @@
 //! The BERT encoder on the CPU in F32, as plain slices instead of Candle
-//! tensors: what makes large batches fast.
+//! tensors: what makes large batches fast. The linear layers' weights can
+//! be kept in BF16 (`precision = "bf16"`), which halves the memory a
+//! forward pass reads; all arithmetic stays F32.
 //!
 //! Same weights and arithmetic as [`crate::bert::Bert`] (Candle's BERT), with
 //! these differences, each measured in `docs/embeddings.md`:
@@ -27,7 +29,9 @@ use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
 
 use crate::EmbedError;
-use crate::packed::{Activation, PANEL, PackedLinear, ROWS, pack_rows_into, tile_rows};
+use crate::packed::{
+    Activation, PANEL, PackedLinear, ROWS, WeightFormat, pack_rows_into, tile_rows,
+};
 
 /// Rows per rayon task in the element-wise passes (layer norm).
 const NORM_ROWS: usize = 32;
@@ -113,16 +117,25 @@ impl Weights<'_> {
 }
 
 /// Packs a layer; `None` when its shape cannot be packed.
-fn pack((weight, bias): (Vec<f32>, Vec<f32>), inputs: usize) -> Option<PackedLinear> {
+fn pack(
+    (weight, bias): (Vec<f32>, Vec<f32>),
+    inputs: usize,
+    format: WeightFormat,
+) -> Option<PackedLinear> {
     let outputs = bias.len();
-    PackedLinear::new(&weight, bias, outputs, inputs)
+    PackedLinear::with_format(&weight, bias, outputs, inputs, format)
 }
 
 impl CpuBert {
     /// Builds the encoder from a checkpoint's tensors. `Ok(None)` when this
     /// path does not apply (an activation other than GELU, or a layer size
     /// that is not a multiple of the packed panel width): use Candle's.
-    pub fn load(tensors: &HashMap<String, Tensor>, c: &Config) -> Result<Option<Self>, EmbedError> {
+    /// The linear layers' weights are stored in `format`.
+    pub fn load(
+        tensors: &HashMap<String, Tensor>,
+        c: &Config,
+        format: WeightFormat,
+    ) -> Result<Option<Self>, EmbedError> {
         if c.hidden_act != HiddenAct::Gelu
             || c.num_attention_heads == 0
             || !c.hidden_size.is_multiple_of(c.num_attention_heads)
@@ -150,10 +163,10 @@ impl CpuBert {
                 bias.extend(pb);
             }
             let (Some(qkv), Some(attention_out), Some(intermediate), Some(output)) = (
-                pack((weight, bias), h),
-                pack(w.linear(&name("attention.output.dense"), h, h)?, h),
-                pack(w.linear(&name("intermediate.dense"), h, i)?, h),
-                pack(w.linear(&name("output.dense"), i, h)?, i),
+                pack((weight, bias), h, format),
+                pack(w.linear(&name("attention.output.dense"), h, h)?, h, format),
+                pack(w.linear(&name("intermediate.dense"), h, i)?, h, format),
+                pack(w.linear(&name("output.dense"), i, h)?, i, format),
             ) else {
                 return Ok(None);
             };

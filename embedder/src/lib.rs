@@ -20,7 +20,7 @@ mod packed;
 pub use batcher::{Batcher, BatcherConfig};
 pub use candle::{CandleEmbedder, DeviceSpec, Precision};
 pub use model_dir::{ModelDir, Pooling};
-pub use packed::PackedLinear;
+pub use packed::{PackedLinear, WeightFormat};
 
 /// Vectors and token counts for a batch of texts, in input order.
 #[derive(Debug, Clone, PartialEq)]

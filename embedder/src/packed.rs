@@ -8,6 +8,11 @@
 //! `benches/src/bin/matmul_shapes.rs`, results in `docs/embeddings.md`).
 //! For large batches it is level with `gemm` and OpenBLAS, and lets the
 //! bias and GELU be applied while each chunk of rows is still in cache.
+//!
+//! Weights are kept in F32 or, halving what every product reads from
+//! memory, in BF16 ([`WeightFormat`]); the arithmetic is F32 either way. A
+//! BF16 weight is the top half of an F32, so widening it is one AND or one
+//! shift per register: two weights share a `u32`, see [`bf16_slot`].
 
 use std::borrow::Cow;
 
@@ -19,20 +24,78 @@ pub const PANEL: usize = 64;
 /// accumulators (24 of 32 registers), or 1 row × 8 AVX2 registers.
 pub(crate) const ROWS: usize = 6;
 
+/// How a [`PackedLinear`] stores its weights. The arithmetic is F32 in
+/// both; BF16 keeps F32's range with 8 bits of mantissa, rounded to nearest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    F32,
+    Bf16,
+}
+
 /// `y = x · Wᵀ + b` for a PyTorch-layout weight `W: [out, in]`.
 #[derive(Debug, Clone)]
 pub struct PackedLinear {
     inputs: usize,
     outputs: usize,
-    /// `outputs / PANEL` panels, each `[inputs, PANEL]`, row-major.
-    panels: Vec<f32>,
+    panels: Panels,
     bias: Vec<f32>,
 }
 
+/// `outputs / PANEL` panels, each `[inputs, PANEL]` weights, row-major.
+#[derive(Debug, Clone)]
+enum Panels {
+    F32(Vec<f32>),
+    /// Two BF16 weights per `u32`, placed by [`bf16_slot`]: `PANEL / 2`
+    /// words per panel row.
+    Bf16(Vec<u32>),
+}
+
+/// One panel of either format.
+#[derive(Clone, Copy)]
+enum Panel<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u32]),
+}
+
+/// Where output column `j` (`0..PANEL`) of a BF16 panel row lives: the word
+/// (`0..PANEL / 2`) and whether it is the word's high half. Columns
+/// `16g..16g + 8` are the high halves of words `8g..8g + 8`, columns
+/// `16g + 8..16g + 16` their low halves. In groups of 8 words, so a register
+/// of 8 lanes (AVX2) widens to 8 consecutive columns; with 16 lanes
+/// (AVX-512) the kernel puts its columns back in order when it stores them
+/// (see [`bf16_column`]).
+const fn bf16_slot(j: usize) -> (usize, bool) {
+    ((j / 16) * 8 + j % 8, j % 16 < 8)
+}
+
+/// The inverse of [`bf16_slot`]: the column in `word`'s high or low half.
+const fn bf16_column(word: usize, high: bool) -> usize {
+    (word / 8) * 16 + if high { 0 } else { 8 } + word % 8
+}
+
+/// The weight at row `k`, column `j` of a BF16 panel, widened to F32.
+#[inline(always)]
+fn bf16_at(panel: &[u32], k: usize, j: usize) -> f32 {
+    let (word, high) = bf16_slot(j);
+    let w = panel[k * (PANEL / 2) + word];
+    f32::from_bits(if high { w & 0xFFFF_0000 } else { w << 16 })
+}
+
 impl PackedLinear {
-    /// Packs `weight` (`[outputs, inputs]`, row-major). `None` when `outputs`
-    /// is not a multiple of [`PANEL`] or the sizes do not agree.
+    /// Packs `weight` (`[outputs, inputs]`, row-major) in F32. `None` when
+    /// `outputs` is not a multiple of [`PANEL`] or the sizes do not agree.
     pub fn new(weight: &[f32], bias: Vec<f32>, outputs: usize, inputs: usize) -> Option<Self> {
+        Self::with_format(weight, bias, outputs, inputs, WeightFormat::F32)
+    }
+
+    /// [`new`](Self::new), storing the weights in `format`.
+    pub fn with_format(
+        weight: &[f32],
+        bias: Vec<f32>,
+        outputs: usize,
+        inputs: usize,
+        format: WeightFormat,
+    ) -> Option<Self> {
         if outputs == 0
             || !outputs.is_multiple_of(PANEL)
             || weight.len() != outputs * inputs
@@ -40,19 +103,47 @@ impl PackedLinear {
         {
             return None;
         }
-        let mut panels = vec![0f32; outputs * inputs];
-        for (j, row) in weight.chunks_exact(inputs).enumerate() {
-            let panel = &mut panels[(j / PANEL) * inputs * PANEL..][..inputs * PANEL];
-            for (k, &w) in row.iter().enumerate() {
-                panel[k * PANEL + j % PANEL] = w;
+        let panels = match format {
+            WeightFormat::F32 => {
+                let mut panels = vec![0f32; outputs * inputs];
+                for (j, row) in weight.chunks_exact(inputs).enumerate() {
+                    let panel = &mut panels[(j / PANEL) * inputs * PANEL..][..inputs * PANEL];
+                    for (k, &w) in row.iter().enumerate() {
+                        panel[k * PANEL + j % PANEL] = w;
+                    }
+                }
+                Panels::F32(panels)
             }
-        }
+            WeightFormat::Bf16 => {
+                let half_panel = PANEL / 2;
+                let mut panels = vec![0u32; outputs * inputs / 2];
+                for (j, row) in weight.chunks_exact(inputs).enumerate() {
+                    let panel =
+                        &mut panels[(j / PANEL) * inputs * half_panel..][..inputs * half_panel];
+                    let (word, high) = bf16_slot(j % PANEL);
+                    for (k, &w) in row.iter().enumerate() {
+                        let bits = u32::from(half::bf16::from_f32(w).to_bits());
+                        panel[k * half_panel + word] |= if high { bits << 16 } else { bits };
+                    }
+                }
+                Panels::Bf16(panels)
+            }
+        };
         Some(Self {
             inputs,
             outputs,
             panels,
             bias,
         })
+    }
+
+    /// The packed panels, one per [`PANEL`] output columns.
+    fn panels(&self) -> Vec<Panel<'_>> {
+        let k = self.inputs;
+        match &self.panels {
+            Panels::F32(p) => p.chunks_exact(k * PANEL).map(Panel::F32).collect(),
+            Panels::Bf16(p) => p.chunks_exact(k * PANEL / 2).map(Panel::Bf16).collect(),
+        }
     }
 
     pub fn inputs(&self) -> usize {
@@ -104,8 +195,8 @@ impl PackedLinear {
         if rows < ROW_SPLIT_MIN.max(threads * ROWS * 2) {
             let xt = regroup(x, rows, k, block);
             let blocks: Vec<Vec<f32>> = self
-                .panels
-                .par_chunks_exact(k * PANEL)
+                .panels()
+                .into_par_iter()
                 .zip(self.bias.par_chunks_exact(PANEL))
                 .map(|(panel, bias)| {
                     let mut out = vec![0f32; rows * PANEL];
@@ -137,15 +228,13 @@ impl PackedLinear {
         let most = (CHUNK_BYTES / (4 * k)).max(ROWS);
         let chunks = rows.div_ceil(most).next_multiple_of(threads);
         let chunk = rows.div_ceil(chunks).next_multiple_of(ROWS);
+        let panels = self.panels();
         y.par_chunks_mut(chunk * n)
             .zip(x.par_chunks(chunk * k))
             .for_each(|(y, x)| {
                 let xt = regroup(x, x.len() / k, k, block);
-                for (p, (panel, bias)) in self
-                    .panels
-                    .chunks_exact(k * PANEL)
-                    .zip(self.bias.chunks_exact(PANEL))
-                    .enumerate()
+                for (p, (&panel, bias)) in
+                    panels.iter().zip(self.bias.chunks_exact(PANEL)).enumerate()
                 {
                     arch.dispatch(PanelKernel {
                         xt: &xt,
@@ -289,7 +378,7 @@ struct PanelKernel<'a> {
     xt: &'a [f32],
     block: usize,
     k: usize,
-    panel: &'a [f32],
+    panel: Panel<'a>,
     bias: &'a [f32],
     out: &'a mut [f32],
     stride: usize,
@@ -313,18 +402,32 @@ impl pulp::WithSimd for PanelKernel<'_> {
         for (b, block) in xt.chunks(block_rows * k).enumerate() {
             let r = block.len() / k;
             let out = &mut out[b * block_rows * stride..];
-            match (lanes, r) {
-                (16, _) => tile_rows::<S, 4>(simd, r, block, panel, Some(bias), out, stride),
+            match (lanes, r, panel) {
+                (16, _, Panel::F32(panel)) => {
+                    tile_rows::<S, 4>(simd, r, block, panel, Some(bias), out, stride)
+                }
+                (16, _, Panel::Bf16(panel)) => {
+                    tile_rows_bf16::<S, 4, 2>(simd, r, block, panel, bias, out, stride)
+                }
                 // AVX2: blocks of one row, which is `x`'s row as it is.
-                (8, 1) => tile::<S, 1, 8>(simd, block, panel, Some(bias), out, stride),
+                (8, 1, Panel::F32(panel)) => {
+                    tile::<S, 1, 8>(simd, block, panel, Some(bias), out, stride)
+                }
+                (8, 1, Panel::Bf16(panel)) => {
+                    tile_bf16::<S, 1, 8, 4>(simd, block, panel, bias, out, stride)
+                }
                 _ => {
                     // No SIMD worth the name (pulp's scalar fallback).
+                    let weight = |kk: usize, j: usize| match panel {
+                        Panel::F32(p) => p[kk * PANEL + j],
+                        Panel::Bf16(p) => bf16_at(p, kk, j),
+                    };
                     for i in 0..r {
                         let out_row = &mut out[i * stride..][..PANEL];
                         for (j, (o, &b)) in out_row.iter_mut().zip(bias).enumerate() {
                             *o = b
                                 + (0..k).fold(0f32, |s, kk| {
-                                    block[kk * r + i].mul_add(panel[kk * PANEL + j], s)
+                                    block[kk * r + i].mul_add(weight(kk, j), s)
                                 });
                         }
                     }
@@ -394,6 +497,77 @@ fn tile<S: pulp::Simd, const R: usize, const V: usize>(
     }
 }
 
+/// [`tile_bf16`] for `r` (1 to [`ROWS`]) rows.
+#[inline(always)]
+fn tile_rows_bf16<S: pulp::Simd, const V: usize, const W: usize>(
+    simd: S,
+    r: usize,
+    xt: &[f32],
+    panel: &[u32],
+    bias: &[f32],
+    out: &mut [f32],
+    stride: usize,
+) {
+    match r {
+        6 => tile_bf16::<S, 6, V, W>(simd, xt, panel, bias, out, stride),
+        5 => tile_bf16::<S, 5, V, W>(simd, xt, panel, bias, out, stride),
+        4 => tile_bf16::<S, 4, V, W>(simd, xt, panel, bias, out, stride),
+        3 => tile_bf16::<S, 3, V, W>(simd, xt, panel, bias, out, stride),
+        2 => tile_bf16::<S, 2, V, W>(simd, xt, panel, bias, out, stride),
+        _ => tile_bf16::<S, 1, V, W>(simd, xt, panel, bias, out, stride),
+    }
+}
+
+/// [`tile`] for a BF16 panel (`[k, PANEL / 2]` words, see [`bf16_slot`])
+/// `W` registers of words wide, widened to `V = 2W` registers of F32 per
+/// step; the bias is always added. Register `2c` holds the high halves of
+/// word register `c`, `2c + 1` its low halves; the columns are put back in
+/// order on the way out.
+#[inline(always)]
+fn tile_bf16<S: pulp::Simd, const R: usize, const V: usize, const W: usize>(
+    simd: S,
+    xt: &[f32],
+    panel: &[u32],
+    bias: &[f32],
+    out: &mut [f32],
+    stride: usize,
+) {
+    debug_assert_eq!(V, 2 * W);
+    let (w, _) = S::as_simd_u32s(panel);
+    let (w, _) = pulp::as_arrays::<W, _>(w);
+    let (xs, _) = pulp::as_arrays::<R, _>(xt);
+    let high = simd.splat_u32s(0xFFFF_0000);
+    let sixteen = simd.splat_u32s(16);
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; V]; R];
+    for (w, x) in w.iter().zip(xs) {
+        let mut widened = [zero; V];
+        for c in 0..W {
+            widened[2 * c] = simd.transmute_f32s_u32s(simd.and_u32s(w[c], high));
+            widened[2 * c + 1] =
+                simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(w[c], sixteen));
+        }
+        for r in 0..R {
+            let a = simd.splat_f32s(x[r]);
+            for v in 0..V {
+                acc[r][v] = simd.mul_add_e_f32s(a, widened[v], acc[r][v]);
+            }
+        }
+    }
+    let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+    let mut flat = [0f32; PANEL];
+    for (r, acc) in acc.iter().enumerate() {
+        let (f, _) = S::as_mut_simd_f32s(&mut flat);
+        f[..V].copy_from_slice(acc);
+        let out = &mut out[r * stride..][..PANEL];
+        for (i, &value) in flat[..V * lanes].iter().enumerate() {
+            let (register, lane) = (i / lanes, i % lanes);
+            let j = bf16_column((register / 2) * lanes + lane, register % 2 == 0);
+            out[j] = value + bias[j];
+        }
+    }
+}
+
 /// Every instruction set this machine can run: the best, AVX2 (when the
 /// best is AVX-512), and scalar, so tests cover each code path.
 #[cfg(test)]
@@ -459,6 +633,43 @@ mod tests {
                     assert!(
                         (g - w).abs() <= 1e-4 * w.abs().max(1.0),
                         "{arch:?} rows {rows} with GELU: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_weights_give_the_product_of_the_rounded_weights() {
+        for j in 0..PANEL {
+            let (word, high) = bf16_slot(j);
+            assert!(word < PANEL / 2);
+            assert_eq!(bf16_column(word, high), j);
+        }
+        let (outputs, inputs) = (192, 70);
+        let weight: Vec<f32> = (0..outputs * inputs)
+            .map(|i| ((i * 7919) % 1000) as f32 / 537.0 - 0.93)
+            .collect();
+        let rounded: Vec<f32> = weight
+            .iter()
+            .map(|&w| half::bf16::from_f32(w).to_f32())
+            .collect();
+        assert!(rounded.iter().zip(&weight).any(|(r, w)| r != w));
+        let bias: Vec<f32> = (0..outputs).map(|i| i as f32 / 100.0).collect();
+        let layer =
+            PackedLinear::with_format(&weight, bias.clone(), outputs, inputs, WeightFormat::Bf16)
+                .unwrap();
+        for arch in test_arches() {
+            for rows in [1, 2, 5, 6, 7, 13, 64, 65, 130] {
+                let x: Vec<f32> = (0..rows * inputs)
+                    .map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5)
+                    .collect();
+                let got = layer.forward(arch, &x, rows);
+                let want = naive(&rounded, &bias, &x, rows, outputs, inputs);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                        "{arch:?} rows {rows}, output {i}: {g} vs {w}"
                     );
                 }
             }

@@ -176,6 +176,34 @@ fn matches_sentence_transformers_on_every_reference_text() {
     );
 }
 
+/// BF16 weights on the CPU (F32 arithmetic) still agree with
+/// sentence-transformers' F32 run, whatever `SWITCHYARD_TEST_PRECISION` says.
+#[test]
+fn bf16_weights_on_the_cpu_match_sentence_transformers() {
+    let dir = ModelDir::open(model_path()).unwrap();
+    let bf16 = CandleEmbedder::load(&dir, DeviceSpec::Cpu, Precision::Bf16).unwrap();
+    let f32 = CandleEmbedder::load(&dir, DeviceSpec::Cpu, Precision::F32).unwrap();
+    let (texts, reference) = fixture("vectors");
+    let ours = bf16.embed(&texts).unwrap().vectors;
+    let worst = worst_cosine(&texts, &ours, &reference);
+    eprintln!("cpu bf16: lowest cosine {} ({:?})", worst.0, worst.1);
+    assert!(
+        worst.0 >= 0.999,
+        "lowest cosine {} for {:?}",
+        worst.0,
+        worst.1
+    );
+    // It is a different encoder, not the F32 one under another name.
+    let exact = f32.embed(&texts[..1]).unwrap().vectors;
+    assert!(cos(&exact[0], &ours[0]) < 0.999_999_9);
+    assert!(
+        CandleEmbedder::load(&dir, DeviceSpec::Cpu, Precision::F16)
+            .unwrap_err()
+            .to_string()
+            .contains("F16 is for GPUs")
+    );
+}
+
 /// bge-small pools the `[CLS]` token where all-MiniLM-L6-v2 averages: a
 /// copy of the model folder that says `pooling_mode_cls_token` must match
 /// sentence-transformers run with CLS pooling on the same weights.

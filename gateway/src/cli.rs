@@ -42,6 +42,33 @@ pub enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Replay a request trace against a SIMULATED fleet in virtual time and
+    /// compare placement policies (see docs/scheduling.md).
+    Replay {
+        /// Azure LLM inference trace (.csv) or Mooncake trace (.jsonl).
+        #[arg(long)]
+        trace: PathBuf,
+        /// Fleet and policy (TOML): simulated GPUs, external deployments.
+        #[arg(long)]
+        fleet: PathBuf,
+        /// `switchyard`, `round-robin`, `least-loaded`, `always-external`,
+        /// `queue:K`, or `all` (each of them, with queue:K for K in 1, 4,
+        /// 16, 64), side by side.
+        #[arg(long, default_value = "all")]
+        policy: String,
+        /// Arrivals this many times faster than the trace's.
+        #[arg(long, default_value_t = 1.0)]
+        rate_scale: f64,
+        /// Only the trace's first this many seconds (before scaling).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// LiteLLM-format price catalog.
+        #[arg(long, default_value = "models/litellm_prices.json")]
+        catalog: PathBuf,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a FAKE upstream (OpenAI, Azure OpenAI and Anthropic wire formats)
     /// for demos and tests. It is not a model: it answers deterministically.
     FakeUpstream {
@@ -77,6 +104,10 @@ pub enum CacheCommand {
         /// Largest acceptable false-hit rate (0.01 = 1%).
         #[arg(long, default_value_t = 0.01)]
         target: f64,
+        /// Weight precision on the CPU, as the gateway's `[[embedding_models]]
+        /// precision`: calibrate with the precision you serve.
+        #[arg(long, default_value = "f32")]
+        precision: switchyard_embedder::Precision,
     },
     /// A running gateway's cache counters, memory tier and vector store
     /// (`GET /admin/cache/stats`).
@@ -171,8 +202,9 @@ async fn run(command: Command) -> ExitCode {
                     pairs,
                     model,
                     target,
+                    precision,
                 },
-        } => match calibrate(&pairs, &model, target) {
+        } => match calibrate(&pairs, &model, target, precision) {
             Ok(report) => {
                 let _ = write!(std::io::stdout(), "{report}");
                 ExitCode::SUCCESS
@@ -193,6 +225,23 @@ async fn run(command: Command) -> ExitCode {
             let body = serde_json::json!({"tenant": tenant, "model": model});
             print_admin(admin_call(&admin, reqwest::Method::POST, "purge", Some(body)).await)
         }
+        Command::Replay {
+            trace,
+            fleet,
+            policy,
+            rate_scale,
+            duration,
+            catalog,
+            json,
+        } => match replay(
+            &trace, &fleet, &policy, rate_scale, duration, &catalog, json,
+        ) {
+            Ok(out) => {
+                let _ = write!(std::io::stdout(), "{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         Command::FakeUpstream {
             listen,
             token_delay_ms,
@@ -269,20 +318,78 @@ fn print_admin(answer: Result<serde_json::Value, String>) -> ExitCode {
     }
 }
 
+/// Runs `switchyard replay`; the output (a table or JSON).
+fn replay(
+    trace: &std::path::Path,
+    fleet: &std::path::Path,
+    policy: &str,
+    rate_scale: f64,
+    duration: Option<f64>,
+    catalog: &std::path::Path,
+    json: bool,
+) -> Result<String, String> {
+    use switchyard_scheduler::catalog::Catalog;
+    use switchyard_scheduler::replay::{self, Fleet, Strategy};
+    if !(rate_scale.is_finite() && rate_scale > 0.0) {
+        return Err(format!("--rate-scale must be above 0, not {rate_scale}"));
+    }
+    let strategies = if policy == "all" {
+        let mut all = vec![
+            Strategy::Switchyard,
+            Strategy::RoundRobin,
+            Strategy::LeastLoaded,
+            Strategy::AlwaysExternal,
+        ];
+        all.extend([1, 4, 16, 64].map(Strategy::QueueThreshold));
+        all
+    } else {
+        vec![Strategy::parse(policy)?]
+    };
+    let text = std::fs::read_to_string(fleet).map_err(|e| format!("{}: {e}", fleet.display()))?;
+    let fleet_config: Fleet =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", fleet.display()))?;
+    let catalog = Catalog::load(catalog)?;
+    let mut requests = replay::read_trace(trace)?;
+    if let Some(limit) = duration {
+        requests.retain(|r| r.at <= limit);
+    }
+    let mut reports = Vec::with_capacity(strategies.len());
+    for s in strategies {
+        let started = std::time::Instant::now();
+        let report = replay::replay(&requests, &fleet_config, &catalog, s, rate_scale)?;
+        tracing::debug!(policy = %s.name(), seconds = started.elapsed().as_secs_f64(), "replayed");
+        reports.push(report);
+    }
+    if json {
+        serde_json::to_string_pretty(&reports)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(format!(
+            "{} requests from {}, rate ×{rate_scale}, TTFT SLO {} s (SIMULATED fleet)\n\n{}",
+            requests.len(),
+            trace.display(),
+            fleet_config.policy.ttft_slo_s,
+            replay::table(&reports)
+        ))
+    }
+}
+
 /// Embeds both sides of every pair with the real model and reports.
 fn calibrate(
     pairs: &std::path::Path,
     model: &std::path::Path,
     target: f64,
+    precision: switchyard_embedder::Precision,
 ) -> Result<String, String> {
     use crate::cache::calibrate::{Setting, read_pairs, report};
-    use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir, Precision};
+    use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir};
     if !(0.0..=1.0).contains(&target) {
         return Err(format!("--target must be between 0 and 1, not {target}"));
     }
     let pairs = read_pairs(pairs)?;
     let dir = ModelDir::open(model).map_err(|e| format!("{}: {e}", model.display()))?;
-    let embedder = CandleEmbedder::load(&dir, DeviceSpec::Cpu, Precision::F32)
+    let embedder = CandleEmbedder::load(&dir, DeviceSpec::Cpu, precision)
         .map_err(|e| format!("{}: {e}", model.display()))?;
     let embed = |texts: Vec<String>| -> Result<Vec<Vec<f32>>, String> {
         let mut out = Vec::with_capacity(texts.len());

@@ -1,4 +1,23 @@
-//! GPU-aware scheduler (issue #5): telemetry sources, fleet state,
-//! placement, cost policy, the engine simulator and trace replay.
+//! GPU-aware scheduler (issue #5): knows nothing of HTTP.
 //!
-//! Empty for now: nothing here is used yet, and nothing pretends to work.
+//! Built so far:
+//! - [`profile`]: simulated GPU profiles (H100, A100, L4) from a roofline;
+//! - [`engine`]: a simulated inference engine (continuous batching, chunked
+//!   prefill, KV capacity, prefix cache), clock-agnostic;
+//! - [`placement`]: the pure placement core (TTFT estimate, SLO, cost
+//!   policy, overflow, priorities, health);
+//! - [`ledger`]: the gateway's own view of each backend (in flight, pending
+//!   prefill, prefixes sent, learned rates), which placement reads;
+//! - [`catalog`]: model prices from LiteLLM's catalog;
+//! - [`replay`]: trace replay in virtual time with baselines.
+//!
+//! Not yet: telemetry sources (NVML, node agents, engine `/metrics`), the
+//! HTTP engine simulator (`switchyard sim`) and the gateway's use of all
+//! this. See `docs/scheduling.md`.
+
+pub mod catalog;
+pub mod engine;
+pub mod ledger;
+pub mod placement;
+pub mod profile;
+pub mod replay;

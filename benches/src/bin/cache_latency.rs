@@ -56,6 +56,10 @@ struct Args {
     rounds: u32,
     #[arg(long, default_value = "bench-results/cache_latency.json")]
     out: String,
+    /// The embedding model's `precision` (`f32`, or `bf16`: BF16 weights,
+    /// F32 arithmetic).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 const MODEL: &str = "bench";
@@ -269,13 +273,14 @@ async fn main() -> anyhow::Result<()> {
         format!(
             "[auth]\nmaster_key = {{ env = \"BENCH_MASTER_KEY\" }}\n\n\
              [cache]\nenabled = true\nembedding_model = \"minilm\"\ndir = {dir:?}\n\n\
-             [[embedding_models]]\nname = \"minilm\"\npath = {model:?}\n\n\
+             [[embedding_models]]\nname = \"minilm\"\npath = {model:?}\nprecision = {precision:?}\n\n\
              [providers.fake]\ntype = \"openai_compat\"\nbase_url = \"http://{addr}/v1\"\n\
              api_key = {{ env = \"BENCH_KEY\" }}\n\n\
              [[model_groups]]\nname = \"{MODEL}\"\n[[model_groups.deployments]]\n\
              provider = \"fake\"\nmodel = \"fake-model\"\n",
             dir = cache_dir.display().to_string(),
             model = model.display().to_string(),
+            precision = args.precision,
             addr = fake.addr
         ),
     )?;

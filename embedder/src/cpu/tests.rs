@@ -108,7 +108,7 @@ fn matches_candles_bert_on_a_ragged_batch() {
     for prefix in ["", "bert."] {
         let c = config("gelu", 128);
         let tensors = weights(&c, prefix);
-        let mut model = CpuBert::load(&tensors, &c)
+        let mut model = CpuBert::load(&tensors, &c, WeightFormat::F32)
             .unwrap()
             .expect("this config is packable");
         // Lengths around the SIMD widths and the 64-key panels, one text, and
@@ -142,18 +142,60 @@ fn matches_candles_bert_on_a_ragged_batch() {
 }
 
 #[test]
+fn bf16_weights_stay_close_to_candles_f32_bert() {
+    let c = config("gelu", 128);
+    let tensors = weights(&c, "");
+    let mut model = CpuBert::load(&tensors, &c, WeightFormat::Bf16)
+        .unwrap()
+        .expect("this config is packable");
+    let seqs: Vec<Vec<u32>> = [3usize, 17, 40, 64]
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| (0..n).map(|j| ((j * 5 + k) % 50) as u32).collect())
+        .collect();
+    let want = candle_hidden(&tensors, &c, &seqs);
+    for arch in crate::packed::test_arches() {
+        model.arch = arch;
+        let got = model.forward(&seqs).unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0f32, f32::max);
+        // Rounded weights: not F32's answer, but close to it.
+        assert!(worst > 1e-5, "{arch:?}: were the weights rounded? {worst}");
+        for (token, (g, w)) in got.chunks(128).zip(want.chunks(128)).enumerate() {
+            let dot: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+            let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            let cosine = dot / (norm(g) * norm(w));
+            assert!(cosine > 0.999, "{arch:?}, token {token}: cosine {cosine}");
+        }
+    }
+}
+
+#[test]
 fn declines_what_it_cannot_run() {
     let c = config("relu", 128);
-    assert!(CpuBert::load(&weights(&c, ""), &c).unwrap().is_none());
+    assert!(
+        CpuBert::load(&weights(&c, ""), &c, WeightFormat::F32)
+            .unwrap()
+            .is_none()
+    );
     // 96 output columns do not fill whole 64-column panels.
     let c = config("gelu", 96);
-    assert!(CpuBert::load(&weights(&c, ""), &c).unwrap().is_none());
+    assert!(
+        CpuBert::load(&weights(&c, ""), &c, WeightFormat::F32)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
 fn refuses_bad_sequences_without_panicking() {
     let c = config("gelu", 128);
-    let model = CpuBert::load(&weights(&c, ""), &c).unwrap().unwrap();
+    let model = CpuBert::load(&weights(&c, ""), &c, WeightFormat::F32)
+        .unwrap()
+        .unwrap();
     for bad in [vec![], vec![50], vec![u32::MAX], vec![1; 81]] {
         assert!(
             matches!(
@@ -171,7 +213,7 @@ fn missing_or_misshapen_weights_are_model_errors() {
     let mut tensors = weights(&c, "");
     tensors.remove("encoder.layer.1.output.LayerNorm.bias");
     assert!(matches!(
-        CpuBert::load(&tensors, &c),
+        CpuBert::load(&tensors, &c, WeightFormat::F32),
         Err(EmbedError::Model(_))
     ));
     let mut tensors = weights(&c, "");
@@ -180,7 +222,7 @@ fn missing_or_misshapen_weights_are_model_errors() {
         Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
     );
     assert!(matches!(
-        CpuBert::load(&tensors, &c),
+        CpuBert::load(&tensors, &c, WeightFormat::F32),
         Err(EmbedError::Model(_))
     ));
 }

@@ -147,7 +147,8 @@ pub struct EmbeddingModelConfig {
     /// `cpu`, or `cuda:N` (needs a build with the `cuda` feature).
     #[serde(default = "default_device")]
     pub device: String,
-    /// `f32`; `f16` or `bf16` on GPUs only.
+    /// `f32` or `bf16` (on the CPU: BF16 weights, F32 arithmetic); `f16` on
+    /// GPUs only.
     #[serde(default)]
     pub precision: EmbeddingPrecision,
     /// Most texts in one forward pass.

@@ -1,0 +1,311 @@
+//! What the gateway itself knows of a local backend: the requests it sent
+//! there and how far each has got, the prompt prefixes it sent (to guess
+//! what the engine's prefix cache holds), and service rates learned from
+//! the first tokens it saw. Placement reads its [`BackendLedger::view`];
+//! live serving and trace replay keep it the same way.
+
+use std::collections::HashMap;
+
+use lru::LruCache;
+
+use crate::engine::BLOCK_TOKENS;
+use crate::placement::{Backend, Health, Job, estimate_ttft};
+use crate::profile::GpuProfile;
+
+/// Weight of a new observation in the learned slowness factor.
+const LEARN_RATE: f64 = 0.1;
+/// Bounds of the learned factor: a backend is believed at most 4× faster or
+/// slower than its profile.
+const SLOWNESS_BOUNDS: (f64, f64) = (0.25, 4.0);
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// Prompt tokens the engine must compute (less the expected prefix).
+    uncached: u64,
+    context: u64,
+    /// KV tokens the engine reserves for it: prompt and expected output.
+    reserved: u64,
+    expected_output: u32,
+    generated: u32,
+    first_token: bool,
+    /// Predicted seconds to the first token, and when it was sent.
+    predicted_ttft: f64,
+    sent_at: f64,
+}
+
+/// One backend's ledger.
+#[derive(Debug)]
+pub struct BackendLedger {
+    pub name: String,
+    pub models: Vec<String>,
+    pub health: Health,
+    pub permits: u32,
+    pub max_step_tokens: u64,
+    pub gpu_hour_usd: f64,
+    profile: GpuProfile,
+    /// Observed TTFT over predicted, smoothed: >1 when slower than the
+    /// profile says.
+    slowness: f64,
+    in_flight: HashMap<u64, InFlight>,
+    pending_prefill: u64,
+    decoding: u32,
+    context_tokens: u64,
+    kv_reserved: u64,
+    /// Prefix blocks recently sent here, most recent first out last.
+    prefixes: LruCache<u64, ()>,
+    prefix_capacity: usize,
+}
+
+impl BackendLedger {
+    pub fn new(
+        name: impl Into<String>,
+        models: Vec<String>,
+        profile: GpuProfile,
+        permits: u32,
+        gpu_hour_usd: f64,
+    ) -> Self {
+        let prefix_capacity = (profile.kv_capacity_tokens / u64::from(BLOCK_TOKENS)) as usize;
+        Self {
+            name: name.into(),
+            models,
+            health: Health::Healthy,
+            permits,
+            max_step_tokens: 8192,
+            gpu_hour_usd,
+            profile,
+            slowness: 1.0,
+            in_flight: HashMap::new(),
+            pending_prefill: 0,
+            decoding: 0,
+            context_tokens: 0,
+            kv_reserved: 0,
+            prefixes: LruCache::unbounded(),
+            prefix_capacity,
+        }
+    }
+
+    /// Leading `blocks` this backend is believed to hold.
+    pub fn cached_blocks(&self, blocks: &[u64]) -> usize {
+        blocks
+            .iter()
+            .take_while(|b| self.prefixes.contains(b))
+            .count()
+    }
+
+    /// What placement sees, for `job`.
+    pub fn view(&self, job: &Job<'_>) -> Backend<'_> {
+        Backend {
+            name: &self.name,
+            models: &self.models,
+            health: self.health,
+            in_flight: self.in_flight.len() as u32,
+            permits: self.permits,
+            pending_prefill: self.pending_prefill,
+            decoding: self.decoding,
+            context_tokens: self.context_tokens,
+            prefill_tokens_per_s: self.profile.prefill_tokens_per_s / self.slowness,
+            step_base_s: self.profile.step_base_s * self.slowness,
+            per_kv_token_s: self.profile.per_kv_token_s * self.slowness,
+            max_step_tokens: self.max_step_tokens,
+            gpu_hour_usd: self.gpu_hour_usd,
+            cached_blocks: self.cached_blocks(job.blocks),
+            admission_wait_s: self.admission_wait(job),
+        }
+    }
+
+    /// Seconds until the engine's KV cache has room for `job` (prompt and
+    /// expected output): nothing when it fits now; else until enough of
+    /// what is in flight finishes, soonest to finish first, at the current
+    /// decode step time; infinite when it can never fit.
+    fn admission_wait(&self, job: &Job<'_>) -> f64 {
+        let capacity = self.profile.kv_capacity_tokens;
+        let need = u64::from(job.prompt_tokens) + u64::from(job.output_tokens.max(1));
+        if need > capacity {
+            return f64::INFINITY;
+        }
+        if self.kv_reserved + need <= capacity {
+            return 0.0;
+        }
+        let mut finishing: Vec<(u32, u64)> = self
+            .in_flight
+            .values()
+            .map(|f| {
+                (
+                    f.expected_output.saturating_sub(f.generated).max(1),
+                    f.reserved,
+                )
+            })
+            .collect();
+        finishing.sort_unstable();
+        let step = (self.profile.step_base_s
+            + self.context_tokens as f64 * self.profile.per_kv_token_s)
+            * self.slowness;
+        let mut reserved = self.kv_reserved;
+        for (remaining, freed) in finishing {
+            reserved -= freed;
+            if reserved + need <= capacity {
+                return f64::from(remaining) * step;
+            }
+        }
+        f64::INFINITY
+    }
+
+    /// Records `job` (request `id`) sent here at `now`.
+    pub fn sent(&mut self, id: u64, job: &Job<'_>, now: f64) {
+        let view = self.view(job);
+        let predicted_ttft = estimate_ttft(job, &view);
+        let cached = (view.cached_blocks as u64 * u64::from(BLOCK_TOKENS))
+            .min(u64::from(job.prompt_tokens.saturating_sub(1)));
+        let uncached = u64::from(job.prompt_tokens) - cached;
+        let context = u64::from(job.prompt_tokens);
+        let reserved = context + u64::from(job.output_tokens.max(1));
+        self.pending_prefill += uncached;
+        self.context_tokens += context;
+        self.kv_reserved += reserved;
+        self.in_flight.insert(
+            id,
+            InFlight {
+                uncached,
+                context,
+                reserved,
+                expected_output: job.output_tokens,
+                generated: 0,
+                first_token: false,
+                predicted_ttft,
+                sent_at: now,
+            },
+        );
+        for &b in job.blocks {
+            self.prefixes.put(b, ());
+        }
+        while self.prefixes.len() > self.prefix_capacity {
+            self.prefixes.pop_lru();
+        }
+    }
+
+    /// Request `id`'s first token came at `now`: its prefill is done, and
+    /// the gap between predicted and observed TTFT teaches the rates.
+    pub fn first_token(&mut self, id: u64, now: f64) {
+        let Some(f) = self.in_flight.get_mut(&id) else {
+            return;
+        };
+        if f.first_token {
+            return;
+        }
+        f.first_token = true;
+        f.generated = 1;
+        self.pending_prefill -= f.uncached;
+        self.decoding += 1;
+        let observed = now - f.sent_at;
+        if f.predicted_ttft > 0.0 && observed > 0.0 {
+            let ratio = (observed / f.predicted_ttft).clamp(SLOWNESS_BOUNDS.0, SLOWNESS_BOUNDS.1);
+            let learned = self.slowness * ratio;
+            self.slowness = ((1.0 - LEARN_RATE) * self.slowness + LEARN_RATE * learned)
+                .clamp(SLOWNESS_BOUNDS.0, SLOWNESS_BOUNDS.1);
+        }
+    }
+
+    /// Request `id` generated a token (its context grew by one).
+    pub fn token(&mut self, id: u64) {
+        if let Some(f) = self.in_flight.get_mut(&id) {
+            f.context += 1;
+            f.generated += 1;
+            self.context_tokens += 1;
+        }
+    }
+
+    /// Request `id` ended (finished, failed or cancelled).
+    pub fn finished(&mut self, id: u64) {
+        let Some(f) = self.in_flight.remove(&id) else {
+            return;
+        };
+        if f.first_token {
+            self.decoding -= 1;
+        } else {
+            self.pending_prefill -= f.uncached;
+        }
+        self.context_tokens = self.context_tokens.saturating_sub(f.context);
+        self.kv_reserved -= f.reserved;
+    }
+
+    /// Requests sent and not finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Requests sent and still waiting for their first token.
+    pub fn awaiting_first_token(&self) -> usize {
+        self.in_flight.len() - self.decoding as usize
+    }
+
+    /// Observed over profile service time (1: as the profile says).
+    pub fn slowness(&self) -> f64 {
+        self.slowness
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::Priority;
+
+    fn job(prompt: u32, blocks: &[u64]) -> Job<'_> {
+        Job {
+            model: "m",
+            prompt_tokens: prompt,
+            output_tokens: 10,
+            blocks,
+            priority: Priority::Interactive,
+        }
+    }
+
+    #[test]
+    fn counts_follow_a_request_from_sent_to_finished() {
+        let p = GpuProfile::named("h100").unwrap();
+        let mut l = BackendLedger::new("b", vec!["m".into()], p, 8, 2.0);
+        let blocks = [1, 2, 3];
+        l.sent(1, &job(1600, &blocks), 0.0);
+        let v = l.view(&job(1600, &blocks));
+        assert_eq!((v.in_flight, v.pending_prefill, v.decoding), (1, 1600, 0));
+        assert_eq!(v.cached_blocks, 3, "it remembers what it sent");
+        l.sent(2, &job(1600, &blocks), 0.0);
+        assert_eq!(l.view(&job(1, &[])).pending_prefill, 1600 + 64);
+        l.first_token(1, 0.05);
+        l.token(1);
+        let v = l.view(&job(1, &[]));
+        assert_eq!((v.in_flight, v.pending_prefill, v.decoding), (2, 64, 1));
+        assert_eq!(v.context_tokens, 3201);
+        l.finished(1);
+        l.finished(2);
+        l.finished(3);
+        let v = l.view(&job(1, &[]));
+        assert_eq!(
+            (v.in_flight, v.pending_prefill, v.decoding, v.context_tokens),
+            (0, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn learns_that_a_backend_is_slower_than_its_profile() {
+        let p = GpuProfile::named("a100").unwrap();
+        let mut l = BackendLedger::new("b", vec!["m".into()], p, 8, 2.0);
+        for id in 0..100 {
+            let j = job(4000, &[]);
+            let predicted = estimate_ttft(&j, &l.view(&j));
+            let now = f64::from(id as u32) * 10.0;
+            l.sent(id, &j, now);
+            // The real engine takes three times what the profile says
+            // (against what was predicted with the profile's rates).
+            let truth = 3.0
+                * estimate_ttft(
+                    &j,
+                    &BackendLedger::new("t", vec![], GpuProfile::named("a100").unwrap(), 8, 2.0)
+                        .view(&j),
+                );
+            assert!(predicted > 0.0);
+            l.first_token(id, now + truth);
+            l.finished(id);
+        }
+        assert!((l.slowness() - 3.0).abs() < 0.1, "{}", l.slowness());
+    }
+}
