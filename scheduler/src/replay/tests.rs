@@ -110,8 +110,16 @@ fn an_overload_overflows_just_enough_to_hold_the_slo() {
     let ours = replay(&trace, &f, &c, Strategy::Switchyard, 1.0).unwrap();
     let local = replay(&trace, &f, &c, Strategy::RoundRobin, 1.0).unwrap();
     let external = replay(&trace, &f, &c, Strategy::AlwaysExternal, 1.0).unwrap();
-    assert!(ours.slo_attainment >= 0.99, "{}", table(std::slice::from_ref(&ours)));
-    assert!(local.slo_attainment < 0.5, "{}", table(std::slice::from_ref(&local)));
+    assert!(
+        ours.slo_attainment >= 0.99,
+        "{}",
+        table(std::slice::from_ref(&ours))
+    );
+    assert!(
+        local.slo_attainment < 0.5,
+        "{}",
+        table(std::slice::from_ref(&local))
+    );
     assert_eq!(external.external, 400);
     assert!(ours.local > 100 && ours.external > 100, "{ours:?}");
     assert!(ours.external_spend_usd < 0.75 * external.external_spend_usd);
