@@ -35,6 +35,13 @@ use crate::profile::GpuProfile;
 /// Tokens per prefix-cache block: Mooncake's trace hashes 512-token blocks.
 pub const BLOCK_TOKENS: u32 = 512;
 
+/// Prompt tokens served from the prefix cache when `blocks` leading blocks
+/// of a `prompt`-token prompt are cached: at least one prompt token is
+/// always computed, as engines do.
+pub fn cached_prompt_tokens(blocks: usize, prompt: u32) -> u32 {
+    (blocks as u64 * u64::from(BLOCK_TOKENS)).min(u64::from(prompt.saturating_sub(1))) as u32
+}
+
 /// An engine's settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -305,9 +312,7 @@ impl Engine {
             };
             // Shared blocks are not stored twice.
             let blocks = self.cached_blocks(&front.request.blocks);
-            // At least one prompt token is computed, as engines do.
-            let cached = (blocks as u64 * u64::from(BLOCK_TOKENS))
-                .min(u64::from(front.request.prompt_tokens - 1)) as u32;
+            let cached = cached_prompt_tokens(blocks, front.request.prompt_tokens);
             let reserve = front.reserved - u64::from(cached);
             if self.kv_reserved + reserve > capacity {
                 break;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use lru::LruCache;
 
 use crate::engine::BLOCK_TOKENS;
-use crate::placement::{Backend, Health, Job, estimate_ttft};
+use crate::placement::{Backend, Health, Job, estimate_ttft, uncached_tokens};
 use crate::profile::GpuProfile;
 
 /// Weight of a new observation in the learned slowness factor.
@@ -154,9 +154,7 @@ impl BackendLedger {
     pub fn sent(&mut self, id: u64, job: &Job<'_>, now: f64) {
         let view = self.view(job);
         let predicted_ttft = estimate_ttft(job, &view);
-        let cached = (view.cached_blocks as u64 * u64::from(BLOCK_TOKENS))
-            .min(u64::from(job.prompt_tokens.saturating_sub(1)));
-        let uncached = u64::from(job.prompt_tokens) - cached;
+        let uncached = uncached_tokens(job, &view);
         let context = u64::from(job.prompt_tokens);
         let reserved = context + u64::from(job.output_tokens.max(1));
         self.pending_prefill += uncached;

@@ -28,7 +28,7 @@
 use serde::Serialize;
 
 use crate::catalog::Price;
-use crate::engine::BLOCK_TOKENS;
+use crate::engine::cached_prompt_tokens;
 
 /// Interactive requests go before batch work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -222,10 +222,8 @@ pub fn estimate_ttft(job: &Job<'_>, b: &Backend<'_>) -> f64 {
 }
 
 /// Prompt tokens `b` would compute for `job` (all but its cached prefix).
-fn uncached_tokens(job: &Job<'_>, b: &Backend<'_>) -> u64 {
-    let cached = (b.cached_blocks as u64 * u64::from(BLOCK_TOKENS))
-        .min(u64::from(job.prompt_tokens.saturating_sub(1)));
-    u64::from(job.prompt_tokens) - cached
+pub(crate) fn uncached_tokens(job: &Job<'_>, b: &Backend<'_>) -> u64 {
+    u64::from(job.prompt_tokens - cached_prompt_tokens(b.cached_blocks, job.prompt_tokens))
 }
 
 /// Marginal USD of `job` on `b`: its GPU time priced by the hour. Prefill
