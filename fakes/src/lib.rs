@@ -27,6 +27,7 @@ mod anthropic;
 mod faults;
 mod openai;
 mod server;
+pub mod sim;
 
 pub use faults::Fault;
 pub use server::{FakeConfig, FakeUpstream, RecordedRequest};

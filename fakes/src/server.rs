@@ -337,6 +337,11 @@ pub(crate) fn sse_response(
             }
         }
     });
+    event_stream(rx)
+}
+
+/// An SSE response whose frames come from `rx`.
+pub(crate) fn event_stream(rx: mpsc::Receiver<Result<Bytes, io::Error>>) -> Response<Body> {
     let mut resp = Response::new(Body::from_stream(
         tokio_stream::wrappers::ReceiverStream::new(rx),
     ));

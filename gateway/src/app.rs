@@ -35,6 +35,8 @@ pub struct App {
     pub shutting_down: AtomicBool,
     /// Unix seconds at start-up (`created` of `/v1/models` entries).
     pub started_at: u64,
+    /// Local GPU backends and placement, when any provider is local.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl App {
@@ -66,6 +68,9 @@ impl App {
         let cache =
             crate::cache::Cache::build(&config.cache, &config.model_groups, &embeddings, env)
                 .map_err(ConfigError)?;
+        let groups = ModelGroups::from_config(config, env)?;
+        let fleet =
+            crate::fleet::Fleet::build(config, &groups.iter().collect::<Vec<_>>())?.map(Arc::new);
         Ok(Self {
             limits: Limits {
                 max_body_bytes: s.max_body_bytes,
@@ -73,7 +78,8 @@ impl App {
                 max_n: s.max_n,
                 max_embedding_inputs: s.max_embedding_inputs,
             },
-            groups: ModelGroups::from_config(config, env)?,
+            groups,
+            fleet,
             embeddings,
             cache,
             master_key,

@@ -69,6 +69,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run SIMULATED GPU inference engines: OpenAI-compatible servers that
+    /// stream tokens at a simulated GPU's rate, with vLLM-named `/metrics`
+    /// and NVML-like `/sim/telemetry` (see docs/scheduling.md). No GPU is
+    /// used.
+    Sim {
+        /// One engine per flag: `PROFILE:MODEL[,MODEL…]`, e.g.
+        /// `h100:llama-3.1-8b`; profiles: h100, a100, l4.
+        #[arg(long = "engine", required = true)]
+        engines: Vec<String>,
+        /// The first engine's address; the others take the next ports.
+        #[arg(long, default_value = "127.0.0.1:9910")]
+        listen: SocketAddr,
+        /// Simulated seconds per wall-clock second.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Tokens generated when a request sets no `max_tokens`.
+        #[arg(long, default_value_t = 128)]
+        default_output_tokens: u32,
+    },
     /// Run a FAKE upstream (OpenAI, Azure OpenAI and Anthropic wire formats)
     /// for demos and tests. It is not a model: it answers deterministically.
     FakeUpstream {
@@ -242,6 +261,24 @@ async fn run(command: Command) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Sim {
+            engines,
+            listen,
+            speed,
+            default_output_tokens,
+        } => {
+            let _log_guard = crate::logging::init(&LoggingConfig::default());
+            match start_sim(&engines, listen, speed, default_output_tokens).await {
+                Ok(running) => {
+                    tokio::select! {
+                        _ = futures_util::future::join_all(running.into_iter().map(|e| e.wait())) => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::FakeUpstream {
             listen,
             token_delay_ms,
@@ -273,6 +310,62 @@ async fn run(command: Command) -> ExitCode {
             }
         }
     }
+}
+
+/// Starts one simulated engine per `PROFILE:MODEL[,MODEL…]` spec on
+/// consecutive ports from `listen`.
+async fn start_sim(
+    specs: &[String],
+    listen: SocketAddr,
+    speed: f64,
+    default_output_tokens: u32,
+) -> Result<Vec<switchyard_fakes::sim::SimEngine>, String> {
+    use switchyard_fakes::sim::{SimConfig, SimEngine};
+    use switchyard_scheduler::profile::GpuProfile;
+    let mut running = Vec::with_capacity(specs.len());
+    let mut counts = std::collections::HashMap::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let (profile, models) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("--engine {spec}: expected PROFILE:MODEL[,MODEL…]"))?;
+        let profile = GpuProfile::named(profile).ok_or_else(|| {
+            format!(
+                "--engine {spec}: unknown GPU profile `{profile}` (known: {})",
+                GpuProfile::NAMES.join(", ")
+            )
+        })?;
+        let models: Vec<String> = models
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if models.is_empty() {
+            return Err(format!("--engine {spec}: name at least one model"));
+        }
+        let n = counts.entry(profile.name).or_insert(0u32);
+        let name = format!("sim-{}-{n}", profile.name);
+        *n += 1;
+        let port = listen
+            .port()
+            .checked_add(u16::try_from(i).unwrap_or(u16::MAX))
+            .ok_or("--listen: port range overflows")?;
+        let addr = SocketAddr::new(listen.ip(), if listen.port() == 0 { 0 } else { port });
+        let config = SimConfig {
+            name: name.clone(),
+            profile,
+            models: models.clone(),
+            speed,
+            default_output_tokens,
+            gpu_index: i as u32,
+        };
+        let engine = SimEngine::start(addr, config)
+            .await
+            .map_err(|e| format!("{name}: cannot start on {addr}: {e}"))?;
+        tracing::info!(engine = %name, addr = %engine.addr(), url = %format!("{}/v1", engine.url()), models = ?models, speed, "listening (SIMULATED engine: no GPU, simulated timing)");
+        running.push(engine);
+    }
+    Ok(running)
 }
 
 /// Calls `/admin/cache/{action}` and returns the answer's JSON, or the

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod fleet;
 pub mod logging;
 pub mod providers;
 pub mod routing;

@@ -17,6 +17,9 @@ pub async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
     let app = Arc::new(app);
+    if let Some(fleet) = &app.fleet {
+        fleet.spawn_poller();
+    }
     let groups: Vec<&str> = app.groups.iter().map(|g| g.name.as_str()).collect();
     tracing::info!(addr = %addr, model_groups = ?groups, "listening");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

@@ -184,16 +184,9 @@ impl BackendLedger {
     /// Request `id`'s first token came at `now`: its prefill is done, and
     /// the gap between predicted and observed TTFT teaches the rates.
     pub fn first_token(&mut self, id: u64, now: f64) {
-        let Some(f) = self.in_flight.get_mut(&id) else {
+        let Some(f) = self.begin_decoding(id) else {
             return;
         };
-        if f.first_token {
-            return;
-        }
-        f.first_token = true;
-        f.generated = 1;
-        self.pending_prefill -= f.uncached;
-        self.decoding += 1;
         let observed = now - f.sent_at;
         if f.predicted_ttft > 0.0 && observed > 0.0 {
             let ratio = (observed / f.predicted_ttft).clamp(SLOWNESS_BOUNDS.0, SLOWNESS_BOUNDS.1);
@@ -201,6 +194,27 @@ impl BackendLedger {
             self.slowness = ((1.0 - LEARN_RATE) * self.slowness + LEARN_RATE * learned)
                 .clamp(SLOWNESS_BOUNDS.0, SLOWNESS_BOUNDS.1);
         }
+    }
+
+    /// Request `id` is believed past its prefill without its first token
+    /// having been seen (a non-streamed answer arrives whole): counted as
+    /// decoding from now, without teaching the rates.
+    pub fn first_token_unobserved(&mut self, id: u64) {
+        self.begin_decoding(id);
+    }
+
+    /// Moves `id` from prefill to decoding, once; its entry as it was.
+    fn begin_decoding(&mut self, id: u64) -> Option<InFlight> {
+        let f = self.in_flight.get_mut(&id)?;
+        if f.first_token {
+            return None;
+        }
+        f.first_token = true;
+        f.generated = 1;
+        let f = *f;
+        self.pending_prefill -= f.uncached;
+        self.decoding += 1;
+        Some(f)
     }
 
     /// Request `id` generated a token (its context grew by one).

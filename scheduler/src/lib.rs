@@ -20,4 +20,6 @@ pub mod engine;
 pub mod ledger;
 pub mod placement;
 pub mod profile;
+pub mod prompt;
 pub mod replay;
+pub mod telemetry;

@@ -367,6 +367,16 @@ class Launcher:
         self.processes.append(proc)
         return Fake(proc)
 
+    def sim(self, engine: str, *, speed: float = 1.0) -> Fake:
+        """One SIMULATED engine (`switchyard sim --engine PROFILE:MODEL`);
+        its `url` is the server root (the OpenAI API is under /v1)."""
+        self._n += 1
+        args = [self.bin, "sim", "--listen", "127.0.0.1:0", "--engine", engine,
+                "--speed", str(speed)]
+        proc = Process(f"sim#{self._n}", args, child_env())
+        self.processes.append(proc)
+        return Fake(proc)
+
     def gateway(self, config: str, env: dict[str, str] | None = None) -> Gateway:
         self._n += 1
         path = self.workdir / f"gateway-{self._n}.toml"

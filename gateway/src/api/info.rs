@@ -97,3 +97,13 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("Method {method} is not allowed on {}.", uri.path()))
 }
+
+/// `GET /api/v1/fleet`: local backends (health, load, GPUs, engine
+/// metrics) and placement decisions by target and reason. Needs the client
+/// key like `/v1/*`.
+pub async fn fleet(State(app): State<Arc<App>>) -> Json<Value> {
+    match &app.fleet {
+        Some(f) => Json(json!(f.snapshot())),
+        None => Json(json!({"backends": [], "decisions": []})),
+    }
+}

@@ -24,6 +24,8 @@ pub struct RequestLog {
     pub outcome: &'static str,
     /// What the cache did: `hit-exact`, `miss`, `bypass`, or `-` (off).
     pub cache: &'static str,
+    /// Why the scheduler placed it where it went (placed groups only).
+    pub placement: Option<&'static str>,
     started: Instant,
 }
 
@@ -41,6 +43,7 @@ impl RequestLog {
             overhead: None,
             outcome: "ok",
             cache: "-",
+            placement: None,
             started,
         }
     }
@@ -58,6 +61,7 @@ impl Drop for RequestLog {
             status = self.status,
             outcome = self.outcome,
             cache = self.cache,
+            placement = self.placement.unwrap_or("-"),
             stream = self.stream,
             attempts = self.attempts,
             latency_ms = self.started.elapsed().as_secs_f64() * 1e3,

@@ -31,6 +31,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/embeddings", post(endpoints::embeddings))
         .route("/v1/models", get(info::list_models))
         .route("/v1/models/{*model}", get(info::get_model))
+        .route("/api/v1/fleet", get(info::fleet))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             middleware::require_client_key,

@@ -25,6 +25,8 @@ use crate::error::ApiError;
 use crate::providers::{Endpoint, UpstreamRequest};
 
 pub const BACKEND: &str = "x-switchyard-backend";
+pub const PLACEMENT: &str = "x-switchyard-placement";
+pub const PLACEMENT_REASON: &str = "x-switchyard-placement-reason";
 pub const OVERHEAD: &str = "x-switchyard-overhead-ms";
 
 /// What to forward.
@@ -98,7 +100,16 @@ pub async fn forward(
         stream: fwd.stream,
         request_id: &request_id,
     };
-    let done = match dispatch(group, &req).await {
+    let placed = match &app.fleet {
+        Some(fleet) => match fleet.place(group, fwd.body.map()).await {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => return fail(log, e),
+            None => None,
+        },
+        None => None,
+    };
+    let order = placed.as_ref().map(|p| p.order.as_slice());
+    let done = match dispatch(group, order, &req).await {
         Ok(done) => done,
         Err(failed) => {
             log.attempts = failed.attempts;
@@ -106,6 +117,25 @@ pub async fn forward(
             return fail(log, failed.error);
         }
     };
+    let mut ticket = None;
+    let mut placement = None;
+    if let Some(mut p) = placed {
+        let (label, reason) = p.headers_for(done.index);
+        placement = Some((label.to_owned(), reason));
+        log.placement = Some(reason);
+        // The ticket belongs to the placed backend; a fallback elsewhere
+        // lets it go at once.
+        if let Some(t) = p.ticket.take()
+            && done.index == p.order[0]
+        {
+            if matches!(done.reply, Committed::Stream { .. })
+                && let Some(fleet) = &app.fleet
+            {
+                t.first_token(fleet.started());
+            }
+            ticket = Some(t);
+        }
+    }
     let overhead = started.elapsed().saturating_sub(done.upstream_time);
     let log_cache = log.cache;
     let deployment = done.deployment.id.clone();
@@ -114,6 +144,7 @@ pub async fn forward(
     log.overhead = Some(overhead);
     let (body, content_type) = match done.reply {
         Committed::Complete { body, usage } => {
+            drop(ticket);
             log.usage = usage;
             if let Some(w) = fwd.cache
                 && finished_normally(&body)
@@ -123,7 +154,7 @@ pub async fn forward(
             (Body::from(body), "application/json")
         }
         Committed::Stream { first, rest } => (
-            sse::body(first, rest, log, deployment.clone(), fwd.cache),
+            sse::body(first, rest, log, deployment.clone(), fwd.cache, ticket),
             "text/event-stream",
         ),
     };
@@ -138,6 +169,12 @@ pub async fn forward(
     }
     if log_cache != "-" {
         h.insert(CACHE_HEADER, HeaderValue::from_static(log_cache));
+    }
+    if let Some((label, reason)) = placement
+        && let Ok(v) = HeaderValue::from_str(&label)
+    {
+        h.insert(PLACEMENT, v);
+        h.insert(PLACEMENT_REASON, HeaderValue::from_static(reason));
     }
     insert_overhead(h, overhead);
     resp

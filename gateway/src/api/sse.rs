@@ -21,6 +21,9 @@ struct State {
     deployment: String,
     /// A cache miss to fill once the stream has ended normally.
     cache: Option<(CacheWrite, Assembler)>,
+    /// The local backend's hold, released when the stream ends or is
+    /// dropped.
+    _ticket: Option<crate::fleet::Ticket>,
 }
 
 pub fn frame(payload: &[u8]) -> Bytes {
@@ -50,6 +53,7 @@ pub fn body(
     mut log: RequestLog,
     deployment: String,
     cache: Option<CacheWrite>,
+    ticket: Option<crate::fleet::Ticket>,
 ) -> Body {
     // Until the stream ends one way or another, a dropped body means the
     // client went away.
@@ -60,6 +64,7 @@ pub fn body(
         log,
         deployment,
         cache: cache.map(|w| (w, Assembler::default())),
+        _ticket: ticket,
     };
     let stream = futures_util::stream::unfold(Some(state), |state| async move {
         let mut st = state?;

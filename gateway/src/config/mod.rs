@@ -47,6 +47,129 @@ pub struct Config {
     /// The response cache.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// GPU-aware placement across local backends and external overflow.
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+}
+
+/// `[scheduler]`: how requests for a model group with local GPU backends
+/// are placed (docs/scheduling.md). Groups without local backends are
+/// dispatched as before.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// `prefer_local`, `cheapest` or `local_only`; a group's `placement`
+    /// may override it.
+    pub mode: switchyard_scheduler::placement::Mode,
+    /// Target time to first token, milliseconds.
+    pub ttft_slo_ms: u64,
+    /// Longest a request waits for a local backend before it gets 503
+    /// (`queue_full`).
+    pub max_queue_wait_ms: u64,
+    /// LiteLLM-format price catalog for external deployments.
+    pub catalog: std::path::PathBuf,
+    /// Output tokens assumed for a request without `max_tokens`.
+    pub default_output_tokens: u32,
+    /// Milliseconds between telemetry polls (GPU samples, engine metrics).
+    pub telemetry_interval_ms: u64,
+    /// A backend whose telemetry is older than this is drained.
+    pub stale_after_ms: u64,
+    /// Seconds a GPU stays drained after a new XID or uncorrectable ECC
+    /// error.
+    pub error_hold_secs: u64,
+    /// Expected time to first token of an external deployment without
+    /// its own `ttft_ms`, milliseconds.
+    pub external_ttft_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            mode: switchyard_scheduler::placement::Mode::PreferLocal,
+            ttft_slo_ms: 2_000,
+            max_queue_wait_ms: 10_000,
+            catalog: "models/litellm_prices.json".into(),
+            default_output_tokens: 256,
+            telemetry_interval_ms: 500,
+            stale_after_ms: 5_000,
+            error_hold_secs: 300,
+            external_ttft_ms: 1_000,
+        }
+    }
+}
+
+/// `[providers.NAME] local`: the provider is an inference engine on GPUs
+/// this gateway schedules (vLLM, SGLang, TGI, `switchyard sim`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalBackendConfig {
+    /// GPU profile for the service-rate estimate: `h100`, `a100` or `l4`
+    /// (learned corrections are applied on top).
+    pub gpu: String,
+    /// What its GPUs cost per hour, USD (the local cost model).
+    pub gpu_hour_usd: f64,
+    /// Most requests in flight at once (its effective batch width).
+    #[serde(default = "default_permits")]
+    pub permits: u32,
+    /// GPU telemetry: `none`, `nvml` (this machine's GPUs listed in
+    /// `gpus`) or `sim` (a `switchyard sim` engine's `/sim/telemetry`).
+    #[serde(default)]
+    pub telemetry: TelemetryKind,
+    /// NVML GPU indexes or UUIDs of this backend (`telemetry = "nvml"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
+    /// The engine's Prometheus endpoint (vLLM, SGLang or TGI names);
+    /// default: `base_url` without `/v1`, plus `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
+}
+
+fn default_permits() -> u32 {
+    64
+}
+
+/// Where a local backend's GPU telemetry comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TelemetryKind {
+    /// Health from the engine's metrics endpoint only.
+    #[default]
+    None,
+    /// NVML on this machine.
+    Nvml,
+    /// A simulated engine's `/sim/telemetry`.
+    Sim,
+}
+
+/// `[model_groups.placement]`: a group's placement policy where it differs
+/// from `[scheduler]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPlacementConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<switchyard_scheduler::placement::Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_slo_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_wait_ms: Option<u64>,
+    /// External deployments (by id) this group may overflow to; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_external: Vec<String>,
+}
+
+/// `price` of a deployment: its catalog entry, or explicit prices.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// Price as this catalog model (e.g. `gpt-4o-mini`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// USD per million input tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_per_million: Option<f64>,
+    /// USD per million output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_per_million: Option<f64>,
 }
 
 /// `[cache]`: the response cache (docs/cache.md).
@@ -316,6 +439,10 @@ pub enum ProviderConfig {
         /// API key location, sent as `Authorization: Bearer`; omit for
         /// servers that need none.
         api_key: Option<SecretRef>,
+        /// Set when this is an inference engine on GPUs Switchyard
+        /// schedules (see [`LocalBackendConfig`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local: Option<LocalBackendConfig>,
     },
     /// Azure OpenAI: `{base_url}/openai/deployments/{model}/…?api-version=…`
     /// with an `api-key` header; a deployment's `model` is the Azure
@@ -370,6 +497,9 @@ pub struct ModelGroupConfig {
     /// `[cache]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<GroupCacheConfig>,
+    /// This group's placement policy, where it differs from `[scheduler]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<GroupPlacementConfig>,
 }
 
 /// `[model_groups.cache]`: per-group overrides of `[cache]`; each unset
@@ -422,6 +552,14 @@ pub struct DeploymentConfig {
     pub timeouts: TimeoutConfig,
     /// Overrides `[retry]` for this deployment.
     pub retry: Option<RetryConfig>,
+    /// What an external deployment costs (placement's cost policy); default:
+    /// the catalog's price of `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<PriceConfig>,
+    /// Expected time to first token of an external deployment,
+    /// milliseconds; default `[scheduler] external_ttft_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
 }
 
 impl DeploymentConfig {

@@ -73,7 +73,14 @@ impl Config {
         }
         for (name, provider) in &self.providers {
             let (field, url) = match provider {
-                ProviderConfig::OpenaiCompat { base_url, .. } => ("base_url", base_url),
+                ProviderConfig::OpenaiCompat {
+                    base_url, local, ..
+                } => {
+                    if let Some(l) = local {
+                        validate_local(name, l)?;
+                    }
+                    ("base_url", base_url)
+                }
                 ProviderConfig::AzureOpenai {
                     base_url,
                     api_version,
@@ -167,6 +174,21 @@ impl Config {
                 }
             }
         }
+        let sc = &self.scheduler;
+        if sc.ttft_slo_ms == 0 || sc.default_output_tokens == 0 {
+            return err(
+                "scheduler: ttft_slo_ms and default_output_tokens must be at least 1".into(),
+            );
+        }
+        if sc.telemetry_interval_ms < 50 {
+            return err("scheduler.telemetry_interval_ms: must be at least 50".into());
+        }
+        if sc.stale_after_ms <= sc.telemetry_interval_ms {
+            return err(
+                "scheduler.stale_after_ms: must exceed telemetry_interval_ms (a sample or two may be late)"
+                    .into(),
+            );
+        }
         for (i, m) in self.embedding_models.iter().enumerate() {
             let at = format!("embedding_models[{i}]");
             if m.name.trim().is_empty() {
@@ -189,4 +211,37 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn validate_local(name: &str, l: &super::LocalBackendConfig) -> Result<(), ConfigError> {
+    use switchyard_scheduler::profile::GpuProfile;
+    let at = format!("providers.{name}.local");
+    if GpuProfile::named(&l.gpu).is_none() {
+        return Err(ConfigError(format!(
+            "{at}.gpu: unknown GPU profile `{}` (known: {})",
+            l.gpu,
+            GpuProfile::NAMES.join(", ")
+        )));
+    }
+    if !(l.gpu_hour_usd.is_finite() && l.gpu_hour_usd >= 0.0) {
+        return Err(ConfigError(format!(
+            "{at}.gpu_hour_usd: must be a price of 0 or more"
+        )));
+    }
+    if l.permits == 0 {
+        return Err(ConfigError(format!("{at}.permits: must be at least 1")));
+    }
+    if l.telemetry == super::TelemetryKind::Nvml && l.gpus.is_empty() {
+        return Err(ConfigError(format!(
+            "{at}.gpus: list this backend's GPUs (indexes or UUIDs) with telemetry = \"nvml\""
+        )));
+    }
+    if let Some(url) = &l.metrics_url
+        && let Err(e) = reqwest::Url::parse(url)
+    {
+        return Err(ConfigError(format!(
+            "{at}.metrics_url: invalid URL `{url}`: {e}"
+        )));
+    }
+    Ok(())
 }

@@ -32,6 +32,8 @@ pub enum Committed {
 /// The result of dispatching one request.
 pub struct Dispatched<'g> {
     pub deployment: &'g Deployment,
+    /// Its index in the group.
+    pub index: usize,
     pub reply: Committed,
     /// Time spent waiting on upstreams (all attempts, and the backoff
     /// between them), excluded from the gateway's overhead.
@@ -48,16 +50,19 @@ pub struct Failed {
     pub attempts: u32,
 }
 
-/// Try `group`'s deployments for `req`.
+/// Try `group`'s deployments for `req`, in `order` (deployment indices;
+/// `None`: the group's own order).
 pub async fn dispatch<'g>(
     group: &'g ModelGroup,
+    order: Option<&[usize]>,
     req: &UpstreamRequest<'_>,
 ) -> Result<Dispatched<'g>, Failed> {
     let mut last: Option<(&Deployment, ProviderError)> = None;
     let mut soonest_probe: Option<Duration> = None;
     let mut upstream_time = Duration::ZERO;
     let mut attempts = 0;
-    'deployments: for i in group.attempt_order() {
+    let order = order.map_or_else(|| group.attempt_order(), <[usize]>::to_vec);
+    'deployments: for i in order {
         let dep = &group.deployments[i];
         if !dep.provider.supports(req.endpoint) {
             last.get_or_insert((
@@ -86,6 +91,7 @@ pub async fn dispatch<'g>(
                     }
                     return Ok(Dispatched {
                         deployment: dep,
+                        index: i,
                         reply,
                         upstream_time,
                         attempts,

@@ -135,7 +135,9 @@ impl AnyProvider {
                 .map_err(|e| ConfigError(format!("providers.{name}.{field}: {e}")))
         };
         Ok(match config {
-            ProviderConfig::OpenaiCompat { base_url, api_key } => {
+            ProviderConfig::OpenaiCompat {
+                base_url, api_key, ..
+            } => {
                 let key = api_key.as_ref().map(|k| secret("api_key", k)).transpose()?;
                 Self::OpenAiCompat(openai_compat::OpenAiCompat::openai(client, base_url, key))
             }

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+#[allow(unused_imports, reason = "each test file uses its own part")]
 pub use switchyard_fakes::{FakeConfig, FakeUpstream, Fault};
 
 /// Start a fake upstream on a free port.

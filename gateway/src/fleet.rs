@@ -1,0 +1,722 @@
+//! Live placement: the scheduler's pure [`place`] run per request against
+//! this gateway's ledger of every local backend (a provider with a `local`
+//! section), with admission permits, GPU and engine telemetry for health,
+//! and counters of every decision.
+//!
+//! A model group with at least one local deployment is placed; its other
+//! deployments are the external overflow, priced from the catalog. The
+//! chosen deployment is tried first and the others follow as fallbacks (in
+//! `local_only` mode, only local ones). Groups without local deployments
+//! are dispatched as before.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use switchyard_scheduler::catalog::{Catalog, Price};
+use switchyard_scheduler::ledger::BackendLedger;
+use switchyard_scheduler::placement::{
+    External, Health, Job, Mode, Policy, Priority, Reason, Target, place,
+};
+use switchyard_scheduler::profile::GpuProfile;
+use switchyard_scheduler::prompt;
+use switchyard_scheduler::telemetry::{
+    EngineLoad, GpuSample, HealthPolicy, HealthTracker, reason_str, worse,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::config::{Config, ConfigError, LocalBackendConfig, ProviderConfig, TelemetryKind};
+use crate::error::ApiError;
+use crate::routing::ModelGroup;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the poller last learnt of a backend.
+#[derive(Debug, Default)]
+struct Observed {
+    gpus: Vec<GpuSample>,
+    trackers: HashMap<String, HealthTracker>,
+    /// Seconds (fleet clock) of the last good GPU sample / metrics scrape.
+    gpus_at: Option<f64>,
+    engine_at: Option<f64>,
+    engine: Option<EngineLoad>,
+    engine_error: Option<String>,
+    health: Option<(Health, Option<&'static str>)>,
+}
+
+/// One local backend: an engine server on GPUs.
+#[derive(Debug)]
+pub struct LocalBackend {
+    pub name: String,
+    pub profile: GpuProfile,
+    pub telemetry: TelemetryKind,
+    telemetry_url: Option<String>,
+    metrics_url: String,
+    gpus: Vec<String>,
+    permits: Arc<Semaphore>,
+    ledger: Mutex<BackendLedger>,
+    observed: Mutex<Observed>,
+}
+
+/// How one model group is placed.
+#[derive(Debug)]
+struct GroupPlan {
+    mode: Mode,
+    ttft_slo_s: f64,
+    max_queue_wait_s: f64,
+    allowed_external: Vec<String>,
+    /// (deployment index, backend index) of its local deployments.
+    locals: Vec<(usize, usize)>,
+    /// (deployment index, id, price, expected TTFT) of the others.
+    externals: Vec<(usize, String, Price, f64)>,
+    /// Per deployment: `local:<backend>/<gpu>` or `external:<provider>`.
+    labels: Vec<String>,
+}
+
+/// Every local backend and every placed group.
+#[derive(Debug)]
+pub struct Fleet {
+    backends: Vec<Arc<LocalBackend>>,
+    groups: HashMap<String, GroupPlan>,
+    default_output_tokens: u32,
+    health: HealthPolicy,
+    interval: Duration,
+    started: Instant,
+    next_id: AtomicU64,
+    /// Decisions by (target, reason).
+    decisions: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+/// A placed request: where to try, and why.
+#[derive(Debug)]
+pub struct Placed {
+    /// Deployment indices in the order to try them.
+    pub order: Vec<usize>,
+    pub reason: &'static str,
+    /// Held while the request runs on a local backend.
+    pub ticket: Option<Ticket>,
+    labels: Vec<String>,
+    chosen: usize,
+}
+
+impl Placed {
+    /// `x-switchyard-placement` and `-reason` for the deployment that
+    /// answered (a fallback when it is not the one placement chose).
+    pub fn headers_for(&self, deployment: usize) -> (&str, &'static str) {
+        let reason = if deployment == self.chosen {
+            self.reason
+        } else {
+            "fallback"
+        };
+        (self.labels[deployment].as_str(), reason)
+    }
+}
+
+/// A request's hold on a local backend: its permit and its ledger entry,
+/// released when dropped.
+#[derive(Debug)]
+pub struct Ticket {
+    backend: Arc<LocalBackend>,
+    id: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Ticket {
+    /// The first token arrived (a stream's first chunk): teaches the rates.
+    pub fn first_token(&self, fleet_started: Instant) {
+        let now = fleet_started.elapsed().as_secs_f64();
+        lock(&self.backend.ledger).first_token(self.id, now);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        lock(&self.backend.ledger).finished(self.id);
+    }
+}
+
+/// `base_url` without a trailing `/v1`.
+fn server_root(base_url: &str) -> &str {
+    let b = base_url.trim_end_matches('/');
+    b.strip_suffix("/v1").unwrap_or(b)
+}
+
+impl Fleet {
+    /// Builds the fleet from `config`; `None` when no provider is local.
+    pub fn build(config: &Config, groups: &[&ModelGroup]) -> Result<Option<Self>, ConfigError> {
+        let sc = &config.scheduler;
+        let mut backends = Vec::new();
+        let mut by_provider = HashMap::new();
+        for (name, p) in &config.providers {
+            let ProviderConfig::OpenaiCompat {
+                base_url,
+                local: Some(l),
+                ..
+            } = p
+            else {
+                continue;
+            };
+            by_provider.insert(name.clone(), backends.len());
+            backends.push(local_backend(name, base_url, l)?);
+        }
+        if backends.is_empty() {
+            return Ok(None);
+        }
+        // Read only when some external deployment is priced from it.
+        let mut catalog: Option<Catalog> = None;
+        let mut plans = HashMap::new();
+        for (gc, group) in config.model_groups.iter().zip(groups) {
+            let locals: Vec<(usize, usize)> = group
+                .deployments
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| by_provider.get(&d.provider_name).map(|&b| (i, b)))
+                .collect();
+            if locals.is_empty() {
+                continue;
+            }
+            for &(_, b) in &locals {
+                let mut ledger = lock(&backends[b].ledger);
+                if !ledger.models.contains(&group.name) {
+                    ledger.models.push(group.name.clone());
+                }
+            }
+            let mut externals = Vec::new();
+            let mut labels = Vec::new();
+            for (i, (d, dc)) in group.deployments.iter().zip(&gc.deployments).enumerate() {
+                if let Some(&(_, b)) = locals.iter().find(|(di, _)| *di == i) {
+                    labels.push(format!(
+                        "local:{}/{}",
+                        backends[b].name, backends[b].profile.name
+                    ));
+                    continue;
+                }
+                labels.push(format!("external:{}", d.provider_name));
+                let price = external_price(&mut catalog, &sc.catalog, dc)?.ok_or_else(|| {
+                    ConfigError(format!(
+                        "model_groups.{}: deployment `{}` has no price: the catalog ({}) lacks `{}`; set its `price`",
+                        group.name,
+                        d.id,
+                        sc.catalog.display(),
+                        d.model
+                    ))
+                })?;
+                let ttft = dc.ttft_ms.unwrap_or(sc.external_ttft_ms) as f64 / 1e3;
+                externals.push((i, d.id.clone(), price, ttft));
+            }
+            let pc = gc.placement.clone().unwrap_or_default();
+            plans.insert(
+                group.name.clone(),
+                GroupPlan {
+                    mode: pc.mode.unwrap_or(sc.mode),
+                    ttft_slo_s: pc.ttft_slo_ms.unwrap_or(sc.ttft_slo_ms) as f64 / 1e3,
+                    max_queue_wait_s: pc.max_queue_wait_ms.unwrap_or(sc.max_queue_wait_ms) as f64
+                        / 1e3,
+                    allowed_external: pc.allowed_external,
+                    locals,
+                    externals,
+                    labels,
+                },
+            );
+        }
+        Ok(Some(Self {
+            backends: backends.into_iter().map(Arc::new).collect(),
+            groups: plans,
+            default_output_tokens: sc.default_output_tokens,
+            health: HealthPolicy {
+                stale_after_s: sc.stale_after_ms as f64 / 1e3,
+                error_hold_s: sc.error_hold_secs as f64,
+            },
+            interval: Duration::from_millis(sc.telemetry_interval_ms),
+            started: Instant::now(),
+            next_id: AtomicU64::new(1),
+            decisions: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
+    /// The fleet clock, seconds since start.
+    fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Places a request for `group`; `None` when the group is not placed
+    /// (no local deployment). Waits up to the group's queue bound for a
+    /// permit when every local backend is full and nothing else may serve.
+    pub async fn place(
+        &self,
+        group: &ModelGroup,
+        body: &Map<String, Value>,
+    ) -> Option<Result<Placed, ApiError>> {
+        let plan = self.groups.get(&group.name)?;
+        Some(self.place_in(plan, group, body).await)
+    }
+
+    async fn place_in(
+        &self,
+        plan: &GroupPlan,
+        group: &ModelGroup,
+        body: &Map<String, Value>,
+    ) -> Result<Placed, ApiError> {
+        let shape = prompt::from_request(body);
+        let output = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| body.get(*k).and_then(Value::as_u64))
+            .map_or(self.default_output_tokens, |m| {
+                m.min(u64::from(u32::MAX)) as u32
+            });
+        let job = Job {
+            model: &group.name,
+            prompt_tokens: shape.tokens,
+            output_tokens: output.max(1),
+            blocks: &shape.blocks,
+            priority: Priority::Interactive,
+        };
+        let now = self.now();
+        let decision = {
+            let guards: Vec<MutexGuard<'_, BackendLedger>> = plan
+                .locals
+                .iter()
+                .map(|&(_, b)| lock(&self.backends[b].ledger))
+                .collect();
+            let views: Vec<_> = guards.iter().map(|g| g.view(&job)).collect();
+            let models = [group.name.clone()];
+            let externals: Vec<External<'_>> = plan
+                .externals
+                .iter()
+                .map(|(_, id, price, ttft)| External {
+                    name: id,
+                    models: &models,
+                    price: *price,
+                    ttft_s: *ttft,
+                })
+                .collect();
+            let policy = Policy {
+                mode: plan.mode,
+                ttft_slo_s: plan.ttft_slo_s,
+                max_queue_wait_s: plan.max_queue_wait_s,
+                allowed_external: &plan.allowed_external,
+                budget_left_usd: None,
+                batch_idle_share: 0.5,
+            };
+            place(&job, &views, &externals, &policy, now)
+        };
+        let reason = decision.reason.as_str();
+        let (chosen, local) = match decision.target {
+            Target::Local { backend } => (plan.locals[backend].0, Some(plan.locals[backend].1)),
+            Target::External { deployment } => (plan.externals[deployment].0, None),
+            Target::Reject | Target::Defer => {
+                self.count("rejected", reason);
+                let message = match decision.reason {
+                    Reason::QueueFull => format!(
+                        "Every local backend of model `{}` is busy beyond the {:.1} s queue bound and no external deployment may take the request; try again later.",
+                        group.name, plan.max_queue_wait_s
+                    ),
+                    _ => format!(
+                        "No backend of model `{}` can take requests now (all drained or unhealthy).",
+                        group.name
+                    ),
+                };
+                return Err(ApiError::Unavailable {
+                    message,
+                    retry_after: Some(Duration::from_secs(1)),
+                    code: if decision.reason == Reason::QueueFull {
+                        "queue_full"
+                    } else {
+                        "no_backend"
+                    },
+                });
+            }
+        };
+        let ticket = match local {
+            Some(b) => Some(self.admit(b, &job, plan, &group.name).await?),
+            None => None,
+        };
+        if let (Some(t), false) = (
+            &ticket,
+            body.get("stream").and_then(Value::as_bool) == Some(true),
+        ) {
+            // A whole answer shows no first token: assume it at the estimate.
+            let backend = t.backend.clone();
+            let id = t.id;
+            let at = Duration::from_secs_f64(decision.ttft_s.clamp(0.0, 3_600.0));
+            tokio::spawn(async move {
+                tokio::time::sleep(at).await;
+                lock(&backend.ledger).first_token_unobserved(id);
+            });
+        }
+        self.count(&plan.labels[chosen], reason);
+        let local_only = plan.mode == Mode::LocalOnly;
+        let mut order = vec![chosen];
+        order.extend(plan.locals.iter().map(|l| l.0).filter(|&i| i != chosen));
+        if !local_only {
+            order.extend(plan.externals.iter().map(|e| e.0).filter(|&i| i != chosen));
+        }
+        Ok(Placed {
+            order,
+            reason,
+            ticket,
+            labels: plan.labels.clone(),
+            chosen,
+        })
+    }
+
+    /// Takes a permit on backend `b` (waiting up to the queue bound) and
+    /// records the job in its ledger.
+    async fn admit(
+        &self,
+        b: usize,
+        job: &Job<'_>,
+        plan: &GroupPlan,
+        group: &str,
+    ) -> Result<Ticket, ApiError> {
+        let backend = &self.backends[b];
+        let permit = match backend.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let wait = Duration::from_secs_f64(plan.max_queue_wait_s);
+                match tokio::time::timeout(wait, backend.permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        self.count("rejected", Reason::QueueFull.as_str());
+                        return Err(ApiError::Unavailable {
+                            message: format!(
+                                "Model `{group}`: waited {:.1} s for a free slot on local backend `{}`; try again later.",
+                                plan.max_queue_wait_s, backend.name
+                            ),
+                            retry_after: Some(Duration::from_secs(1)),
+                            code: "queue_full",
+                        });
+                    }
+                }
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&backend.ledger).sent(id, job, self.now());
+        Ok(Ticket {
+            backend: backend.clone(),
+            id,
+            _permit: permit,
+        })
+    }
+
+    fn count(&self, target: &str, reason: &'static str) {
+        *lock(&self.decisions)
+            .entry((target.to_owned(), reason))
+            .or_insert(0) += 1;
+    }
+
+    /// Polls every backend's telemetry and engine metrics forever.
+    pub fn spawn_poller(self: &Arc<Self>) {
+        let fleet = self.clone();
+        let nvml = self
+            .backends
+            .iter()
+            .any(|b| b.telemetry == TelemetryKind::Nvml)
+            .then(|| spawn_nvml(self.interval));
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(fleet.interval.max(Duration::from_millis(500)) * 2)
+                .build()
+                .unwrap_or_default();
+            let mut tick = tokio::time::interval(fleet.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let nvml_samples = nvml.as_ref().map(|rx| rx.borrow().clone());
+                let polls = fleet
+                    .backends
+                    .iter()
+                    .map(|b| fleet.poll(b, &client, nvml_samples.as_ref()));
+                futures_util::future::join_all(polls).await;
+            }
+        });
+    }
+
+    async fn poll(
+        &self,
+        b: &LocalBackend,
+        client: &reqwest::Client,
+        nvml: Option<&Result<Vec<GpuSample>, String>>,
+    ) {
+        let metrics = async {
+            let r = client
+                .get(&b.metrics_url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !r.status().is_success() {
+                return Err(format!("{}", r.status()));
+            }
+            let text = r.text().await.map_err(|e| e.to_string())?;
+            EngineLoad::parse(&text).ok_or_else(|| "no vLLM, SGLang or TGI metrics".to_owned())
+        };
+        let gpus = async {
+            match (b.telemetry, &b.telemetry_url) {
+                (TelemetryKind::Sim, Some(url)) => {
+                    #[derive(serde::Deserialize)]
+                    struct Sim {
+                        gpus: Vec<GpuSample>,
+                    }
+                    let r = client.get(url).send().await.map_err(|e| e.to_string())?;
+                    r.json::<Sim>()
+                        .await
+                        .map(|s| Some(s.gpus))
+                        .map_err(|e| e.to_string())
+                }
+                (TelemetryKind::Nvml, _) => match nvml {
+                    Some(Ok(all)) => Ok(Some(
+                        all.iter()
+                            .filter(|s| {
+                                b.gpus
+                                    .iter()
+                                    .any(|g| *g == s.uuid || *g == s.index.to_string())
+                            })
+                            .cloned()
+                            .collect(),
+                    )),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err("NVML not started".into()),
+                },
+                _ => Ok(None),
+            }
+        };
+        let (metrics, gpus) = tokio::join!(metrics, gpus);
+        let now = self.now();
+        let mut o = lock(&b.observed);
+        match metrics {
+            Ok(load) => {
+                o.engine = Some(load);
+                o.engine_at = Some(now);
+                o.engine_error = None;
+            }
+            Err(e) => {
+                if o.engine_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(backend = %b.name, url = %b.metrics_url, error = %e, "engine metrics unavailable");
+                }
+                o.engine_error = Some(e);
+            }
+        }
+        match gpus {
+            Ok(Some(samples)) => {
+                for s in &samples {
+                    o.trackers
+                        .entry(s.uuid.clone())
+                        .or_default()
+                        .observe(s, now);
+                }
+                o.gpus = samples;
+                o.gpus_at = Some(now);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(backend = %b.name, error = %e, "GPU telemetry unavailable"),
+        }
+        let health = self.health_of(b, &o, now);
+        if o.health != Some(health) {
+            tracing::info!(backend = %b.name, health = ?health.0, reason = reason_str(health.0, health.1), "backend health");
+        }
+        o.health = Some(health);
+        drop(o);
+        lock(&b.ledger).health = health.0;
+    }
+
+    /// A backend's health: the worst of its engine's reachability and its
+    /// GPUs' telemetry. Nothing heard yet counts as healthy for one stale
+    /// period after start.
+    fn health_of(
+        &self,
+        b: &LocalBackend,
+        o: &Observed,
+        now: f64,
+    ) -> (Health, Option<&'static str>) {
+        let stale = self.health.stale_after_s;
+        let engine = match o.engine_at {
+            Some(at) if now - at <= stale => (Health::Healthy, None),
+            None if now <= stale => (Health::Healthy, None),
+            _ => (Health::Drained, Some("engine_unreachable")),
+        };
+        if b.telemetry == TelemetryKind::None {
+            return engine;
+        }
+        let gpus = if o.gpus.is_empty() {
+            if o.gpus_at.is_none() && now <= stale {
+                (Health::Healthy, None)
+            } else {
+                (Health::Drained, Some("no_telemetry"))
+            }
+        } else {
+            o.gpus.iter().fold((Health::Healthy, None), |acc, s| {
+                let h = o
+                    .trackers
+                    .get(&s.uuid)
+                    .map_or((Health::Drained, Some("no_telemetry")), |t| {
+                        t.health(Some(s), now, &self.health)
+                    });
+                worse(acc, h)
+            })
+        };
+        worse(engine, gpus)
+    }
+
+    /// What `/api/v1/fleet` shows.
+    pub fn snapshot(&self) -> FleetSnapshot {
+        let now = self.now();
+        let backends = self
+            .backends
+            .iter()
+            .map(|b| {
+                let l = lock(&b.ledger);
+                let o = lock(&b.observed);
+                let (health, why) = o.health.unwrap_or((Health::Healthy, None));
+                BackendSnapshot {
+                    name: b.name.clone(),
+                    gpu_profile: b.profile.name,
+                    models: l.models.clone(),
+                    health,
+                    health_reason: reason_str(health, why),
+                    in_flight: l.in_flight(),
+                    awaiting_first_token: l.awaiting_first_token(),
+                    permits: l.permits,
+                    slowness: l.slowness(),
+                    engine: o.engine,
+                    engine_error: o.engine_error.clone(),
+                    telemetry: b.telemetry,
+                    telemetry_age_s: o.gpus_at.map(|t| now - t),
+                    gpus: o.gpus.clone(),
+                }
+            })
+            .collect();
+        let decisions = lock(&self.decisions)
+            .iter()
+            .map(|((target, reason), count)| DecisionCount {
+                target: target.clone(),
+                reason,
+                count: *count,
+            })
+            .collect();
+        FleetSnapshot {
+            backends,
+            decisions,
+        }
+    }
+}
+
+/// NVML sampled on its own thread (its calls block), shared by a watch
+/// channel.
+fn spawn_nvml(interval: Duration) -> tokio::sync::watch::Receiver<Result<Vec<GpuSample>, String>> {
+    use switchyard_scheduler::telemetry::{GpuTelemetry, Nvml};
+    let (tx, rx) = tokio::sync::watch::channel(Err("NVML: no sample yet".to_owned()));
+    let spawned = std::thread::Builder::new()
+        .name("nvml".into())
+        .spawn(move || {
+            let mut nvml = match Nvml::open() {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "NVML unavailable: backends with telemetry = \"nvml\" will be drained");
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                if tx.send(nvml.sample()).is_err() {
+                    return;
+                }
+                std::thread::sleep(interval);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the NVML thread");
+    }
+    rx
+}
+
+fn local_backend(
+    name: &str,
+    base_url: &str,
+    l: &LocalBackendConfig,
+) -> Result<LocalBackend, ConfigError> {
+    let profile = GpuProfile::named(&l.gpu)
+        .ok_or_else(|| ConfigError(format!("providers.{name}.local.gpu: unknown `{}`", l.gpu)))?;
+    let root = server_root(base_url);
+    let ledger = BackendLedger::new(name, Vec::new(), profile.clone(), l.permits, l.gpu_hour_usd);
+    Ok(LocalBackend {
+        name: name.to_owned(),
+        profile,
+        telemetry: l.telemetry,
+        telemetry_url: (l.telemetry == TelemetryKind::Sim).then(|| format!("{root}/sim/telemetry")),
+        metrics_url: l
+            .metrics_url
+            .clone()
+            .unwrap_or_else(|| format!("{root}/metrics")),
+        gpus: l.gpus.clone(),
+        permits: Arc::new(Semaphore::new(l.permits as usize)),
+        ledger: Mutex::new(ledger),
+        observed: Mutex::new(Observed::default()),
+    })
+}
+
+/// A deployment's price: explicit, as another catalog model, or its own
+/// (the catalog is loaded on first need).
+fn external_price(
+    catalog: &mut Option<Catalog>,
+    path: &std::path::Path,
+    d: &crate::config::DeploymentConfig,
+) -> Result<Option<Price>, ConfigError> {
+    let p = d.price.clone().unwrap_or_default();
+    if let (Some(input), Some(output)) = (p.input_per_million, p.output_per_million) {
+        return Ok(Some(Price {
+            input,
+            output,
+            cached_input: input,
+            batch_input: input,
+            batch_output: output,
+        }));
+    }
+    if catalog.is_none() {
+        *catalog =
+            Some(Catalog::load(path).map_err(|e| ConfigError(format!("scheduler.catalog: {e}")))?);
+    }
+    let model = p.model.as_deref().unwrap_or(&d.model);
+    Ok(catalog.as_ref().and_then(|c| c.price(&d.provider, model)))
+}
+
+#[derive(Debug, Serialize)]
+pub struct FleetSnapshot {
+    pub backends: Vec<BackendSnapshot>,
+    pub decisions: Vec<DecisionCount>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendSnapshot {
+    pub name: String,
+    pub gpu_profile: &'static str,
+    pub models: Vec<String>,
+    pub health: Health,
+    pub health_reason: &'static str,
+    pub in_flight: usize,
+    pub awaiting_first_token: usize,
+    pub permits: u32,
+    /// Observed over profile service time (1: as the profile says).
+    pub slowness: f64,
+    pub engine: Option<EngineLoad>,
+    pub engine_error: Option<String>,
+    pub telemetry: TelemetryKind,
+    pub telemetry_age_s: Option<f64>,
+    pub gpus: Vec<GpuSample>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DecisionCount {
+    pub target: String,
+    pub reason: &'static str,
+    pub count: u64,
+}
