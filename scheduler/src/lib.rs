@@ -11,9 +11,14 @@
 //! - [`catalog`]: model prices from LiteLLM's catalog;
 //! - [`replay`]: trace replay in virtual time with baselines.
 //!
-//! Not yet: telemetry sources (NVML, node agents, engine `/metrics`), the
-//! HTTP engine simulator (`switchyard sim`) and the gateway's use of all
-//! this. See `docs/scheduling.md`.
+//! - [`prompt`]: a request's token estimate and prefix-block hashes, shared
+//!   with the simulated engines;
+//! - [`telemetry`]: GPU samples (NVML loaded at run time), health from
+//!   them, and engines' own `/metrics`.
+//!
+//! The gateway's live placement is `gateway/src/fleet.rs`; the simulated
+//! engines of `switchyard sim` are `fakes/src/sim.rs`. Not yet: node agents
+//! over gRPC. See `docs/scheduling.md`.
 
 pub mod catalog;
 pub mod engine;
