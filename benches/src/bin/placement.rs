@@ -9,6 +9,8 @@
 //! cargo run --release -p switchyard-benches --bin placement -- --backends 64
 //! ```
 
+#![allow(clippy::print_stdout, reason = "a benchmark prints its report")]
+
 use std::sync::Mutex;
 use std::time::Instant;
 
