@@ -211,6 +211,22 @@ impl Fleet {
                 externals.push((i, d.id.clone(), price, ttft));
             }
             let pc = gc.placement.clone().unwrap_or_default();
+            if let Some(unknown) = pc
+                .allowed_external
+                .iter()
+                .find(|a| !externals.iter().any(|(_, id, _, _)| id == *a))
+            {
+                let known: Vec<&str> = externals.iter().map(|(_, id, _, _)| id.as_str()).collect();
+                return Err(ConfigError(format!(
+                    "model_groups.{}.placement.allowed_external: `{unknown}` is not one of its external deployments ({})",
+                    group.name,
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
             plans.insert(
                 group.name.clone(),
                 GroupPlan {
@@ -719,4 +735,47 @@ pub struct DecisionCount {
     pub target: String,
     pub reason: &'static str,
     pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::ModelGroups;
+
+    fn build(extra_deployment: &str, placement: &str) -> Result<Option<Fleet>, ConfigError> {
+        let text = format!(
+            "[scheduler]\ncatalog = \"/nonexistent/prices.json\"\n\
+             [providers.gpu]\ntype = \"openai_compat\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\
+             local = {{ gpu = \"h100\", gpu_hour_usd = 2.0 }}\n\
+             [providers.ext]\ntype = \"openai_compat\"\nbase_url = \"http://127.0.0.1:2/v1\"\n\
+             [[model_groups]]\nname = \"m\"\n{placement}\n\
+             [[model_groups.deployments]]\nprovider = \"gpu\"\nmodel = \"m\"\n\
+             [[model_groups.deployments]]\nprovider = \"ext\"\nmodel = \"x\"\n{extra_deployment}\n"
+        );
+        let config = Config::parse(&text, Vec::new())?;
+        let groups = ModelGroups::from_config(&config, &|_| None)?;
+        Fleet::build(&config, &groups.iter().collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn an_external_without_a_price_is_a_config_error_naming_it() {
+        let Err(e) = build("", "") else {
+            unreachable!("an unpriced external must not load")
+        };
+        assert!(e.0.contains("scheduler.catalog"), "{e}");
+        let priced = "price = { input_per_million = 1.0, output_per_million = 2.0 }";
+        let fleet = build(priced, "").unwrap().unwrap();
+        assert_eq!(fleet.backends.len(), 1);
+        assert_eq!(fleet.groups["m"].labels, ["local:gpu/h100", "external:ext"]);
+    }
+
+    #[test]
+    fn allowed_external_must_name_an_external_deployment() {
+        let priced = "price = { input_per_million = 1.0, output_per_million = 2.0 }";
+        let Err(e) = build(priced, "placement = { allowed_external = [\"nope\"] }") else {
+            unreachable!("an unknown allowed_external must not load")
+        };
+        assert!(e.0.contains("`nope`") && e.0.contains("ext/x"), "{e}");
+        build(priced, "placement = { allowed_external = [\"ext/x\"] }").unwrap();
+    }
 }
