@@ -171,11 +171,6 @@ impl SimEngine {
         &self.sim.config.name
     }
 
-    /// Its GPU now, as telemetry reports it.
-    pub fn sample(&self) -> GpuSample {
-        self.sim.sample()
-    }
-
     /// Waits until every task ends (they run until dropped).
     pub async fn wait(mut self) {
         for t in std::mem::take(&mut self.tasks) {
@@ -264,7 +259,7 @@ impl Sim {
             index: self.config.gpu_index,
             uuid: self.uuid.clone(),
             name: p.product.to_owned(),
-            utilization_pct: (util * 100.0).round() + 0.0,
+            utilization_pct: (util * 100.0).round(),
             memory_used_bytes: used,
             memory_total_bytes: p.memory_bytes,
             power_w: p.idle_power_w + (p.power_limit_w - p.idle_power_w) * util,
@@ -291,9 +286,14 @@ fn error(status: StatusCode, message: &str, kind: &str, param: Option<&str>) -> 
     )
 }
 
-/// A submitted request: its body, prompt tokens, token events and output
-/// limit.
-type Submitted = (Map<String, Value>, u32, mpsc::UnboundedReceiver<Tok>, u32);
+/// A submitted request.
+struct Submitted {
+    req: Map<String, Value>,
+    prompt_tokens: u32,
+    /// Seeds the answer's words: equal prompts, equal answers.
+    seed: u64,
+    rx: mpsc::UnboundedReceiver<Tok>,
+}
 
 /// What both generation endpoints share: parse, check, submit.
 #[allow(
@@ -319,20 +319,23 @@ fn submit(sim: &Sim, body: &Bytes) -> Result<Submitted, Response<Body>> {
         ));
     }
     let shape = prompt::from_request(&req);
-    let max_tokens = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| req.get(*k).and_then(Value::as_u64));
-    let output = max_tokens
+    let output = prompt::max_output_tokens(&req)
         .map(|m| m.clamp(1, u64::from(u32::MAX)) as u32)
         .unwrap_or(sim.config.default_output_tokens)
         .max(1);
+    let prompt_tokens = shape.tokens;
+    let seed = shape
+        .blocks
+        .first()
+        .copied()
+        .unwrap_or(u64::from(prompt_tokens));
     let (tx, rx) = mpsc::unbounded_channel();
     let mut g = lock(&sim.inner);
     let id = g.next_id;
     g.next_id += 1;
     let submitted = g.engine.submit(Request {
         id,
-        prompt_tokens: shape.tokens,
+        prompt_tokens,
         output_tokens: output,
         blocks: shape.blocks,
     });
@@ -360,7 +363,12 @@ fn submit(sim: &Sim, body: &Bytes) -> Result<Submitted, Response<Body>> {
     g.streams.insert(id, tx);
     drop(g);
     sim.wake.notify_one();
-    Ok((req, shape.tokens, rx, output))
+    Ok(Submitted {
+        req,
+        prompt_tokens,
+        seed,
+        rx,
+    })
 }
 
 /// The answer's words: deterministic in the prompt, one token each.
@@ -404,7 +412,12 @@ async fn completions(State(sim): State<Arc<Sim>>, body: Bytes) -> Response<Body>
 }
 
 async fn generate(sim: Arc<Sim>, body: Bytes, kind: Kind) -> Response<Body> {
-    let (req, prompt_tokens, mut rx, max_output) = match submit(&sim, &body) {
+    let Submitted {
+        req,
+        prompt_tokens,
+        seed,
+        mut rx,
+    } = match submit(&sim, &body) {
         Ok(x) => x,
         Err(resp) => return resp,
     };
@@ -413,12 +426,7 @@ async fn generate(sim: Arc<Sim>, body: Bytes, kind: Kind) -> Response<Body> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let seed = prompt::from_text(&prompt::render(&req))
-        .blocks
-        .first()
-        .copied()
-        .unwrap_or(u64::from(prompt_tokens));
-    let limited = req.get("max_tokens").is_some() || req.get("max_completion_tokens").is_some();
+    let limited = prompt::max_output_tokens(&req).is_some();
     let finish = if limited { "length" } else { "stop" };
     let id = new_id(if kind == Kind::Chat {
         "chatcmpl-sim"
@@ -465,7 +473,6 @@ async fn generate(sim: Arc<Sim>, body: Bytes, kind: Kind) -> Response<Body> {
                 "usage": usage(n, cached),
             }),
         };
-        debug_assert!(n <= max_output);
         return json_response(StatusCode::OK, &body);
     }
     let include_usage = req

@@ -75,8 +75,11 @@ struct GroupPlan {
     locals: Vec<(usize, usize)>,
     /// (deployment index, id, price, expected TTFT) of the others.
     externals: Vec<(usize, String, Price, f64)>,
-    /// Per deployment: `local:<backend>/<gpu>` or `external:<provider>`.
-    labels: Vec<String>,
+    /// Per deployment: `local:<backend>/<gpu>` or `external:<provider>`
+    /// (shared with every placed request).
+    labels: Arc<[String]>,
+    /// The models its externals serve: the group's name.
+    models: [String; 1],
 }
 
 /// Every local backend and every placed group.
@@ -101,7 +104,7 @@ pub struct Placed {
     pub reason: &'static str,
     /// Held while the request runs on a local backend.
     pub ticket: Option<Ticket>,
-    labels: Vec<String>,
+    labels: Arc<[String]>,
     chosen: usize,
 }
 
@@ -109,12 +112,17 @@ impl Placed {
     /// `x-switchyard-placement` and `-reason` for the deployment that
     /// answered (a fallback when it is not the one placement chose).
     pub fn headers_for(&self, deployment: usize) -> (&str, &'static str) {
-        let reason = if deployment == self.chosen {
+        let reason = if self.is_chosen(deployment) {
             self.reason
         } else {
             "fallback"
         };
         (self.labels[deployment].as_str(), reason)
+    }
+
+    /// Whether `deployment` is the one placement chose.
+    pub fn is_chosen(&self, deployment: usize) -> bool {
+        deployment == self.chosen
     }
 }
 
@@ -124,13 +132,15 @@ impl Placed {
 pub struct Ticket {
     backend: Arc<LocalBackend>,
     id: u64,
+    /// The fleet clock's origin.
+    clock: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Ticket {
     /// The first token arrived (a stream's first chunk): teaches the rates.
-    pub fn first_token(&self, fleet_started: Instant) {
-        let now = fleet_started.elapsed().as_secs_f64();
+    pub fn first_token(&self) {
+        let now = self.clock.elapsed().as_secs_f64();
         lock(&self.backend.ledger).first_token(self.id, now);
     }
 }
@@ -237,7 +247,8 @@ impl Fleet {
                     allowed_external: pc.allowed_external,
                     locals,
                     externals,
-                    labels,
+                    labels: labels.into(),
+                    models: [group.name.clone()],
                 },
             );
         }
@@ -261,10 +272,6 @@ impl Fleet {
         self.started.elapsed().as_secs_f64()
     }
 
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
     /// Places a request for `group`; `None` when the group is not placed
     /// (no local deployment). Waits up to the group's queue bound for a
     /// permit when every local backend is full and nothing else may serve.
@@ -284,12 +291,9 @@ impl Fleet {
         body: &Map<String, Value>,
     ) -> Result<Placed, ApiError> {
         let shape = prompt::from_request(body);
-        let output = ["max_completion_tokens", "max_tokens"]
-            .iter()
-            .find_map(|k| body.get(*k).and_then(Value::as_u64))
-            .map_or(self.default_output_tokens, |m| {
-                m.min(u64::from(u32::MAX)) as u32
-            });
+        let output = prompt::max_output_tokens(body).map_or(self.default_output_tokens, |m| {
+            m.min(u64::from(u32::MAX)) as u32
+        });
         let job = Job {
             model: &group.name,
             prompt_tokens: shape.tokens,
@@ -305,13 +309,12 @@ impl Fleet {
                 .map(|&(_, b)| lock(&self.backends[b].ledger))
                 .collect();
             let views: Vec<_> = guards.iter().map(|g| g.view(&job)).collect();
-            let models = [group.name.clone()];
             let externals: Vec<External<'_>> = plan
                 .externals
                 .iter()
                 .map(|(_, id, price, ttft)| External {
                     name: id,
-                    models: &models,
+                    models: &plan.models,
                     price: *price,
                     ttft_s: *ttft,
                 })
@@ -421,6 +424,7 @@ impl Fleet {
         Ok(Ticket {
             backend: backend.clone(),
             id,
+            clock: self.started,
             _permit: permit,
         })
     }
@@ -766,7 +770,10 @@ mod tests {
         let priced = "price = { input_per_million = 1.0, output_per_million = 2.0 }";
         let fleet = build(priced, "").unwrap().unwrap();
         assert_eq!(fleet.backends.len(), 1);
-        assert_eq!(fleet.groups["m"].labels, ["local:gpu/h100", "external:ext"]);
+        assert_eq!(
+            *fleet.groups["m"].labels,
+            ["local:gpu/h100", "external:ext"]
+        );
     }
 
     #[test]

@@ -54,6 +54,13 @@ pub fn from_request(body: &Map<String, Value>) -> Shape {
     from_text(&render(body))
 }
 
+/// The request's output limit: `max_completion_tokens`, else `max_tokens`.
+pub fn max_output_tokens(body: &Map<String, Value>) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+}
+
 /// The prompt text a request's shape is computed from.
 pub fn render(body: &Map<String, Value>) -> String {
     let mut out = String::new();

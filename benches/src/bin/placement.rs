@@ -51,6 +51,17 @@ fn chat(tokens: usize, i: u64) -> Map<String, Value> {
     .unwrap_or_default()
 }
 
+/// An interactive request of this shape for 200 output tokens.
+fn job(shape: &prompt::Shape) -> Job<'_> {
+    Job {
+        model: "llama",
+        prompt_tokens: shape.tokens,
+        output_tokens: 200,
+        blocks: &shape.blocks,
+        priority: Priority::Interactive,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let profiles = ["h100", "a100", "l4"];
@@ -63,13 +74,7 @@ fn main() -> anyhow::Result<()> {
             for r in 0..u64::from(n) {
                 let body = chat(args.prompt_tokens, r + 1_000 * i as u64);
                 let shape = prompt::from_request(&body);
-                let job = Job {
-                    model: "llama",
-                    prompt_tokens: shape.tokens,
-                    output_tokens: 200,
-                    blocks: &shape.blocks,
-                    priority: Priority::Interactive,
-                };
+                let job = job(&shape);
                 l.sent(r, &job, 0.0);
                 if r % 2 == 0 {
                     l.first_token(r, 0.2);
@@ -111,13 +116,7 @@ fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let shape = prompt::from_request(body);
         let t1 = Instant::now();
-        let job = Job {
-            model: "llama",
-            prompt_tokens: shape.tokens,
-            output_tokens: 200,
-            blocks: &shape.blocks,
-            priority: Priority::Interactive,
-        };
+        let job = job(&shape);
         let chosen = {
             let guards: Vec<_> = ledgers
                 .iter()

@@ -126,12 +126,10 @@ pub async fn forward(
         // The ticket belongs to the placed backend; a fallback elsewhere
         // lets it go at once.
         if let Some(t) = p.ticket.take()
-            && done.index == p.order[0]
+            && p.is_chosen(done.index)
         {
-            if matches!(done.reply, Committed::Stream { .. })
-                && let Some(fleet) = &app.fleet
-            {
-                t.first_token(fleet.started());
+            if matches!(done.reply, Committed::Stream { .. }) {
+                t.first_token();
             }
             ticket = Some(t);
         }
