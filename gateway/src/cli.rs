@@ -4,9 +4,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::agent::{AgentConfig, AgentSource};
 use crate::app::{App, process_env};
 use crate::config::{Config, LoggingConfig};
 
@@ -87,6 +89,27 @@ pub enum Command {
         /// Tokens generated when a request sets no `max_tokens`.
         #[arg(long, default_value_t = 128)]
         default_output_tokens: u32,
+    },
+    /// Run a node agent: serve this machine's GPU telemetry (NVML) over
+    /// gRPC to the gateways whose backends say `telemetry = "agent"` (see
+    /// docs/scheduling.md).
+    Agent {
+        #[arg(long, default_value = "0.0.0.0:9950")]
+        listen: SocketAddr,
+        /// `nvml` (fail without a driver), `auto` (NVML, or no GPUs with a
+        /// log line) or `sim` (relay SIMULATED engines given by `--sim`).
+        #[arg(long, default_value = "auto", value_parser = ["nvml", "auto", "sim"])]
+        telemetry: String,
+        /// A `switchyard sim` engine's root URL (e.g.
+        /// `http://127.0.0.1:9910`), with `--telemetry sim`; repeatable.
+        #[arg(long = "sim")]
+        sims: Vec<String>,
+        /// Reported with every sample; default: the host name.
+        #[arg(long)]
+        node: Option<String>,
+        /// Milliseconds between samples.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..))]
+        interval_ms: u64,
     },
     /// Run a FAKE upstream (OpenAI, Azure OpenAI and Anthropic wire formats)
     /// for demos and tests. It is not a model: it answers deterministically.
@@ -275,6 +298,46 @@ async fn run(command: Command) -> ExitCode {
                         _ = tokio::signal::ctrl_c() => {}
                     }
                     ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Agent {
+            listen,
+            telemetry,
+            sims,
+            node,
+            interval_ms,
+        } => {
+            let _log_guard = crate::logging::init(&LoggingConfig::default());
+            let source = match (telemetry.as_str(), sims.is_empty()) {
+                ("sim", false) => AgentSource::Sim(sims),
+                ("sim", true) => return fail("--telemetry sim needs at least one --sim URL"),
+                (_, false) => return fail("--sim is only used with --telemetry sim"),
+                ("nvml", true) => AgentSource::Nvml,
+                _ => AgentSource::Auto,
+            };
+            let node = node.unwrap_or_else(host_name);
+            let config = AgentConfig {
+                node: node.clone(),
+                source,
+                interval: Duration::from_millis(interval_ms),
+            };
+            match crate::agent::start(listen, config).await {
+                Ok(agent) => {
+                    let simulated = if agent.source == "sim" {
+                        " (SIMULATED GPUs)"
+                    } else {
+                        ""
+                    };
+                    tracing::info!(addr = %agent.addr, node = %node, source = agent.source, "listening{simulated}");
+                    tokio::select! {
+                        r = agent.wait() => match r {
+                            Ok(()) => ExitCode::SUCCESS,
+                            Err(e) => fail(&e),
+                        },
+                        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+                    }
                 }
                 Err(e) => fail(&e),
             }
@@ -503,4 +566,14 @@ fn calibrate(
         verifier: Some(crate::cache::verify::Verifier::default()),
     };
     Ok(report(&pairs, &similarities, default, target))
+}
+
+/// This machine's name, for an agent's samples.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }

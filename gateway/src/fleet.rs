@@ -26,9 +26,10 @@ use switchyard_scheduler::prompt;
 use switchyard_scheduler::telemetry::{
     EngineLoad, GpuSample, HealthPolicy, HealthTracker, reason_str, worse,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::agent::{self, Feed};
 use crate::config::{Config, ConfigError, LocalBackendConfig, ProviderConfig, TelemetryKind};
 use crate::error::ApiError;
 use crate::routing::ModelGroup;
@@ -48,6 +49,8 @@ struct Observed {
     engine: Option<EngineLoad>,
     engine_error: Option<String>,
     health: Option<(Health, Option<&'static str>)>,
+    /// The NVML or agent feed's sequence last taken.
+    feed_sequence: u64,
 }
 
 /// One local backend: an engine server on GPUs.
@@ -57,6 +60,8 @@ pub struct LocalBackend {
     pub profile: GpuProfile,
     pub telemetry: TelemetryKind,
     telemetry_url: Option<String>,
+    /// The node agent's address (`telemetry = "agent"`).
+    agent: Option<String>,
     metrics_url: String,
     gpus: Vec<String>,
     permits: Arc<Semaphore>,
@@ -438,11 +443,27 @@ impl Fleet {
     /// Polls every backend's telemetry and engine metrics forever.
     pub fn spawn_poller(self: &Arc<Self>) {
         let fleet = self.clone();
-        let nvml = self
-            .backends
-            .iter()
-            .any(|b| b.telemetry == TelemetryKind::Nvml)
-            .then(|| spawn_nvml(self.interval));
+        // One feed per source: NVML on this machine (key None), one
+        // subscription per node agent.
+        let mut feeds: HashMap<Option<String>, watch::Receiver<Feed>> = HashMap::new();
+        for b in &self.backends {
+            match b.telemetry {
+                TelemetryKind::Nvml => {
+                    feeds
+                        .entry(None)
+                        .or_insert_with(|| agent::spawn_nvml(self.interval));
+                }
+                TelemetryKind::Agent => {
+                    if let Some(url) = &b.agent {
+                        let stale = Duration::from_secs_f64(self.health.stale_after_s);
+                        feeds
+                            .entry(Some(url.clone()))
+                            .or_insert_with(|| agent::subscribe(url.clone(), stale));
+                    }
+                }
+                TelemetryKind::None | TelemetryKind::Sim => {}
+            }
+        }
         tokio::spawn(async move {
             let client = reqwest::Client::builder()
                 .timeout(fleet.interval.max(Duration::from_millis(500)) * 2)
@@ -452,22 +473,20 @@ impl Fleet {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let nvml_samples = nvml.as_ref().map(|rx| rx.borrow().clone());
-                let polls = fleet
-                    .backends
-                    .iter()
-                    .map(|b| fleet.poll(b, &client, nvml_samples.as_ref()));
+                let polls = fleet.backends.iter().map(|b| {
+                    let feed = match b.telemetry {
+                        TelemetryKind::Nvml => feeds.get(&None),
+                        TelemetryKind::Agent => feeds.get(&b.agent),
+                        TelemetryKind::None | TelemetryKind::Sim => None,
+                    };
+                    fleet.poll(b, &client, feed.map(|rx| rx.borrow().clone()))
+                });
                 futures_util::future::join_all(polls).await;
             }
         });
     }
 
-    async fn poll(
-        &self,
-        b: &LocalBackend,
-        client: &reqwest::Client,
-        nvml: Option<&Result<Vec<GpuSample>, String>>,
-    ) {
+    async fn poll(&self, b: &LocalBackend, client: &reqwest::Client, feed: Option<Feed>) {
         let metrics = async {
             let r = client
                 .get(&b.metrics_url)
@@ -480,21 +499,30 @@ impl Fleet {
             let text = r.text().await.map_err(|e| e.to_string())?;
             EngineLoad::parse(&text).ok_or_else(|| "no vLLM, SGLang or TGI metrics".to_owned())
         };
-        let gpus = async {
-            match (b.telemetry, &b.telemetry_url) {
-                (TelemetryKind::Sim, Some(url)) => {
-                    #[derive(serde::Deserialize)]
-                    struct Sim {
-                        gpus: Vec<GpuSample>,
-                    }
-                    let r = client.get(url).send().await.map_err(|e| e.to_string())?;
-                    r.json::<Sim>()
-                        .await
-                        .map(|s| Some(s.gpus))
-                        .map_err(|e| e.to_string())
-                }
-                (TelemetryKind::Nvml, _) => match nvml {
-                    Some(Ok(all)) => Ok(Some(
+        let sim = async {
+            let Some(url) = &b.telemetry_url else {
+                return Ok(None);
+            };
+            #[derive(serde::Deserialize)]
+            struct Sim {
+                gpus: Vec<GpuSample>,
+            }
+            let r = client.get(url).send().await.map_err(|e| e.to_string())?;
+            r.json::<Sim>()
+                .await
+                .map(|s| Some(s.gpus))
+                .map_err(|e| e.to_string())
+        };
+        let (metrics, sim) = tokio::join!(metrics, sim);
+        let now = self.now();
+        let mut o = lock(&b.observed);
+        // A feed's sample counts once: a repeat is no news, so telemetry
+        // that stops arriving goes stale.
+        let gpus = match feed {
+            Some(f) if f.sequence != o.feed_sequence => {
+                o.feed_sequence = f.sequence;
+                f.samples.map(|all| {
+                    Some(
                         all.iter()
                             .filter(|s| {
                                 b.gpus
@@ -503,16 +531,12 @@ impl Fleet {
                             })
                             .cloned()
                             .collect(),
-                    )),
-                    Some(Err(e)) => Err(e.clone()),
-                    None => Err("NVML not started".into()),
-                },
-                _ => Ok(None),
+                    )
+                })
             }
+            Some(_) => Ok(None),
+            None => sim,
         };
-        let (metrics, gpus) = tokio::join!(metrics, gpus);
-        let now = self.now();
-        let mut o = lock(&b.observed);
         match metrics {
             Ok(load) => {
                 o.engine = Some(load);
@@ -630,35 +654,6 @@ impl Fleet {
     }
 }
 
-/// NVML sampled on its own thread (its calls block), shared by a watch
-/// channel.
-fn spawn_nvml(interval: Duration) -> tokio::sync::watch::Receiver<Result<Vec<GpuSample>, String>> {
-    use switchyard_scheduler::telemetry::{GpuTelemetry, Nvml};
-    let (tx, rx) = tokio::sync::watch::channel(Err("NVML: no sample yet".to_owned()));
-    let spawned = std::thread::Builder::new()
-        .name("nvml".into())
-        .spawn(move || {
-            let mut nvml = match Nvml::open() {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "NVML unavailable: backends with telemetry = \"nvml\" will be drained");
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            loop {
-                if tx.send(nvml.sample()).is_err() {
-                    return;
-                }
-                std::thread::sleep(interval);
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start the NVML thread");
-    }
-    rx
-}
-
 fn local_backend(
     name: &str,
     base_url: &str,
@@ -673,6 +668,7 @@ fn local_backend(
         profile,
         telemetry: l.telemetry,
         telemetry_url: (l.telemetry == TelemetryKind::Sim).then(|| format!("{root}/sim/telemetry")),
+        agent: l.agent.clone(),
         metrics_url: l
             .metrics_url
             .clone()

@@ -92,17 +92,6 @@ async fn send(gw: &Gateway, body: &Value) -> (u16, String, String, Value) {
     (status, placement, reason, json)
 }
 
-async fn fleet(gw: &Gateway) -> Value {
-    client()
-        .get(gw.url("/api/v1/fleet"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn fills_the_gpu_within_the_slo_then_overflows_to_the_external_provider() {
     // An L4 prefills ~3,800 tokens/s: with a 1 s SLO one 2,000-token

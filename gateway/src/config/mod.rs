@@ -112,12 +112,19 @@ pub struct LocalBackendConfig {
     #[serde(default = "default_permits")]
     pub permits: u32,
     /// GPU telemetry: `none`, `nvml` (this machine's GPUs listed in
-    /// `gpus`) or `sim` (a `switchyard sim` engine's `/sim/telemetry`).
+    /// `gpus`), `agent` (the `switchyard agent` at `agent` on the engine's
+    /// node, GPUs listed in `gpus`) or `sim` (a `switchyard sim` engine's
+    /// `/sim/telemetry`).
     #[serde(default)]
     pub telemetry: TelemetryKind,
-    /// NVML GPU indexes or UUIDs of this backend (`telemetry = "nvml"`).
+    /// GPU indexes or UUIDs of this backend (`telemetry = "nvml"` or
+    /// `"agent"`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<String>,
+    /// The node agent's gRPC address, e.g. `http://10.0.0.11:9950`
+    /// (`telemetry = "agent"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// The engine's Prometheus endpoint (vLLM, SGLang or TGI names);
     /// default: `base_url` without `/v1`, plus `/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,6 +144,8 @@ pub enum TelemetryKind {
     None,
     /// NVML on this machine.
     Nvml,
+    /// A `switchyard agent` on the engine's node (NVML there, over gRPC).
+    Agent,
     /// A simulated engine's `/sim/telemetry`.
     Sim,
 }

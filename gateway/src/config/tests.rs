@@ -94,6 +94,49 @@ fn wrong_types_and_values_name_the_field() {
 }
 
 #[test]
+fn a_local_backend_names_its_telemetry_source() {
+    let local = |fields: &str| {
+        err(&MINIMAL.replace(
+            "base_url = \"https://api.openai.com/v1\"",
+            &format!(
+                "base_url = \"https://api.openai.com/v1\"\nlocal = {{ gpu = \"h100\", gpu_hour_usd = 1.0, {fields} }}"
+            ),
+        ))
+    };
+    for (fields, says) in [
+        (
+            "telemetry = \"agent\", gpus = [\"0\"]",
+            "providers.openai.local.agent: the node agent's address",
+        ),
+        (
+            "telemetry = \"agent\", agent = \"http://10.0.0.1:9950\"",
+            "providers.openai.local.gpus",
+        ),
+        ("telemetry = \"nvml\"", "providers.openai.local.gpus"),
+        (
+            "telemetry = \"sim\", agent = \"http://10.0.0.1:9950\"",
+            "providers.openai.local.agent: only used",
+        ),
+        (
+            "telemetry = \"agent\", agent = \"10.0.0.1:9950\", gpus = [\"0\"]",
+            "providers.openai.local.agent",
+        ),
+        (
+            "telemetry = \"agent\", agent = \"grpc://h:1\", gpus = [\"0\"]",
+            "must be an http",
+        ),
+    ] {
+        let e = local(fields);
+        assert!(e.starts_with(says) || e.contains(says), "{fields}: {e}");
+    }
+    let ok = MINIMAL.replace(
+        "base_url = \"https://api.openai.com/v1\"",
+        "base_url = \"https://api.openai.com/v1\"\nlocal = { gpu = \"h100\", gpu_hour_usd = 1.0, telemetry = \"agent\", agent = \"http://10.0.0.1:9950\", gpus = [\"0\"] }",
+    );
+    parse(&ok).unwrap();
+}
+
+#[test]
 fn env_overrides_apply_with_types() {
     let env = vec![
         (

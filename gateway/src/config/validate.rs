@@ -231,10 +231,40 @@ fn validate_local(name: &str, l: &super::LocalBackendConfig) -> Result<(), Confi
     if l.permits == 0 {
         return Err(ConfigError(format!("{at}.permits: must be at least 1")));
     }
-    if l.telemetry == super::TelemetryKind::Nvml && l.gpus.is_empty() {
+    use super::TelemetryKind;
+    let kind = match l.telemetry {
+        TelemetryKind::Nvml => "nvml",
+        TelemetryKind::Agent => "agent",
+        TelemetryKind::None | TelemetryKind::Sim => "",
+    };
+    if !kind.is_empty() && l.gpus.is_empty() {
         return Err(ConfigError(format!(
-            "{at}.gpus: list this backend's GPUs (indexes or UUIDs) with telemetry = \"nvml\""
+            "{at}.gpus: list this backend's GPUs (indexes or UUIDs) with telemetry = \"{kind}\""
         )));
+    }
+    match (&l.agent, l.telemetry) {
+        (None, TelemetryKind::Agent) => {
+            return Err(ConfigError(format!(
+                "{at}.agent: the node agent's address (e.g. http://10.0.0.11:9950) is required with telemetry = \"agent\""
+            )));
+        }
+        (Some(_), t) if t != TelemetryKind::Agent => {
+            return Err(ConfigError(format!(
+                "{at}.agent: only used with telemetry = \"agent\""
+            )));
+        }
+        (Some(url), _) => match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            Ok(_) => {
+                return Err(ConfigError(format!(
+                    "{at}.agent: `{url}` must be an http:// or https:// address with a host"
+                )));
+            }
+            Err(e) => {
+                return Err(ConfigError(format!("{at}.agent: invalid URL `{url}`: {e}")));
+            }
+        },
+        (None, _) => {}
     }
     if let Some(url) = &l.metrics_url
         && let Err(e) = reqwest::Url::parse(url)

@@ -25,6 +25,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// Log lines after the "listening" line.
     pub logs: mpsc::Receiver<String>,
+    /// Log lines before the "listening" line.
+    pub startup: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -34,9 +36,19 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("switchyard.toml");
         std::fs::write(&path, config).unwrap();
+        let path = path.to_str().unwrap().to_owned();
+        Gateway::spawn(
+            &["serve", "--listen", "127.0.0.1:0", "--config", &path],
+            env,
+            dir,
+        )
+    }
+
+    /// Start `switchyard ARGS…` (any server subcommand) and wait for its
+    /// `listening…` log line, which carries its address.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)], dir: tempfile::TempDir) -> Gateway {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&path)
+        cmd.args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -53,22 +65,28 @@ impl Gateway {
                 }
             }
         });
+        let mut startup = Vec::new();
         let addr = loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(20))
-                .expect("gateway did not log `listening` within 20 s");
+                .expect("switchyard did not log `listening` within 20 s");
             let v: serde_json::Value = match serde_json::from_str(&line) {
                 Ok(v) => v,
-                Err(_) => panic!("gateway wrote a non-JSON log line: {line}"),
+                Err(_) => panic!("switchyard wrote a non-JSON log line: {line}"),
             };
-            if v["message"] == "listening" {
+            if v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("listening"))
+            {
                 break v["addr"].as_str().unwrap().parse().unwrap();
             }
+            startup.push(line);
         };
         Gateway {
             child,
             addr,
             logs: rx,
+            startup,
             _dir: dir,
         }
     }
@@ -132,6 +150,18 @@ pub async fn post_chat(gw: &Gateway, stream: bool) -> reqwest::Response {
         .post(gw.url("/v1/chat/completions"))
         .json(&chat_body(stream))
         .send()
+        .await
+        .unwrap()
+}
+
+/// `GET /api/v1/fleet`: the scheduler's view of the fleet.
+pub async fn fleet(gw: &Gateway) -> serde_json::Value {
+    client()
+        .get(gw.url("/api/v1/fleet"))
+        .send()
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap()
 }

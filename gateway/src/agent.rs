@@ -1,0 +1,422 @@
+//! Node agents: GPU telemetry from the machines the engines run on.
+//!
+//! `switchyard agent` runs on each GPU node. It samples the node's GPUs
+//! (NVML, or SIMULATED engines' `/sim/telemetry` for tests and demos) every
+//! interval and serves the samples over gRPC
+//! (`switchyard.v1.TelemetryService/Watch`, `proto/switchyard/v1/`): each
+//! subscriber gets the latest sample at once, then every new one.
+//!
+//! A gateway [`subscribe`]s once per agent address (backends with
+//! `telemetry = "agent"`) and keeps the latest samples in a watch channel,
+//! as it does for NVML on its own machine ([`spawn_nvml`]). The
+//! subscription reconnects with backoff (0.1 s doubling to 5 s) after a
+//! failed connect, a closed stream or silence longer than the staleness
+//! period; while it is down it publishes the error, so the fleet's poller
+//! stops refreshing those GPUs and drains them once their last sample is
+//! older than `stale_after_ms` (reason `stale_telemetry`). The first sample
+//! after a reconnect makes them healthy again.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::Stream;
+use switchyard_proto::v1 as pb;
+use switchyard_proto::v1::telemetry_service_server::{TelemetryService, TelemetryServiceServer};
+use switchyard_scheduler::telemetry::{GpuSample, GpuTelemetry, Nvml};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+/// The latest GPU samples from one source, numbered so a reader can tell a
+/// new sample from one it has already seen.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    /// 0 before the first sample; then increases with every sample or error.
+    pub sequence: u64,
+    pub samples: Result<Arc<[GpuSample]>, String>,
+}
+
+impl Feed {
+    fn waiting(what: &str) -> Self {
+        Self {
+            sequence: 0,
+            samples: Err(format!("{what}: no sample yet")),
+        }
+    }
+}
+
+/// Where an agent's samples come from.
+#[derive(Debug, Clone)]
+pub enum AgentSource {
+    /// NVML; fails to start where there is no driver.
+    Nvml,
+    /// NVML where it loads; otherwise no GPUs, with a log line saying why.
+    Auto,
+    /// SIMULATED engines (`switchyard sim`): their `/sim/telemetry`, by
+    /// server root (e.g. `http://127.0.0.1:9910`).
+    Sim(Vec<String>),
+}
+
+/// `switchyard agent` settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Reported with every sample.
+    pub node: String,
+    pub source: AgentSource,
+    pub interval: Duration,
+}
+
+/// A running agent: its gRPC address, until dropped or [`RunningAgent::wait`]
+/// ends.
+#[derive(Debug)]
+pub struct RunningAgent {
+    pub addr: SocketAddr,
+    pub source: &'static str,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningAgent {
+    /// Until the server fails.
+    pub async fn wait(self) -> Result<(), String> {
+        match self.task.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Binds `listen`, starts sampling and serves `TelemetryService`.
+pub async fn start(listen: SocketAddr, config: AgentConfig) -> Result<RunningAgent, String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot bind {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (tx, rx) = watch::channel(pb::NodeSample::default());
+    let source = match config.source {
+        AgentSource::Sim(roots) => {
+            tokio::spawn(sample_sims(roots, config.node, config.interval, tx));
+            "sim"
+        }
+        AgentSource::Nvml | AgentSource::Auto => {
+            let required = matches!(config.source, AgentSource::Nvml);
+            let opened = tokio::task::spawn_blocking(Nvml::open)
+                .await
+                .map_err(|e| e.to_string())?;
+            let telemetry: Box<dyn GpuTelemetry> = match opened {
+                Ok(nvml) => Box::new(nvml),
+                Err(e) if required => {
+                    return Err(format!("{e} (use --telemetry auto to start without GPUs)"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "NVML unavailable: this agent reports no GPUs");
+                    Box::new(switchyard_scheduler::telemetry::NoGpus)
+                }
+            };
+            let source = telemetry.source();
+            std::thread::Builder::new()
+                .name("agent-sampler".into())
+                .spawn(move || sample_blocking(telemetry, config.node, config.interval, tx))
+                .map_err(|e| format!("cannot start the sampler thread: {e}"))?;
+            source
+        }
+    };
+    let service = TelemetryServiceServer::new(Agent { latest: rx });
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    );
+    Ok(RunningAgent { addr, source, task })
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn node_sample(
+    node: &str,
+    source: &str,
+    sequence: u64,
+    result: Result<Vec<GpuSample>, String>,
+) -> pb::NodeSample {
+    let (gpus, error) = match result {
+        Ok(gpus) => (gpus.into_iter().map(to_proto).collect(), String::new()),
+        Err(e) => (Vec::new(), e),
+    };
+    pb::NodeSample {
+        node: node.to_owned(),
+        source: source.to_owned(),
+        sequence,
+        unix_ms: unix_ms(),
+        gpus,
+        error,
+    }
+}
+
+/// NVML calls block: sampled on their own thread until the server is gone.
+fn sample_blocking(
+    mut telemetry: Box<dyn GpuTelemetry>,
+    node: String,
+    interval: Duration,
+    tx: watch::Sender<pb::NodeSample>,
+) {
+    for sequence in 1.. {
+        let sample = node_sample(&node, telemetry.source(), sequence, telemetry.sample());
+        if tx.send(sample).is_err() {
+            return;
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// SIMULATED GPUs: the engines' `/sim/telemetry`, all of them per sample.
+/// GPUs of engines that answer are reported; the others are named in
+/// `error`.
+async fn sample_sims(
+    roots: Vec<String>,
+    node: String,
+    interval: Duration,
+    tx: watch::Sender<pb::NodeSample>,
+) {
+    #[derive(serde::Deserialize)]
+    struct Sim {
+        gpus: Vec<GpuSample>,
+    }
+    let client = reqwest::Client::builder()
+        .timeout(interval.max(Duration::from_millis(500)))
+        .build()
+        .unwrap_or_default();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for sequence in 1.. {
+        tick.tick().await;
+        let polls = roots.iter().map(|root| {
+            let client = &client;
+            async move {
+                let url = format!("{}/sim/telemetry", root.trim_end_matches('/'));
+                let r = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| format!("{url}: {e}"))?;
+                r.error_for_status()
+                    .map_err(|e| format!("{url}: {e}"))?
+                    .json::<Sim>()
+                    .await
+                    .map(|s| s.gpus)
+                    .map_err(|e| format!("{url}: {e}"))
+            }
+        });
+        let mut gpus = Vec::new();
+        let mut errors = Vec::new();
+        for r in futures_util::future::join_all(polls).await {
+            match r {
+                Ok(g) => gpus.extend(g),
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut sample = node_sample(&node, "sim", sequence, Ok(gpus));
+        sample.error = errors.join("; ");
+        if tx.send(sample).is_err() {
+            return;
+        }
+    }
+}
+
+struct Agent {
+    latest: watch::Receiver<pb::NodeSample>,
+}
+
+type SampleStream = Pin<Box<dyn Stream<Item = Result<pb::NodeSample, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TelemetryService for Agent {
+    type WatchStream = SampleStream;
+
+    async fn watch(
+        &self,
+        _request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        // The latest sample at once (once there is one), then each new one;
+        // the stream ends when the sampler stops.
+        let start = (self.latest.clone(), true);
+        let stream = futures_util::stream::unfold(start, |(mut rx, first)| async move {
+            let ok = if first {
+                rx.wait_for(|s| s.sequence > 0).await.is_ok()
+            } else {
+                rx.changed().await.is_ok()
+            };
+            if !ok {
+                return None;
+            }
+            let sample = rx.borrow_and_update().clone();
+            Some((Ok(sample), (rx, false)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn to_proto(s: GpuSample) -> pb::GpuSample {
+    pb::GpuSample {
+        index: s.index,
+        uuid: s.uuid,
+        name: s.name,
+        utilization_pct: s.utilization_pct,
+        memory_used_bytes: s.memory_used_bytes,
+        memory_total_bytes: s.memory_total_bytes,
+        power_w: s.power_w,
+        power_limit_w: s.power_limit_w,
+        temperature_c: s.temperature_c,
+        throttle: s.throttle,
+        xid_errors: s.xid_errors,
+        last_xid: s.last_xid,
+        ecc_uncorrected: s.ecc_uncorrected,
+        simulated: s.simulated,
+    }
+}
+
+fn from_proto(s: pb::GpuSample) -> GpuSample {
+    GpuSample {
+        index: s.index,
+        uuid: s.uuid,
+        name: s.name,
+        utilization_pct: s.utilization_pct,
+        memory_used_bytes: s.memory_used_bytes,
+        memory_total_bytes: s.memory_total_bytes,
+        power_w: s.power_w,
+        power_limit_w: s.power_limit_w,
+        temperature_c: s.temperature_c,
+        throttle: s.throttle,
+        xid_errors: s.xid_errors,
+        last_xid: s.last_xid,
+        ecc_uncorrected: s.ecc_uncorrected,
+        simulated: s.simulated,
+    }
+}
+
+/// Subscribes to the agent at `url` for as long as the receiver lives.
+/// `stale_after`: silence longer than this drops the connection and
+/// reconnects.
+pub fn subscribe(url: String, stale_after: Duration) -> watch::Receiver<Feed> {
+    let (tx, rx) = watch::channel(Feed::waiting(&format!("agent {url}")));
+    tokio::spawn(async move {
+        let mut sequence = 0;
+        let mut backoff = BACKOFF_MIN;
+        let mut connected = false;
+        loop {
+            let lost = follow(&url, stale_after, &tx, &mut sequence, &mut connected).await;
+            if tx.is_closed() {
+                return;
+            }
+            if connected {
+                tracing::warn!(agent = %url, error = %lost, "node agent lost; reconnecting");
+                connected = false;
+                backoff = BACKOFF_MIN;
+            } else {
+                tracing::debug!(agent = %url, error = %lost, "node agent unreachable");
+            }
+            sequence += 1;
+            let _ = tx.send(Feed {
+                sequence,
+                samples: Err(format!("agent {url}: {lost}")),
+            });
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    });
+    rx
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// One connection: publishes samples until it fails; returns why.
+async fn follow(
+    url: &str,
+    stale_after: Duration,
+    tx: &watch::Sender<Feed>,
+    sequence: &mut u64,
+    connected: &mut bool,
+) -> String {
+    use switchyard_proto::v1::telemetry_service_client::TelemetryServiceClient;
+    let endpoint = match tonic::transport::Endpoint::from_shared(url.to_owned()) {
+        Ok(e) => e.connect_timeout(stale_after),
+        Err(e) => return format!("invalid address: {e}"),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => return format!("connect: {e}"),
+    };
+    let mut stream = match TelemetryServiceClient::new(channel)
+        .watch(pb::WatchRequest {})
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(status) => return format!("watch: {}", status.message()),
+    };
+    loop {
+        let message = match tokio::time::timeout(stale_after, stream.message()).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return "the agent closed the stream".into(),
+            Ok(Err(status)) => return format!("stream: {}", status.message()),
+            Err(_) => return format!("no sample for {} ms", stale_after.as_millis()),
+        };
+        if !*connected {
+            tracing::info!(agent = %url, node = %message.node, source = %message.source, gpus = message.gpus.len(), "node agent connected");
+            *connected = true;
+        }
+        *sequence += 1;
+        let samples = if message.error.is_empty() || !message.gpus.is_empty() {
+            if !message.error.is_empty() {
+                tracing::debug!(agent = %url, error = %message.error, "node agent: some GPUs unavailable");
+            }
+            Ok(message.gpus.into_iter().map(from_proto).collect())
+        } else {
+            Err(format!("agent {url}: {}", message.error))
+        };
+        if tx
+            .send(Feed {
+                sequence: *sequence,
+                samples,
+            })
+            .is_err()
+        {
+            return "unsubscribed".into();
+        }
+    }
+}
+
+/// NVML on this machine, sampled on its own thread (its calls block).
+pub fn spawn_nvml(interval: Duration) -> watch::Receiver<Feed> {
+    let (tx, rx) = watch::channel(Feed::waiting("NVML"));
+    let spawned = std::thread::Builder::new()
+        .name("nvml".into())
+        .spawn(move || {
+            let mut nvml = match Nvml::open() {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "NVML unavailable: backends with telemetry = \"nvml\" will be drained");
+                    let _ = tx.send(Feed {
+                        sequence: 1,
+                        samples: Err(e),
+                    });
+                    return;
+                }
+            };
+            for sequence in 1.. {
+                let samples = nvml.sample().map(Arc::from);
+                if tx.send(Feed { sequence, samples }).is_err() {
+                    return;
+                }
+                std::thread::sleep(interval);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the NVML thread");
+    }
+    rx
+}

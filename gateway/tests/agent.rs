@@ -1,0 +1,291 @@
+//! Node agents end to end: the real `switchyard agent` binary relaying
+//! SIMULATED GPUs (`switchyard_fakes::sim`) over gRPC to the real gateway
+//! binary, and a gRPC client generated from `proto/`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "a test: panics are failures; it reports what it saw on a GPU machine"
+)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+use switchyard_fakes::sim::{SimConfig, SimEngine};
+use switchyard_proto::v1::WatchRequest;
+use switchyard_proto::v1::telemetry_service_client::TelemetryServiceClient;
+use switchyard_scheduler::profile::GpuProfile;
+
+const KEY: (&str, &str) = ("TEST_KEY", "sk-test-key-0123456789");
+
+async fn sim(name: &str, gpu_index: u32) -> SimEngine {
+    SimEngine::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            name: name.into(),
+            profile: GpuProfile::named("h100").unwrap(),
+            models: vec!["llama".into()],
+            speed: 1.0,
+            default_output_tokens: 8,
+            gpu_index,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// `switchyard agent` on `listen`, relaying the given simulated engines.
+fn agent(listen: &str, sims: &[&SimEngine]) -> Gateway {
+    let mut args = vec![
+        "agent".to_owned(),
+        "--listen".into(),
+        listen.into(),
+        "--telemetry".into(),
+        "sim".into(),
+        "--node".into(),
+        "node-a".into(),
+        "--interval-ms".into(),
+        "100".into(),
+    ];
+    for s in sims {
+        args.extend(["--sim".into(), s.url()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Gateway::spawn(&args, &[], tempfile::tempdir().unwrap())
+}
+
+/// Polls the fleet view until `ok` holds for it (10 s at most).
+async fn until(gw: &Gateway, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = fleet(gw).await;
+        if ok(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not seen within 10 s; fleet: {last}");
+}
+
+fn health(f: &Value, backend: usize) -> (String, String) {
+    let b = &f["backends"][backend];
+    (
+        b["health"].as_str().unwrap_or_default().to_owned(),
+        b["health_reason"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn gpus_seen_through_an_agent_drain_when_it_goes_and_recover_when_it_returns() {
+    let a = sim("sim-a", 0).await;
+    let b = sim("sim-b", 1).await;
+    let ext = fake().await;
+    let mut node = agent("127.0.0.1:0", &[&a, &b]);
+    let agent_addr = node.addr;
+    let mut cfg = format!(
+        "[scheduler]\ntelemetry_interval_ms = 100\nstale_after_ms = 500\n\
+         [providers.ext]\ntype = \"openai_compat\"\nbase_url = \"{}/v1\"\napi_key = {{ env = \"TEST_KEY\" }}\n",
+        ext.url()
+    );
+    for (s, gpu) in [(&a, "0"), (&b, "1")] {
+        cfg.push_str(&format!(
+            "\n[providers.{}]\ntype = \"openai_compat\"\nbase_url = \"{}/v1\"\n\
+             local = {{ gpu = \"h100\", gpu_hour_usd = 1.0, permits = 4, telemetry = \"agent\", \
+             agent = \"http://{agent_addr}\", gpus = [\"{gpu}\"] }}\n",
+            s.name(),
+            s.url()
+        ));
+    }
+    cfg.push_str("\n[[model_groups]]\nname = \"llama\"\n");
+    for s in [&a, &b] {
+        cfg.push_str(&format!(
+            "[[model_groups.deployments]]\nprovider = \"{}\"\nmodel = \"llama\"\n",
+            s.name()
+        ));
+    }
+    cfg.push_str(
+        "[[model_groups.deployments]]\nprovider = \"ext\"\nmodel = \"fake-mini\"\n\
+         price = { input_per_million = 0.15, output_per_million = 0.6 }\n",
+    );
+    let gw = Gateway::start(&cfg, &[KEY]);
+
+    // Each backend sees its own GPU, relayed by the agent.
+    let f = until(&gw, "both GPUs through the agent", |f| {
+        (0..2).all(|i| {
+            f["backends"][i]["gpus"]
+                .as_array()
+                .is_some_and(|g| g.len() == 1)
+        })
+    })
+    .await;
+    for (i, s) in [&a, &b].iter().enumerate() {
+        let gpu = &f["backends"][i]["gpus"][0];
+        assert_eq!(
+            gpu["uuid"],
+            format!("GPU-SIMULATED-{}-{}", s.addr().port(), s.name())
+        );
+        assert_eq!(gpu["simulated"], true);
+        assert_eq!(health(&f, i).0, "healthy", "{f}");
+    }
+
+    // An XID error on one GPU reaches the gateway through the agent.
+    let r = client()
+        .post(format!("{}/sim/faults", a.url()))
+        .json(&json!({"xid": 48}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let f = until(&gw, "the XID error through the agent", |f| {
+        health(f, 0) == ("drained".into(), "gpu_error".into())
+    })
+    .await;
+    assert_eq!(f["backends"][0]["gpus"][0]["last_xid"], 48);
+    assert_eq!(health(&f, 1).0, "healthy", "{f}");
+
+    // The agent dies: after the stale period both GPUs are drained, and
+    // work overflows to the external provider.
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    let f = until(&gw, "stale telemetry after the agent died", |f| {
+        health(f, 1) == ("drained".into(), "stale_telemetry".into())
+    })
+    .await;
+    assert_eq!(health(&f, 0).0, "drained", "{f}");
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "llama", "max_tokens": 2,
+                      "messages": [{"role": "user", "content": "while the agent is away"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-placement"], "external:ext");
+    assert_eq!(r.headers()["x-switchyard-placement-reason"], "overflow");
+
+    // The agent comes back on the same address: the gateway reconnects, the
+    // healthy GPU takes work again, the one with the XID error stays drained
+    // for its hold period.
+    let _node = agent(&agent_addr.to_string(), &[&a, &b]);
+    let f = until(&gw, "recovery after the agent returned", |f| {
+        health(f, 1).0 == "healthy"
+    })
+    .await;
+    assert_eq!(health(&f, 0), ("drained".into(), "gpu_error".into()), "{f}");
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "llama", "max_tokens": 2,
+                      "messages": [{"role": "user", "content": "the agent is back"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-placement"], "local:sim-b/h100");
+
+    let logs = gw.drain_logs().join("\n");
+    assert!(logs.contains("node agent connected"), "{logs}");
+    assert!(logs.contains("node agent lost"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_generated_grpc_client_streams_samples_from_the_agent() {
+    let a = sim("sim-c", 3).await;
+    let node = agent("127.0.0.1:0", &[&a]);
+    let mut client = TelemetryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let mut stream = client.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut last = 0;
+    for _ in 0..3 {
+        let s = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a sample every 100 ms")
+            .unwrap()
+            .expect("the stream stays open");
+        assert_eq!((s.node.as_str(), s.source.as_str()), ("node-a", "sim"));
+        assert!(s.sequence > last, "sequence {} after {last}", s.sequence);
+        last = s.sequence;
+        assert!(s.error.is_empty(), "{}", s.error);
+        assert_eq!(s.gpus.len(), 1);
+        assert_eq!(s.gpus[0].index, 3);
+        assert!(s.gpus[0].simulated);
+        assert!(s.gpus[0].memory_total_bytes > 0);
+    }
+    // An engine that stops answering is named in `error`; the stream goes on.
+    drop(a);
+    let s = loop {
+        let s = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if !s.error.is_empty() {
+            break s;
+        }
+    };
+    assert!(s.gpus.is_empty());
+    assert!(s.error.contains("/sim/telemetry"), "{}", s.error);
+}
+
+#[tokio::test]
+async fn nvml_absent_fails_clearly_or_auto_serves_no_gpus() {
+    // `auto` starts anywhere; `nvml` starts only where the driver loads.
+    let node = Gateway::spawn(
+        &[
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--telemetry",
+            "auto",
+            "--interval-ms",
+            "100",
+        ],
+        &[],
+        tempfile::tempdir().unwrap(),
+    );
+    let mut client = TelemetryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let mut stream = client.watch(WatchRequest {}).await.unwrap().into_inner();
+    let s = stream.message().await.unwrap().unwrap();
+    let nvml = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["agent", "--listen", "127.0.0.1:0", "--telemetry", "nvml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    match s.source.as_str() {
+        "none" => {
+            assert!(s.gpus.is_empty());
+            let logs = node.startup.join("\n");
+            assert!(logs.contains("NVML unavailable"), "{logs}");
+            let out = nvml.wait_with_output().unwrap();
+            assert!(
+                !out.status.success(),
+                "--telemetry nvml started without NVML"
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("NVML") && err.contains("--telemetry auto"),
+                "{err}"
+            );
+        }
+        "nvml" => {
+            // A machine with a driver: both serve its GPUs.
+            eprintln!("NVML present: {} GPU(s) through the agent", s.gpus.len());
+            let mut nvml = nvml;
+            std::thread::sleep(Duration::from_secs(1));
+            assert!(
+                nvml.try_wait().unwrap().is_none(),
+                "--telemetry nvml exited with NVML present"
+            );
+            nvml.kill().unwrap();
+        }
+        other => panic!("unexpected source {other}"),
+    }
+}
