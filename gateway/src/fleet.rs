@@ -497,7 +497,8 @@ impl Fleet {
                 return Err(format!("{}", r.status()));
             }
             let text = r.text().await.map_err(|e| e.to_string())?;
-            EngineLoad::parse(&text).ok_or_else(|| "no vLLM, SGLang or TGI metrics".to_owned())
+            // It answered: alive, whether or not its metrics make sense.
+            Ok(EngineLoad::parse(&text))
         };
         let sim = async {
             let Some(url) = &b.telemetry_url else {
@@ -536,6 +537,17 @@ impl Fleet {
             }
             Some(_) => Ok(None),
             None => sim,
+        };
+        let metrics = match metrics {
+            Ok(Some(load)) => Ok(load),
+            Ok(None) => {
+                // Alive but unreadable (not an engine we know, or a renamed
+                // metric): placement goes on from the gateway's own ledger.
+                o.engine_at = Some(now);
+                o.engine = None;
+                Err("alive, but no vLLM, SGLang or TGI metrics at this URL".to_owned())
+            }
+            Err(e) => Err(e),
         };
         match metrics {
             Ok(load) => {

@@ -187,7 +187,7 @@ async fn gpus_seen_through_an_agent_drain_when_it_goes_and_recover_when_it_retur
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-switchyard-placement"], "local:sim-b/h100");
 
-    let logs = gw.drain_logs().join("\n");
+    let logs = [gw.startup.clone(), gw.drain_logs()].concat().join("\n");
     assert!(logs.contains("node agent connected"), "{logs}");
     assert!(logs.contains("node agent lost"), "{logs}");
 }

@@ -264,3 +264,32 @@ async fn an_unreachable_engine_is_drained_and_work_overflows() {
         ("external:ext", "overflow")
     );
 }
+
+#[tokio::test]
+async fn an_engine_with_unreadable_metrics_stays_in_service_on_the_ledger() {
+    // Its `/metrics` answers, but with nothing an engine would say (here the
+    // fake's JSON model list): the engine is alive, so it keeps its work;
+    // its load is unknown and the fleet view says why.
+    let a = sim("sim-h100-7", "h100").await;
+    let ext = fake().await;
+    let cfg = config(&[(&a, "h100", 4)], &ext, "").replace(
+        "telemetry = \"sim\" }",
+        &format!("telemetry = \"sim\", metrics_url = \"{}/v1/models\" }}", ext.url()),
+    );
+    let gw = Gateway::start(&cfg, &[KEY]);
+    tokio::time::sleep(Duration::from_millis(800)).await; // twice the stale period
+    let f = fleet(&gw).await;
+    assert_eq!(f["backends"][0]["health"], "healthy", "{f}");
+    assert!(f["backends"][0]["engine"].is_null(), "{f}");
+    assert!(
+        f["backends"][0]["engine_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no vLLM, SGLang or TGI metrics")),
+        "{f}"
+    );
+    let (status, placement, _, _) = send(&gw, &body(50, "z", false, 2)).await;
+    assert_eq!(status, 200);
+    assert_eq!(placement, "local:sim-h100-7/h100");
+    let logs = [gw.startup.clone(), gw.drain_logs()].concat().join("\n");
+    assert!(logs.contains("engine metrics unavailable"), "{logs}");
+}
