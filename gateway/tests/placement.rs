@@ -274,7 +274,10 @@ async fn an_engine_with_unreadable_metrics_stays_in_service_on_the_ledger() {
     let ext = fake().await;
     let cfg = config(&[(&a, "h100", 4)], &ext, "").replace(
         "telemetry = \"sim\" }",
-        &format!("telemetry = \"sim\", metrics_url = \"{}/v1/models\" }}", ext.url()),
+        &format!(
+            "telemetry = \"sim\", metrics_url = \"{}/v1/models\" }}",
+            ext.url()
+        ),
     );
     let gw = Gateway::start(&cfg, &[KEY]);
     tokio::time::sleep(Duration::from_millis(800)).await; // twice the stale period
