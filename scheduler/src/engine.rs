@@ -24,6 +24,14 @@
 //! cached while any request holds it, a request reserves KV only for what
 //! it does not share, and blocks no request holds stay cached, least
 //! recently used first out, in whatever capacity running requests leave.
+//!
+//! With a host-memory tier (`host_kv_tokens`, as LMCache or SGLang's
+//! HiCache add to vLLM and SGLang), a block evicted from the GPU is kept in
+//! host memory, least recently used first out. A request whose leading
+//! blocks continue there loads them back instead of prefilling them: they
+//! count as cached tokens, take GPU KV space like computed ones, and add
+//! their copy time ([`GpuProfile::host_load_tokens_per_s`]) to the step
+//! that admits the request (not overlapped with compute: conservative).
 
 use std::collections::VecDeque;
 
@@ -52,6 +60,8 @@ pub struct EngineConfig {
     pub max_step_tokens: u64,
     /// Reuse cached prompt blocks.
     pub prefix_cache: bool,
+    /// Tokens of KV the host-memory tier holds (0: none).
+    pub host_kv_tokens: u64,
 }
 
 impl EngineConfig {
@@ -63,6 +73,7 @@ impl EngineConfig {
             max_running: 256,
             max_step_tokens: 8192,
             prefix_cache: true,
+            host_kv_tokens: 0,
         }
     }
 }
@@ -116,6 +127,8 @@ pub struct Step {
     pub finished: Vec<u64>,
     pub prefill_tokens: u64,
     pub decode_tokens: u64,
+    /// Prompt tokens copied back from the host-memory tier.
+    pub host_loaded_tokens: u64,
 }
 
 /// Counters and gauges, as vLLM's `/metrics` reports them.
@@ -130,6 +143,8 @@ pub struct EngineMetrics {
     /// Prompt tokens looked up in / found in the prefix cache.
     pub prefix_queries_total: u64,
     pub prefix_hits_total: u64,
+    /// Of those hits, tokens loaded from the host-memory tier.
+    pub host_hits_total: u64,
     pub requests_finished_total: u64,
     /// Seconds spent in steps.
     pub busy_seconds_total: f64,
@@ -146,6 +161,10 @@ pub struct Engine {
     held: std::collections::HashMap<u64, u32>,
     /// Cached blocks no request holds, least recently used first out.
     prefix: LruCache<u64, ()>,
+    /// Blocks evicted to host memory, least recently used first out.
+    host: LruCache<u64, ()>,
+    /// Tokens to load from host memory in the next step.
+    host_loading: u64,
     metrics: EngineMetrics,
 }
 
@@ -158,6 +177,8 @@ impl Engine {
             kv_reserved: 0,
             held: std::collections::HashMap::new(),
             prefix: LruCache::unbounded(),
+            host: LruCache::unbounded(),
+            host_loading: 0,
             metrics: EngineMetrics::default(),
         }
     }
@@ -212,6 +233,19 @@ impl Engine {
             .count()
     }
 
+    /// Of `blocks` after the first `from`, how many lead in the host tier.
+    pub fn host_blocks(&self, blocks: &[u64], from: usize) -> usize {
+        if !self.config.prefix_cache {
+            return 0;
+        }
+        blocks
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|b| self.host.contains(b))
+            .count()
+    }
+
     /// Runs one step; `None` when there is nothing to do. The caller owns
     /// the clock: the step's events happen `duration` after it starts.
     pub fn step(&mut self) -> Option<Step> {
@@ -249,10 +283,12 @@ impl Engine {
                 completed_prefill.push(i);
             }
         }
+        step.host_loaded_tokens = std::mem::take(&mut self.host_loading);
         step.duration = self
             .config
             .profile
-            .step_seconds(step.prefill_tokens, kv_read);
+            .step_seconds(step.prefill_tokens, kv_read)
+            + step.host_loaded_tokens as f64 / self.config.profile.host_load_tokens_per_s;
         // Tokens come at the end of the step.
         for s in &mut self.running {
             if s.prefilled < s.request.prompt_tokens {
@@ -273,6 +309,7 @@ impl Engine {
                 let s = &mut self.running[i];
                 for &b in &s.request.blocks[s.pinned.len()..] {
                     self.prefix.pop(&b);
+                    self.host.pop(&b);
                     *self.held.entry(b).or_insert(0) += 1;
                     s.pinned.push(b);
                 }
@@ -310,28 +347,36 @@ impl Engine {
             let Some(front) = self.waiting.front() else {
                 break;
             };
-            // Shared blocks are not stored twice.
+            // Shared blocks are not stored twice; blocks loaded from host
+            // memory take GPU space like computed ones.
+            let prompt = front.request.prompt_tokens;
             let blocks = self.cached_blocks(&front.request.blocks);
-            let cached = cached_prompt_tokens(blocks, front.request.prompt_tokens);
-            let reserve = front.reserved - u64::from(cached);
+            let on_gpu = cached_prompt_tokens(blocks, prompt);
+            let loaded = self.host_blocks(&front.request.blocks, blocks);
+            let cached = cached_prompt_tokens(blocks + loaded, prompt);
+            let reserve = front.reserved - u64::from(on_gpu);
             if self.kv_reserved + reserve > capacity {
                 break;
             }
             let Some(mut s) = self.waiting.pop_front() else {
                 break;
             };
-            for &b in &s.request.blocks[..blocks] {
+            for &b in &s.request.blocks[..blocks + loaded] {
                 self.prefix.pop(&b);
+                self.host.pop(&b);
                 *self.held.entry(b).or_insert(0) += 1;
                 s.pinned.push(b);
             }
+            let from_host = u64::from(cached - on_gpu);
+            self.host_loading += from_host;
             s.prefilled = cached;
             s.cached = cached;
             s.reserved = reserve;
             self.kv_reserved += s.reserved;
-            self.metrics.prompt_tokens_total += u64::from(s.request.prompt_tokens);
-            self.metrics.prefix_queries_total += u64::from(s.request.prompt_tokens);
+            self.metrics.prompt_tokens_total += u64::from(prompt);
+            self.metrics.prefix_queries_total += u64::from(prompt);
             self.metrics.prefix_hits_total += u64::from(cached);
+            self.metrics.host_hits_total += from_host;
             self.running.push(s);
         }
     }
@@ -345,8 +390,16 @@ impl Engine {
             .kv_capacity_tokens
             .saturating_sub(self.kv_reserved);
         let most = (free / u64::from(BLOCK_TOKENS)) as usize;
+        let host_most = (self.config.host_kv_tokens / u64::from(BLOCK_TOKENS)) as usize;
         while self.prefix.len() > most {
-            self.prefix.pop_lru();
+            if let Some((b, ())) = self.prefix.pop_lru()
+                && host_most > 0
+            {
+                self.host.put(b, ());
+            }
+        }
+        while self.host.len() > host_most {
+            self.host.pop_lru();
         }
     }
 }

@@ -84,6 +84,15 @@ impl BackendLedger {
         }
     }
 
+    /// The engine keeps evicted KV blocks in a host-memory tier of `tokens`:
+    /// the blocks sent here are remembered that much longer. (A block
+    /// loaded back from host memory is counted as free, like one on the
+    /// GPU: its copy takes about a tenth of recomputing it.)
+    pub fn with_host_kv_tokens(mut self, tokens: u64) -> Self {
+        self.prefix_capacity += (tokens / u64::from(BLOCK_TOKENS)) as usize;
+        self
+    }
+
     /// Leading `blocks` this backend is believed to hold.
     pub fn cached_blocks(&self, blocks: &[u64]) -> usize {
         blocks

@@ -13,19 +13,24 @@
 //!   plus each running sequence's KV cache (131 KB per token: 32 layers ×
 //!   8 KV heads × 128 × K and V × 2 bytes), at 70% of peak bandwidth.
 //! - **KV capacity**: 90% of memory less the weights, over 131 KB per token.
+//! - **Host KV load** (an engine with a host-memory KV tier, as LMCache or
+//!   SGLang's HiCache give): cached blocks copied back over PCIe at 70% of
+//!   its x16 bandwidth (Gen5 64 GB/s on the H100, Gen4 32 GB/s on the
+//!   others), over 131 KB per token.
 //!
-//! | profile | BF16 peak | bandwidth | prefill tok/s | step base | per KV token | KV tokens |
-//! |---|---|---|---|---|---|---|
-//! | `h100` (SXM 80 GB) | 989 TFLOP/s | 3.35 TB/s | 30,900 | 6.8 ms | 56 ns | 427,000 |
-//! | `a100` (SXM 80 GB) | 312 TFLOP/s | 2.04 TB/s | 9,750 | 11.2 ms | 92 ns | 427,000 |
-//! | `l4` (24 GB) | 121 TFLOP/s | 0.30 TB/s | 3,780 | 76 ms | 624 ns | 42,700 |
+//! | profile | BF16 peak | bandwidth | prefill tok/s | step base | per KV token | KV tokens | host load tok/s |
+//! |---|---|---|---|---|---|---|---|
+//! | `h100` (SXM 80 GB) | 989 TFLOP/s | 3.35 TB/s | 30,900 | 6.8 ms | 56 ns | 427,000 | 342,000 |
+//! | `a100` (SXM 80 GB) | 312 TFLOP/s | 2.04 TB/s | 9,750 | 11.2 ms | 92 ns | 427,000 | 171,000 |
+//! | `l4` (24 GB) | 121 TFLOP/s | 0.30 TB/s | 3,780 | 76 ms | 624 ns | 42,700 | 171,000 |
 
 use serde::Serialize;
 
 /// Parameters of one 8B-class model.
 const PARAMS: f64 = 8.0e9;
 const WEIGHT_BYTES: f64 = 16.0e9;
-const KV_BYTES_PER_TOKEN: f64 = 131_072.0;
+/// Bytes of KV cache per token (BF16).
+pub const KV_BYTES_PER_TOKEN: f64 = 131_072.0;
 const MFU: f64 = 0.5;
 const BANDWIDTH_EFFICIENCY: f64 = 0.7;
 
@@ -45,6 +50,8 @@ pub struct GpuProfile {
     pub per_kv_token_s: f64,
     /// Tokens of KV cache the GPU holds.
     pub kv_capacity_tokens: u64,
+    /// Tokens of cached KV a second copied from host memory (PCIe).
+    pub host_load_tokens_per_s: f64,
     /// Board power limit, watts (for simulated telemetry).
     pub power_limit_w: f64,
     /// Idle power, watts.
@@ -58,6 +65,7 @@ impl GpuProfile {
         memory_gb: f64,
         peak_flops: f64,
         bandwidth: f64,
+        pcie: f64,
         power: (f64, f64),
     ) -> Self {
         let memory = memory_gb * 1e9;
@@ -71,6 +79,7 @@ impl GpuProfile {
             per_kv_token_s: KV_BYTES_PER_TOKEN / effective_bw,
             kv_capacity_tokens: ((memory * 0.9 - WEIGHT_BYTES) / KV_BYTES_PER_TOKEN).max(0.0)
                 as u64,
+            host_load_tokens_per_s: pcie * BANDWIDTH_EFFICIENCY / KV_BYTES_PER_TOKEN,
             power_limit_w: power.0,
             idle_power_w: power.1,
         }
@@ -85,6 +94,7 @@ impl GpuProfile {
                 80.0,
                 989e12,
                 3.35e12,
+                64e9,
                 (700.0, 70.0),
             )),
             "a100" => Some(Self::from_datasheet(
@@ -93,6 +103,7 @@ impl GpuProfile {
                 80.0,
                 312e12,
                 2.039e12,
+                32e9,
                 (400.0, 55.0),
             )),
             "l4" => Some(Self::from_datasheet(
@@ -101,6 +112,7 @@ impl GpuProfile {
                 24.0,
                 121e12,
                 0.3e12,
+                32e9,
                 (72.0, 16.0),
             )),
             _ => None,
@@ -132,6 +144,7 @@ mod tests {
         assert!((h100.step_base_s - 0.006_82).abs() < 1e-4);
         assert!((h100.per_kv_token_s - 56e-9).abs() < 1e-9);
         assert_eq!(h100.kv_capacity_tokens / 1000, 427);
+        assert_eq!((h100.host_load_tokens_per_s / 1000.0).round(), 342.0);
         let a100 = GpuProfile::named("a100").unwrap();
         assert_eq!(a100.prefill_tokens_per_s.round(), 9_750.0);
         assert!((a100.step_base_s - 0.011_2).abs() < 1e-4);
@@ -139,6 +152,7 @@ mod tests {
         assert_eq!(l4.prefill_tokens_per_s.round(), 3_781.0);
         assert!((l4.step_base_s - 0.076).abs() < 1e-3);
         assert_eq!(l4.kv_capacity_tokens / 100, 427);
+        assert_eq!((l4.host_load_tokens_per_s / 1000.0).round(), 171.0);
         assert!(GpuProfile::named("v100").is_none());
         for name in GpuProfile::NAMES {
             assert_eq!(GpuProfile::named(name).unwrap().name, name);

@@ -146,6 +146,17 @@ pub struct GpuGroup {
     pub permits: u32,
     #[serde(default = "yes")]
     pub prefix_cache: bool,
+    /// GB of host memory per engine for evicted KV blocks (0: none).
+    #[serde(default)]
+    pub host_kv_gb: f64,
+}
+
+/// Tokens of KV that `gb` of host memory holds.
+fn host_kv_tokens(gb: f64) -> Result<u64, String> {
+    if !(gb.is_finite() && gb >= 0.0) {
+        return Err(format!("host_kv_gb: must be 0 or more, not {gb}"));
+    }
+    Ok((gb * 1e9 / crate::profile::KV_BYTES_PER_TOKEN) as u64)
 }
 
 fn one() -> usize {
@@ -356,6 +367,8 @@ impl<'f> Simulation<'f> {
                 let mut config = EngineConfig::new(profile.clone());
                 config.prefix_cache = g.prefix_cache;
                 config.max_running = g.permits as usize;
+                let host = host_kv_tokens(g.host_kv_gb)?;
+                config.host_kv_tokens = host;
                 locals.push(Local {
                     engine: Engine::new(config),
                     ledger: BackendLedger::new(
@@ -364,7 +377,8 @@ impl<'f> Simulation<'f> {
                         profile.clone(),
                         g.permits,
                         g.gpu_hour_usd,
-                    ),
+                    )
+                    .with_host_kv_tokens(host),
                     step: None,
                 });
             }

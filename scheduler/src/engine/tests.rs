@@ -169,3 +169,49 @@ fn throughput_grows_with_the_batch_until_the_kv_read_dominates() {
     assert!(one > 100.0 && one < 160.0, "{one}");
     assert!(many > 40.0 * one, "{many} vs {one}");
 }
+
+#[test]
+fn blocks_evicted_to_host_memory_are_loaded_back_faster_than_recomputed() {
+    // An L4 holds 83 blocks; each request below takes 40 (20,480 tokens).
+    let profile = GpuProfile::named("l4").unwrap();
+    let run_three = |host_kv_tokens: u64| {
+        let mut config = EngineConfig::new(profile.clone());
+        config.host_kv_tokens = host_kv_tokens;
+        let mut e = Engine::new(config);
+        let blocks = |base: u64| (base..base + 40).collect::<Vec<_>>();
+        // A, then B, C and D push A's blocks off the GPU.
+        for (id, base) in [(1, 0), (2, 100), (3, 200), (5, 300)] {
+            e.submit(request(id, 40 * 512, 1, blocks(base))).unwrap();
+            run(&mut e);
+        }
+        // A again.
+        e.submit(request(4, 40 * 512 + 10, 1, blocks(0))).unwrap();
+        let mut time = 0.0;
+        let mut loaded = 0;
+        let mut cached = 0;
+        while let Some(step) = e.step() {
+            time += step.duration;
+            loaded += step.host_loaded_tokens;
+            if let Some(&(_, c)) = step.first_tokens.first() {
+                cached = c;
+            }
+        }
+        (time, loaded, cached, e.metrics())
+    };
+    let (cold, loaded, cached, m) = run_three(0);
+    assert_eq!(
+        (loaded, cached, m.host_hits_total),
+        (0, 0, 0),
+        "no host tier"
+    );
+    let (warm, loaded, cached, m) = run_three(100 * 512);
+    assert_eq!(loaded, 40 * 512, "A's blocks come back from host memory");
+    assert_eq!(cached, 40 * 512);
+    assert_eq!(m.host_hits_total, 40 * 512);
+    let copy = 40.0 * 512.0 / profile.host_load_tokens_per_s;
+    assert!(warm < cold / 5.0, "load {warm} s vs recompute {cold} s");
+    assert!(warm >= copy, "the copy takes time: {warm} < {copy}");
+    // A host tier too small for A keeps none of it.
+    let (_, loaded, _, _) = run_three(10 * 512);
+    assert_eq!(loaded, 0);
+}
