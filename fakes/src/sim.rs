@@ -67,6 +67,8 @@ pub struct SimConfig {
     pub default_output_tokens: u32,
     /// Its GPU's index in telemetry.
     pub gpu_index: u32,
+    /// Tokens of evicted KV its host-memory tier keeps (0: none).
+    pub host_kv_tokens: u64,
 }
 
 /// A token event for one request.
@@ -125,7 +127,10 @@ impl SimEngine {
         let uuid = format!("GPU-SIMULATED-{}-{}", addr.port(), config.name);
         let sim = Arc::new(Sim {
             inner: Mutex::new(Inner {
-                engine: Engine::new(EngineConfig::new(config.profile.clone())),
+                engine: Engine::new(EngineConfig {
+                    host_kv_tokens: config.host_kv_tokens,
+                    ..EngineConfig::new(config.profile.clone())
+                }),
                 streams: HashMap::new(),
                 next_id: 1,
                 busy: VecDeque::new(),

@@ -89,6 +89,10 @@ pub enum Command {
         /// Tokens generated when a request sets no `max_tokens`.
         #[arg(long, default_value_t = 128)]
         default_output_tokens: u32,
+        /// GB of host memory per engine for evicted KV blocks (as LMCache
+        /// or SGLang's HiCache keep); 0: none.
+        #[arg(long, default_value_t = 0.0)]
+        host_kv_gb: f64,
     },
     /// Run a node agent: serve this machine's GPU telemetry (NVML) over
     /// gRPC to the gateways whose backends say `telemetry = "agent"` (see
@@ -289,9 +293,22 @@ async fn run(command: Command) -> ExitCode {
             listen,
             speed,
             default_output_tokens,
+            host_kv_gb,
         } => {
             let _log_guard = crate::logging::init(&LoggingConfig::default());
-            match start_sim(&engines, listen, speed, default_output_tokens).await {
+            let host_kv_tokens = match switchyard_scheduler::profile::kv_tokens_in_gb(host_kv_gb) {
+                Ok(t) => t,
+                Err(e) => return fail(&format!("--host-kv-gb: {e}")),
+            };
+            match start_sim(
+                &engines,
+                listen,
+                speed,
+                default_output_tokens,
+                host_kv_tokens,
+            )
+            .await
+            {
                 Ok(running) => {
                     tokio::select! {
                         _ = futures_util::future::join_all(running.into_iter().map(|e| e.wait())) => {}
@@ -382,6 +399,7 @@ async fn start_sim(
     listen: SocketAddr,
     speed: f64,
     default_output_tokens: u32,
+    host_kv_tokens: u64,
 ) -> Result<Vec<switchyard_fakes::sim::SimEngine>, String> {
     use switchyard_fakes::sim::{SimConfig, SimEngine};
     use switchyard_scheduler::profile::GpuProfile;
@@ -421,6 +439,7 @@ async fn start_sim(
             speed,
             default_output_tokens,
             gpu_index: i as u32,
+            host_kv_tokens,
         };
         let engine = SimEngine::start(addr, config)
             .await

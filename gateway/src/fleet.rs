@@ -674,7 +674,10 @@ fn local_backend(
     let profile = GpuProfile::named(&l.gpu)
         .ok_or_else(|| ConfigError(format!("providers.{name}.local.gpu: unknown `{}`", l.gpu)))?;
     let root = server_root(base_url);
-    let ledger = BackendLedger::new(name, Vec::new(), profile.clone(), l.permits, l.gpu_hour_usd);
+    let host_kv = switchyard_scheduler::profile::kv_tokens_in_gb(l.host_kv_gb)
+        .map_err(|e| ConfigError(format!("providers.{name}.local.host_kv_gb: {e}")))?;
+    let ledger = BackendLedger::new(name, Vec::new(), profile.clone(), l.permits, l.gpu_hour_usd)
+        .with_host_kv_tokens(host_kv);
     Ok(LocalBackend {
         name: name.to_owned(),
         profile,

@@ -33,6 +33,7 @@ async fn sim(name: &str, gpu_index: u32) -> SimEngine {
             speed: 1.0,
             default_output_tokens: 8,
             gpu_index,
+            host_kv_tokens: 0,
         },
     )
     .await

@@ -25,6 +25,7 @@ async fn sim(name: &str, gpu: &str) -> SimEngine {
             speed: 1.0,
             default_output_tokens: 16,
             gpu_index: 0,
+            host_kv_tokens: 0,
         },
     )
     .await

@@ -34,6 +34,14 @@ pub const KV_BYTES_PER_TOKEN: f64 = 131_072.0;
 const MFU: f64 = 0.5;
 const BANDWIDTH_EFFICIENCY: f64 = 0.7;
 
+/// Tokens of KV that `gb` gigabytes hold (a host-memory KV tier's size).
+pub fn kv_tokens_in_gb(gb: f64) -> Result<u64, String> {
+    if !(gb.is_finite() && gb >= 0.0) {
+        return Err(format!("must be 0 or more GB, not {gb}"));
+    }
+    Ok((gb * 1e9 / KV_BYTES_PER_TOKEN) as u64)
+}
+
 /// How a simulated GPU runs the simulated model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GpuProfile {

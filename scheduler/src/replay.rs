@@ -151,14 +151,6 @@ pub struct GpuGroup {
     pub host_kv_gb: f64,
 }
 
-/// Tokens of KV that `gb` of host memory holds.
-fn host_kv_tokens(gb: f64) -> Result<u64, String> {
-    if !(gb.is_finite() && gb >= 0.0) {
-        return Err(format!("host_kv_gb: must be 0 or more, not {gb}"));
-    }
-    Ok((gb * 1e9 / crate::profile::KV_BYTES_PER_TOKEN) as u64)
-}
-
 fn one() -> usize {
     1
 }
@@ -367,7 +359,8 @@ impl<'f> Simulation<'f> {
                 let mut config = EngineConfig::new(profile.clone());
                 config.prefix_cache = g.prefix_cache;
                 config.max_running = g.permits as usize;
-                let host = host_kv_tokens(g.host_kv_gb)?;
+                let host = crate::profile::kv_tokens_in_gb(g.host_kv_gb)
+                    .map_err(|e| format!("host_kv_gb: {e}"))?;
                 config.host_kv_tokens = host;
                 locals.push(Local {
                     engine: Engine::new(config),

@@ -125,10 +125,19 @@ pub struct LocalBackendConfig {
     /// (`telemetry = "agent"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// GB of host memory the engine keeps evicted KV blocks in (LMCache,
+    /// SGLang's HiCache); the ledger remembers prefixes sent here that much
+    /// longer. 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub host_kv_gb: f64,
     /// The engine's Prometheus endpoint (vLLM, SGLang or TGI names);
     /// default: `base_url` without `/v1`, plus `/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn default_permits() -> u32 {

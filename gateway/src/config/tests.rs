@@ -114,6 +114,10 @@ fn a_local_backend_names_its_telemetry_source() {
         ),
         ("telemetry = \"nvml\"", "providers.openai.local.gpus"),
         (
+            "host_kv_gb = -1.0",
+            "providers.openai.local.host_kv_gb: must be 0 or more",
+        ),
+        (
             "telemetry = \"sim\", agent = \"http://10.0.0.1:9950\"",
             "providers.openai.local.agent: only used",
         ),

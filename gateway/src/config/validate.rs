@@ -228,6 +228,9 @@ fn validate_local(name: &str, l: &super::LocalBackendConfig) -> Result<(), Confi
             "{at}.gpu_hour_usd: must be a price of 0 or more"
         )));
     }
+    if let Err(e) = switchyard_scheduler::profile::kv_tokens_in_gb(l.host_kv_gb) {
+        return Err(ConfigError(format!("{at}.host_kv_gb: {e}")));
+    }
     if l.permits == 0 {
         return Err(ConfigError(format!("{at}.permits: must be at least 1")));
     }
