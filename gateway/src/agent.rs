@@ -307,6 +307,8 @@ pub fn subscribe(url: String, stale_after: Duration) -> watch::Receiver<Feed> {
         let mut sequence = 0;
         let mut backoff = BACKOFF_MIN;
         let mut connected = false;
+        // Said once per outage (at start too); retries are logged at debug.
+        let mut said = false;
         loop {
             let lost = follow(&url, stale_after, &tx, &mut sequence, &mut connected).await;
             if tx.is_closed() {
@@ -315,7 +317,11 @@ pub fn subscribe(url: String, stale_after: Duration) -> watch::Receiver<Feed> {
             if connected {
                 tracing::warn!(agent = %url, error = %lost, "node agent lost; reconnecting");
                 connected = false;
+                said = true;
                 backoff = BACKOFF_MIN;
+            } else if !said {
+                tracing::warn!(agent = %url, error = %lost, "node agent unreachable; retrying");
+                said = true;
             } else {
                 tracing::debug!(agent = %url, error = %lost, "node agent unreachable");
             }
