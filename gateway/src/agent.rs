@@ -13,8 +13,10 @@
 //! failed connect, a closed stream or silence longer than the staleness
 //! period; while it is down it publishes the error, so the fleet's poller
 //! stops refreshing those GPUs and drains them once their last sample is
-//! older than `stale_after_ms` (reason `stale_telemetry`). The first sample
-//! after a reconnect makes them healthy again.
+//! older than `stale_after_ms` (reason `stale_telemetry`). The first new
+//! sample after a reconnect makes them healthy again; a sample the agent
+//! repeats (its latest, sent to every new subscriber) counts once, so an
+//! agent whose sampler hangs goes stale however often it is reconnected to.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -67,8 +69,8 @@ pub struct AgentConfig {
     pub interval: Duration,
 }
 
-/// A running agent: its gRPC address, until dropped or [`RunningAgent::wait`]
-/// ends.
+/// A running agent: its gRPC address. Dropping it stops the server (and
+/// with it the sampler).
 #[derive(Debug)]
 pub struct RunningAgent {
     pub addr: SocketAddr,
@@ -78,11 +80,17 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     /// Until the server fails.
-    pub async fn wait(self) -> Result<(), String> {
-        match self.task.await {
+    pub async fn wait(mut self) -> Result<(), String> {
+        match (&mut self.task).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -242,7 +250,11 @@ impl TelemetryService for Agent {
         _request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         // The latest sample at once (once there is one), then each new one;
-        // the stream ends when the sampler stops.
+        // the stream ends when the sampler stops, and a sampler that has
+        // stopped serves nothing (its last sample is not news).
+        if self.latest.has_changed().is_err() {
+            return Err(Status::unavailable("the agent's GPU sampler has stopped"));
+        }
         let start = (self.latest.clone(), true);
         let stream = futures_util::stream::unfold(start, |(mut rx, first)| async move {
             let ok = if first {
@@ -305,12 +317,23 @@ pub fn subscribe(url: String, stale_after: Duration) -> watch::Receiver<Feed> {
     let (tx, rx) = watch::channel(Feed::waiting(&format!("agent {url}")));
     tokio::spawn(async move {
         let mut sequence = 0;
+        // The last sample taken, by the agent's own (sequence, clock): what
+        // an agent repeats on reconnecting is not news.
+        let mut last = None;
         let mut backoff = BACKOFF_MIN;
         let mut connected = false;
         // Said once per outage (at start too); retries are logged at debug.
         let mut said = false;
         loop {
-            let lost = follow(&url, stale_after, &tx, &mut sequence, &mut connected).await;
+            let lost = follow(
+                &url,
+                stale_after,
+                &tx,
+                &mut sequence,
+                &mut last,
+                &mut connected,
+            )
+            .await;
             if tx.is_closed() {
                 return;
             }
@@ -346,6 +369,7 @@ async fn follow(
     stale_after: Duration,
     tx: &watch::Sender<Feed>,
     sequence: &mut u64,
+    last: &mut Option<(u64, i64)>,
     connected: &mut bool,
 ) -> String {
     use switchyard_proto::v1::telemetry_service_client::TelemetryServiceClient;
@@ -353,16 +377,24 @@ async fn follow(
         Ok(e) => e.connect_timeout(stale_after),
         Err(e) => return format!("invalid address: {e}"),
     };
-    let channel = match endpoint.connect().await {
-        Ok(c) => c,
-        Err(e) => return format!("connect: {e}"),
-    };
-    let mut stream = match TelemetryServiceClient::new(channel)
-        .watch(pb::WatchRequest {})
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(status) => return format!("watch: {}", status.message()),
+    // Connecting and opening the stream, bounded: an agent that accepts
+    // connections but never answers is as good as gone.
+    let opened = tokio::time::timeout(stale_after, async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        TelemetryServiceClient::new(channel)
+            .watch(pb::WatchRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| format!("watch: {}", status.message()))
+    })
+    .await;
+    let mut stream = match opened {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return e,
+        Err(_) => return format!("no answer within {} ms", stale_after.as_millis()),
     };
     loop {
         let message = match tokio::time::timeout(stale_after, stream.message()).await {
@@ -371,6 +403,11 @@ async fn follow(
             Ok(Err(status)) => return format!("stream: {}", status.message()),
             Err(_) => return format!("no sample for {} ms", stale_after.as_millis()),
         };
+        let id = (message.sequence, message.unix_ms);
+        if *last == Some(id) {
+            continue;
+        }
+        *last = Some(id);
         if !*connected {
             tracing::info!(agent = %url, node = %message.node, source = %message.source, gpus = message.gpus.len(), "node agent connected");
             *connected = true;

@@ -610,7 +610,19 @@ impl Fleet {
                 (Health::Drained, Some("no_telemetry"))
             }
         } else {
-            o.gpus.iter().fold((Health::Healthy, None), |acc, s| {
+            // A configured GPU missing from the samples (not enumerated, a
+            // mistyped UUID) is one nothing is known of.
+            let missing = b.gpus.iter().any(|g| {
+                !o.gpus
+                    .iter()
+                    .any(|s| *g == s.uuid || *g == s.index.to_string())
+            });
+            let start = if missing {
+                (Health::Drained, Some("no_telemetry"))
+            } else {
+                (Health::Healthy, None)
+            };
+            o.gpus.iter().fold(start, |acc, s| {
                 let h = o
                     .trackers
                     .get(&s.uuid)

@@ -290,3 +290,63 @@ async fn nvml_absent_fails_clearly_or_auto_serves_no_gpus() {
         other => panic!("unexpected source {other}"),
     }
 }
+
+/// One backend on `sim` whose telemetry comes through the agent at
+/// `agent_addr`, naming `gpus`.
+fn one_backend(s: &SimEngine, agent_addr: std::net::SocketAddr, gpus: &str) -> String {
+    format!(
+        "[scheduler]\ntelemetry_interval_ms = 100\nstale_after_ms = 500\n\
+         [providers.{name}]\ntype = \"openai_compat\"\nbase_url = \"{url}/v1\"\n\
+         local = {{ gpu = \"h100\", gpu_hour_usd = 1.0, permits = 4, telemetry = \"agent\", \
+         agent = \"http://{agent_addr}\", gpus = [{gpus}] }}\n\
+         [[model_groups]]\nname = \"llama\"\n\
+         [[model_groups.deployments]]\nprovider = \"{name}\"\nmodel = \"llama\"\n",
+        name = s.name(),
+        url = s.url()
+    )
+}
+
+#[tokio::test]
+async fn a_silent_agent_goes_stale_and_a_configured_gpu_it_never_reports_is_drained() {
+    let a = sim("sim-d", 0).await;
+    let node = agent("127.0.0.1:0", &[&a]);
+    let gw = Gateway::start(&one_backend(&a, node.addr, "\"0\""), &[]);
+    until(&gw, "healthy through the agent", |f| {
+        health(f, 0).0 == "healthy"
+    })
+    .await;
+    // Stopped, not killed: connections stay open and nothing answers.
+    let pid = node.child.id().to_string();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    until(&gw, "stale while the agent is stopped", |f| {
+        health(f, 0) == ("drained".into(), "stale_telemetry".into())
+    })
+    .await;
+    let cont = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    assert!(cont.success());
+    until(&gw, "healthy once it runs again", |f| {
+        health(f, 0).0 == "healthy"
+    })
+    .await;
+
+    // A backend naming a GPU the node does not report knows nothing of it.
+    let gw = Gateway::start(
+        &one_backend(&a, node.addr, "\"0\", \"GPU-not-on-this-node\""),
+        &[],
+    );
+    let f = until(&gw, "drained for the missing GPU", |f| {
+        f["backends"][0]["gpus"]
+            .as_array()
+            .is_some_and(|g| g.len() == 1)
+            && health(f, 0).0 == "drained"
+    })
+    .await;
+    assert_eq!(health(&f, 0).1, "no_telemetry", "{f}");
+}

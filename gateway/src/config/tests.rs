@@ -129,6 +129,10 @@ fn a_local_backend_names_its_telemetry_source() {
             "telemetry = \"agent\", agent = \"grpc://h:1\", gpus = [\"0\"]",
             "must be an http",
         ),
+        (
+            "telemetry = \"agent\", agent = \"https://h:1\", gpus = [\"0\"]",
+            "must be an http://",
+        ),
     ] {
         let e = local(fields);
         assert!(e.starts_with(says) || e.contains(says), "{fields}: {e}");

@@ -257,10 +257,10 @@ fn validate_local(name: &str, l: &super::LocalBackendConfig) -> Result<(), Confi
             )));
         }
         (Some(url), _) => match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
             Ok(_) => {
                 return Err(ConfigError(format!(
-                    "{at}.agent: `{url}` must be an http:// or https:// address with a host"
+                    "{at}.agent: `{url}` must be an http:// address with a host (agents speak plain gRPC; keep them on a private network)"
                 )));
             }
             Err(e) => {
