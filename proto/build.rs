@@ -1,6 +1,6 @@
 //! Compiles `switchyard/v1/*.proto` with protox (a pure-Rust protobuf
 //! compiler: no `protoc` to install) and generates tonic code from the
-//! descriptor set, which is also kept for gRPC server reflection.
+//! descriptor set.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["switchyard/v1/telemetry.proto"];
@@ -8,11 +8,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["."])?;
-    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out.join("switchyard_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
-    )?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

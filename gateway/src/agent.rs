@@ -122,9 +122,15 @@ pub async fn start(listen: SocketAddr, config: AgentConfig) -> Result<RunningAge
                 }
             };
             let source = telemetry.source();
+            let mut telemetry = telemetry;
             std::thread::Builder::new()
                 .name("agent-sampler".into())
-                .spawn(move || sample_blocking(telemetry, config.node, config.interval, tx))
+                .spawn(move || {
+                    sample_every(telemetry.as_mut(), config.interval, |sequence, result| {
+                        let sample = node_sample(&config.node, source, sequence, result);
+                        tx.send(sample).is_ok()
+                    });
+                })
                 .map_err(|e| format!("cannot start the sampler thread: {e}"))?;
             source
         }
@@ -165,20 +171,41 @@ fn node_sample(
     }
 }
 
-/// NVML calls block: sampled on their own thread until the server is gone.
-fn sample_blocking(
-    mut telemetry: Box<dyn GpuTelemetry>,
-    node: String,
+/// Samples `telemetry` every `interval` (NVML calls block: run it on its own
+/// thread), numbering samples from 1, until `send` says no one listens.
+fn sample_every(
+    telemetry: &mut dyn GpuTelemetry,
     interval: Duration,
-    tx: watch::Sender<pb::NodeSample>,
+    mut send: impl FnMut(u64, Result<Vec<GpuSample>, String>) -> bool,
 ) {
     for sequence in 1.. {
-        let sample = node_sample(&node, telemetry.source(), sequence, telemetry.sample());
-        if tx.send(sample).is_err() {
+        if !send(sequence, telemetry.sample()) {
             return;
         }
         std::thread::sleep(interval);
     }
+}
+
+/// `/sim/telemetry` of a SIMULATED engine: its GPU as NVML would report it.
+pub(crate) async fn sim_gpus(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<Vec<GpuSample>, String> {
+    #[derive(serde::Deserialize)]
+    struct Sim {
+        gpus: Vec<GpuSample>,
+    }
+    let r = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    r.error_for_status()
+        .map_err(|e| format!("{url}: {e}"))?
+        .json::<Sim>()
+        .await
+        .map(|s| s.gpus)
+        .map_err(|e| format!("{url}: {e}"))
 }
 
 /// SIMULATED GPUs: the engines' `/sim/telemetry`, all of them per sample.
@@ -190,35 +217,19 @@ async fn sample_sims(
     interval: Duration,
     tx: watch::Sender<pb::NodeSample>,
 ) {
-    #[derive(serde::Deserialize)]
-    struct Sim {
-        gpus: Vec<GpuSample>,
-    }
     let client = reqwest::Client::builder()
         .timeout(interval.max(Duration::from_millis(500)))
         .build()
         .unwrap_or_default();
+    let urls: Vec<String> = roots
+        .iter()
+        .map(|root| format!("{}/sim/telemetry", root.trim_end_matches('/')))
+        .collect();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for sequence in 1.. {
         tick.tick().await;
-        let polls = roots.iter().map(|root| {
-            let client = &client;
-            async move {
-                let url = format!("{}/sim/telemetry", root.trim_end_matches('/'));
-                let r = client
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|e| format!("{url}: {e}"))?;
-                r.error_for_status()
-                    .map_err(|e| format!("{url}: {e}"))?
-                    .json::<Sim>()
-                    .await
-                    .map(|s| s.gpus)
-                    .map_err(|e| format!("{url}: {e}"))
-            }
-        });
+        let polls = urls.iter().map(|url| sim_gpus(&client, url));
         let mut gpus = Vec::new();
         let mut errors = Vec::new();
         for r in futures_util::future::join_all(polls).await {
@@ -272,43 +283,36 @@ impl TelemetryService for Agent {
     }
 }
 
-fn to_proto(s: GpuSample) -> pb::GpuSample {
-    pb::GpuSample {
-        index: s.index,
-        uuid: s.uuid,
-        name: s.name,
-        utilization_pct: s.utilization_pct,
-        memory_used_bytes: s.memory_used_bytes,
-        memory_total_bytes: s.memory_total_bytes,
-        power_w: s.power_w,
-        power_limit_w: s.power_limit_w,
-        temperature_c: s.temperature_c,
-        throttle: s.throttle,
-        xid_errors: s.xid_errors,
-        last_xid: s.last_xid,
-        ecc_uncorrected: s.ecc_uncorrected,
-        simulated: s.simulated,
-    }
+/// `GpuSample` to and from its protobuf message, field by field (both
+/// literals are exhaustive, so a field added to one side and not the other
+/// does not compile).
+macro_rules! sample_conversions {
+    ($($field:ident),* $(,)?) => {
+        fn to_proto(s: GpuSample) -> pb::GpuSample {
+            pb::GpuSample { $($field: s.$field),* }
+        }
+        fn from_proto(s: pb::GpuSample) -> GpuSample {
+            GpuSample { $($field: s.$field),* }
+        }
+    };
 }
 
-fn from_proto(s: pb::GpuSample) -> GpuSample {
-    GpuSample {
-        index: s.index,
-        uuid: s.uuid,
-        name: s.name,
-        utilization_pct: s.utilization_pct,
-        memory_used_bytes: s.memory_used_bytes,
-        memory_total_bytes: s.memory_total_bytes,
-        power_w: s.power_w,
-        power_limit_w: s.power_limit_w,
-        temperature_c: s.temperature_c,
-        throttle: s.throttle,
-        xid_errors: s.xid_errors,
-        last_xid: s.last_xid,
-        ecc_uncorrected: s.ecc_uncorrected,
-        simulated: s.simulated,
-    }
-}
+sample_conversions!(
+    index,
+    uuid,
+    name,
+    utilization_pct,
+    memory_used_bytes,
+    memory_total_bytes,
+    power_w,
+    power_limit_w,
+    temperature_c,
+    throttle,
+    xid_errors,
+    last_xid,
+    ecc_uncorrected,
+    simulated,
+);
 
 /// Subscribes to the agent at `url` for as long as the receiver lives.
 /// `stale_after`: silence longer than this drops the connection and
@@ -450,13 +454,10 @@ pub fn spawn_nvml(interval: Duration) -> watch::Receiver<Feed> {
                     return;
                 }
             };
-            for sequence in 1.. {
-                let samples = nvml.sample().map(Arc::from);
-                if tx.send(Feed { sequence, samples }).is_err() {
-                    return;
-                }
-                std::thread::sleep(interval);
-            }
+            sample_every(&mut nvml, interval, |sequence, samples| {
+                let samples = samples.map(Arc::from);
+                tx.send(Feed { sequence, samples }).is_ok()
+            });
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the NVML thread");

@@ -501,18 +501,10 @@ impl Fleet {
             Ok(EngineLoad::parse(&text))
         };
         let sim = async {
-            let Some(url) = &b.telemetry_url else {
-                return Ok(None);
-            };
-            #[derive(serde::Deserialize)]
-            struct Sim {
-                gpus: Vec<GpuSample>,
+            match &b.telemetry_url {
+                Some(url) => agent::sim_gpus(client, url).await.map(Some),
+                None => Ok(None),
             }
-            let r = client.get(url).send().await.map_err(|e| e.to_string())?;
-            r.json::<Sim>()
-                .await
-                .map(|s| Some(s.gpus))
-                .map_err(|e| e.to_string())
         };
         let (metrics, sim) = tokio::join!(metrics, sim);
         let now = self.now();
@@ -525,11 +517,7 @@ impl Fleet {
                 f.samples.map(|all| {
                     Some(
                         all.iter()
-                            .filter(|s| {
-                                b.gpus
-                                    .iter()
-                                    .any(|g| *g == s.uuid || *g == s.index.to_string())
-                            })
+                            .filter(|s| b.gpus.iter().any(|g| names_gpu(g, s)))
                             .cloned()
                             .collect(),
                     )
@@ -612,11 +600,10 @@ impl Fleet {
         } else {
             // A configured GPU missing from the samples (not enumerated, a
             // mistyped UUID) is one nothing is known of.
-            let missing = b.gpus.iter().any(|g| {
-                !o.gpus
-                    .iter()
-                    .any(|s| *g == s.uuid || *g == s.index.to_string())
-            });
+            let missing = b
+                .gpus
+                .iter()
+                .any(|g| !o.gpus.iter().any(|s| names_gpu(g, s)));
             let start = if missing {
                 (Health::Drained, Some("no_telemetry"))
             } else {
@@ -676,6 +663,11 @@ impl Fleet {
             decisions,
         }
     }
+}
+
+/// Whether a configured GPU id (an index or a UUID) is this sample's GPU.
+fn names_gpu(id: &str, s: &GpuSample) -> bool {
+    id == s.uuid || id.parse::<u32>() == Ok(s.index)
 }
 
 fn local_backend(

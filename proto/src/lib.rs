@@ -13,8 +13,3 @@ pub mod v1 {
     )]
     tonic::include_proto!("switchyard.v1");
 }
-
-/// The encoded `FileDescriptorSet` of every service here, for gRPC server
-/// reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.bin"));
