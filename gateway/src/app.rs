@@ -37,6 +37,8 @@ pub struct App {
     pub started_at: u64,
     /// Local GPU backends and placement, when any provider is local.
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// Durable batch jobs, when `[batch] enabled`.
+    pub batches: Option<Arc<crate::batch::Batches>>,
 }
 
 impl App {
@@ -71,7 +73,19 @@ impl App {
         let groups = ModelGroups::from_config(config, env)?;
         let fleet =
             crate::fleet::Fleet::build(config, &groups.iter().collect::<Vec<_>>())?.map(Arc::new);
+        let batches = if config.batch.enabled {
+            let models = crate::batch::Models {
+                groups: groups.iter().map(|g| g.name.clone()).collect(),
+                embeddings: embeddings.keys().cloned().collect(),
+            };
+            let b = crate::batch::Batches::open(&config.batch, models, s.max_body_bytes)
+                .map_err(|e| ConfigError(format!("batch.dir ({}): {e}", config.batch.dir.display())))?;
+            Some(Arc::new(b))
+        } else {
+            None
+        };
         Ok(Self {
+            batches,
             limits: Limits {
                 max_body_bytes: s.max_body_bytes,
                 max_messages: s.max_messages,

@@ -29,6 +29,12 @@ pub enum ApiError {
     /// No such route (404).
     #[error("{0}")]
     NotFound(String),
+    /// No such object (batch, file) (404).
+    #[error("{0}")]
+    Missing(String),
+    /// The object's state forbids the action (409).
+    #[error("{0}")]
+    Conflict(String),
     /// Known route, wrong method (405).
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -87,7 +93,8 @@ impl ApiError {
         match self {
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::ModelNotFound(_) | Self::NotFound(_) | Self::Missing(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -112,7 +119,7 @@ impl ApiError {
     /// OpenAI's `type` field.
     pub fn error_type(&self) -> &'static str {
         match self.status_code().as_u16() {
-            400 | 404 | 405 | 413 | 422 => "invalid_request_error",
+            400 | 404 | 405 | 409 | 413 | 422 => "invalid_request_error",
             401 => "authentication_error",
             429 => "rate_limit_error",
             500 => "server_error",
@@ -128,6 +135,8 @@ impl ApiError {
             Self::Unauthorized(_) => Some("invalid_api_key"),
             Self::ModelNotFound(_) => Some("model_not_found"),
             Self::NotFound(_) => Some("unknown_url"),
+            Self::Missing(_) => None,
+            Self::Conflict(_) => Some("conflict"),
             Self::MethodNotAllowed(_) => Some("method_not_allowed"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::Unavailable { code, .. } => Some(code),

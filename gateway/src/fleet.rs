@@ -93,12 +93,23 @@ pub struct Fleet {
     backends: Vec<Arc<LocalBackend>>,
     groups: HashMap<String, GroupPlan>,
     default_output_tokens: u32,
+    /// `[batch] idle_share`.
+    batch_idle_share: f64,
     health: HealthPolicy,
     interval: Duration,
     started: Instant,
     next_id: AtomicU64,
     /// Decisions by (target, reason).
     decisions: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+/// Who is asking: an interactive client, or the batch runner (which may
+/// overflow an item to an external deployment when its batch's deadline
+/// needs it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Interactive,
+    Batch { overflow: bool },
 }
 
 /// A placed request: where to try, and why.
@@ -155,6 +166,18 @@ impl Drop for Ticket {
         lock(&self.backend.ledger).finished(self.id);
     }
 }
+
+/// Batch work the fleet has no idle room for now (the runner retries it).
+fn deferred(group: &str) -> ApiError {
+    ApiError::Unavailable {
+        message: format!("Batch work for model `{group}` deferred: no idle local backend."),
+        retry_after: Some(Duration::from_millis(200)),
+        code: DEFERRED,
+    }
+}
+
+/// The error code of deferred batch work.
+pub const DEFERRED: &str = "batch_deferred";
 
 /// `base_url` without a trailing `/v1`.
 fn server_root(base_url: &str) -> &str {
@@ -261,6 +284,7 @@ impl Fleet {
             backends: backends.into_iter().map(Arc::new).collect(),
             groups: plans,
             default_output_tokens: sc.default_output_tokens,
+            batch_idle_share: config.batch.idle_share,
             health: HealthPolicy {
                 stale_after_s: sc.stale_after_ms as f64 / 1e3,
                 error_hold_s: sc.error_hold_secs as f64,
@@ -284,9 +308,10 @@ impl Fleet {
         &self,
         group: &ModelGroup,
         body: &Map<String, Value>,
+        class: Class,
     ) -> Option<Result<Placed, ApiError>> {
         let plan = self.groups.get(&group.name)?;
-        Some(self.place_in(plan, group, body).await)
+        Some(self.place_in(plan, group, body, class).await)
     }
 
     async fn place_in(
@@ -294,6 +319,7 @@ impl Fleet {
         plan: &GroupPlan,
         group: &ModelGroup,
         body: &Map<String, Value>,
+        class: Class,
     ) -> Result<Placed, ApiError> {
         let shape = prompt::from_request(body);
         let output = prompt::max_output_tokens(body).map_or(self.default_output_tokens, |m| {
@@ -304,7 +330,10 @@ impl Fleet {
             prompt_tokens: shape.tokens,
             output_tokens: output.max(1),
             blocks: &shape.blocks,
-            priority: Priority::Interactive,
+            priority: match class {
+                Class::Interactive => Priority::Interactive,
+                Class::Batch { .. } => Priority::Batch,
+            },
         };
         let now = self.now();
         let decision = {
@@ -330,7 +359,8 @@ impl Fleet {
                 max_queue_wait_s: plan.max_queue_wait_s,
                 allowed_external: &plan.allowed_external,
                 budget_left_usd: None,
-                batch_idle_share: 0.5,
+                batch_idle_share: self.batch_idle_share,
+                batch_overflow: class == Class::Batch { overflow: true },
             };
             place(&job, &views, &externals, &policy, now)
         };
@@ -338,7 +368,11 @@ impl Fleet {
         let (chosen, local) = match decision.target {
             Target::Local { backend } => (plan.locals[backend].0, Some(plan.locals[backend].1)),
             Target::External { deployment } => (plan.externals[deployment].0, None),
-            Target::Reject | Target::Defer => {
+            Target::Defer => {
+                self.count("deferred", reason);
+                return Err(deferred(&group.name));
+            }
+            Target::Reject => {
                 self.count("rejected", reason);
                 let message = match decision.reason {
                     Reason::QueueFull => format!(
@@ -362,7 +396,7 @@ impl Fleet {
             }
         };
         let ticket = match local {
-            Some(b) => Some(self.admit(b, &job, plan, &group.name).await?),
+            Some(b) => Some(self.admit(b, &job, plan, &group.name, class).await?),
             None => None,
         };
         if let (Some(t), false) = (
@@ -379,7 +413,9 @@ impl Fleet {
             });
         }
         self.count(&plan.labels[chosen], reason);
-        let local_only = plan.mode == Mode::LocalOnly;
+        // Batch work falls back to external deployments only when its
+        // deadline allows spending on it.
+        let local_only = plan.mode == Mode::LocalOnly || class == Class::Batch { overflow: false };
         let mut order = vec![chosen];
         order.extend(plan.locals.iter().map(|l| l.0).filter(|&i| i != chosen));
         if !local_only {
@@ -402,10 +438,13 @@ impl Fleet {
         job: &Job<'_>,
         plan: &GroupPlan,
         group: &str,
+        class: Class,
     ) -> Result<Ticket, ApiError> {
         let backend = &self.backends[b];
         let permit = match backend.permits.clone().try_acquire_owned() {
             Ok(p) => p,
+            // Batch work never queues for a permit: it waits in its batch.
+            Err(_) if class != Class::Interactive => return Err(deferred(group)),
             Err(_) => {
                 let wait = Duration::from_secs_f64(plan.max_queue_wait_s);
                 match tokio::time::timeout(wait, backend.permits.clone().acquire_owned()).await {

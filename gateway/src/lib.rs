@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod api;
 pub mod app;
+pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod config;

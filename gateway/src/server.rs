@@ -20,6 +20,12 @@ pub async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     if let Some(fleet) = &app.fleet {
         fleet.spawn_poller();
     }
+    if let Some(batches) = &app.batches {
+        crate::batch::runner::spawn(app.clone(), batches.clone());
+        if let Some(listen) = config.batch.grpc_listen {
+            crate::batch::grpc::serve(listen, batches.clone(), app.master_key.clone()).await?;
+        }
+    }
     let groups: Vec<&str> = app.groups.iter().map(|g| g.name.as_str()).collect();
     tracing::info!(addr = %addr, model_groups = ?groups, "listening");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

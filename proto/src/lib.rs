@@ -1,6 +1,6 @@
 //! gRPC service definitions in `proto/switchyard/v1/` and their generated
-//! tonic code: node-agent telemetry (issue #5); batch submission (issue #6)
-//! will join them.
+//! tonic code: node-agent telemetry (issue #5) and batch submission (issue
+//! #6).
 
 /// `switchyard.v1`.
 pub mod v1 {
@@ -13,3 +13,8 @@ pub mod v1 {
     )]
     tonic::include_proto!("switchyard.v1");
 }
+
+/// The encoded `FileDescriptorSet` of every service here, for gRPC server
+/// reflection (`grpcurl list`).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.bin"));

@@ -20,7 +20,9 @@
 //! - `local_only`: never external.
 //!
 //! Batch jobs go only to a backend idle by the policy's threshold and are
-//! deferred otherwise (the batch queue holds them). A degraded backend
+//! deferred otherwise (the batch queue holds them), unless the policy says
+//! the batch's deadline needs them elsewhere (`batch_overflow`): then the
+//! allowed external deployment cheapest at its batch price takes them. A degraded backend
 //! (throttling, correctable errors) is taken only when no healthy one meets
 //! the SLO, and its estimate counts [`DEGRADED_PENALTY`] times; a drained
 //! one (stale telemetry, XID errors) gets nothing.
@@ -138,6 +140,10 @@ pub struct Policy<'a> {
     /// A batch job runs locally only while the backend has fewer than this
     /// share of its permits in flight.
     pub batch_idle_share: f64,
+    /// A batch job with no idle local backend goes to the cheapest allowed
+    /// external deployment instead of waiting (its batch's deadline cannot
+    /// be met locally; not in `local_only` mode).
+    pub batch_overflow: bool,
 }
 
 /// Where a job goes.
@@ -175,6 +181,8 @@ pub enum Reason {
     BatchIdle,
     /// Batch work while no backend is idle.
     BatchDeferred,
+    /// Batch work sent out because its deadline cannot be met locally.
+    DeadlineOverflow,
 }
 
 impl Reason {
@@ -188,6 +196,7 @@ impl Reason {
             Self::NoBackend => "no_backend",
             Self::BatchIdle => "batch_idle",
             Self::BatchDeferred => "batch_deferred",
+            Self::DeadlineOverflow => "deadline_overflow",
         }
     }
 }
@@ -266,10 +275,25 @@ pub fn place(
             .map(|(i, b)| (i, estimate_ttft(job, b), local_cost(job, b)))
             .filter(|(_, ttft, _)| ttft.is_finite())
             .min_by(|x, y| x.1.total_cmp(&y.1));
+        let overflow = || {
+            if !policy.batch_overflow || policy.mode == Mode::LocalOnly {
+                return None;
+            }
+            allowed_externals(job, externals, policy)
+                .map(|(i, e)| (i, e.ttft_s, external_cost(job, e, true)))
+                .filter(|&(_, _, cost)| policy.budget_left_usd.is_none_or(|left| cost <= left))
+                .min_by(|x, y| x.2.total_cmp(&y.2))
+        };
         return match idle {
             Some((backend, ttft_s, cost_usd)) => Decision {
                 target: Target::Local { backend },
                 reason: Reason::BatchIdle,
+                ttft_s,
+                cost_usd,
+            },
+            None if let Some((deployment, ttft_s, cost_usd)) = overflow() => Decision {
+                target: Target::External { deployment },
+                reason: Reason::DeadlineOverflow,
                 ttft_s,
                 cost_usd,
             },
@@ -315,23 +339,8 @@ pub fn place(
     let external = if policy.mode == Mode::LocalOnly {
         None
     } else {
-        externals
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.models.iter().any(|m| m == job.model))
-            .filter(|(_, e)| {
-                policy.allowed_external.is_empty()
-                    || policy.allowed_external.iter().any(|a| a == e.name)
-            })
-            .map(|(i, e)| {
-                let cost = e.price.cost(
-                    u64::from(job.prompt_tokens),
-                    0,
-                    u64::from(job.output_tokens),
-                    false,
-                );
-                (i, e.ttft_s, cost)
-            })
+        allowed_externals(job, externals, policy)
+            .map(|(i, e)| (i, e.ttft_s, external_cost(job, e, false)))
             .filter(|&(_, _, cost)| policy.budget_left_usd.is_none_or(|left| cost <= left))
             .min_by(|x, y| {
                 // Meets the SLO first, then cost.
@@ -384,6 +393,31 @@ pub fn place(
             }
         }
     }
+}
+
+/// External deployments that serve `job`'s model and the policy allows.
+fn allowed_externals<'e, 'a>(
+    job: &'e Job<'_>,
+    externals: &'e [External<'a>],
+    policy: &'e Policy<'_>,
+) -> impl Iterator<Item = (usize, &'e External<'a>)> + 'e {
+    externals
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.models.iter().any(|m| m == job.model))
+        .filter(|(_, e)| {
+            policy.allowed_external.is_empty() || policy.allowed_external.iter().any(|a| a == e.name)
+        })
+}
+
+/// USD of `job` on external `e` (at its batch price for batch work).
+fn external_cost(job: &Job<'_>, e: &External<'_>, batch: bool) -> f64 {
+    e.price.cost(
+        u64::from(job.prompt_tokens),
+        0,
+        u64::from(job.output_tokens),
+        batch,
+    )
 }
 
 #[cfg(test)]

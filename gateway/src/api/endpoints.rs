@@ -19,6 +19,7 @@ use crate::cache::DEFAULT_TENANT;
 use crate::cache::http::{Directive, controls, now_secs};
 use crate::cache::key::chat_key;
 use crate::error::ApiError;
+use crate::fleet::Class;
 use crate::providers::Endpoint;
 
 pub async fn chat_completions(
@@ -26,6 +27,33 @@ pub async fn chat_completions(
     Extension(RequestId(id)): Extension<RequestId>,
     headers: HeaderMap,
     body: Result<JsonObject, ApiError>,
+) -> Response {
+    chat(&app, &headers, body, id, Class::Interactive).await
+}
+
+/// A request from inside the gateway (a batch item): the same validation,
+/// cache and placement as the HTTP endpoint's.
+pub async fn call(
+    app: &App,
+    endpoint: crate::batch::Endpoint,
+    body: JsonObject,
+    id: String,
+    class: Class,
+) -> Response {
+    use crate::batch::Endpoint as E;
+    match endpoint {
+        E::ChatCompletions => chat(app, &HeaderMap::new(), Ok(body), id, class).await,
+        E::Completions => completions_as(app, Ok(body), id, class).await,
+        E::Embeddings => embeddings_as(app, Ok(body), id, class).await,
+    }
+}
+
+async fn chat(
+    app: &App,
+    headers: &HeaderMap,
+    body: Result<JsonObject, ApiError>,
+    id: String,
+    class: Class,
 ) -> Response {
     let started = Instant::now();
     let mut log = RequestLog::new(id, "chat.completions", started);
@@ -38,7 +66,7 @@ pub async fn chat_completions(
         Err(e) => return fail(log, e),
     };
     let (body, chat) = chat;
-    let write = match cache_lookup(&app, &headers, &body, &chat, &mut log).await {
+    let write = match cache_lookup(app, headers, &body, &chat, &mut log).await {
         Ok(Lookup::Hit(hit)) => {
             let stream = chat.is_stream().then(|| chat.include_usage());
             return cached(log, started, hit, stream);
@@ -53,8 +81,9 @@ pub async fn chat_completions(
         model: &chat.model,
         stream: chat.is_stream(),
         cache: write,
+        class,
     };
-    forward(&app, log, started, fwd).await
+    forward(app, log, started, fwd).await
 }
 
 enum Lookup {
@@ -227,6 +256,15 @@ pub async fn completions(
     Extension(RequestId(id)): Extension<RequestId>,
     body: Result<JsonObject, ApiError>,
 ) -> Response {
+    completions_as(&app, body, id, Class::Interactive).await
+}
+
+async fn completions_as(
+    app: &App,
+    body: Result<JsonObject, ApiError>,
+    id: String,
+    class: Class,
+) -> Response {
     let started = Instant::now();
     let log = RequestLog::new(id, "completions", started);
     let parsed = body.and_then(|b| {
@@ -251,14 +289,24 @@ pub async fn completions(
         model: &req.model,
         stream: req.stream.unwrap_or(false),
         cache: None,
+        class,
     };
-    forward(&app, log, started, fwd).await
+    forward(app, log, started, fwd).await
 }
 
 pub async fn embeddings(
     State(app): State<Arc<App>>,
     Extension(RequestId(id)): Extension<RequestId>,
     body: Result<JsonObject, ApiError>,
+) -> Response {
+    embeddings_as(&app, body, id, Class::Interactive).await
+}
+
+async fn embeddings_as(
+    app: &App,
+    body: Result<JsonObject, ApiError>,
+    id: String,
+    class: Class,
 ) -> Response {
     let started = Instant::now();
     let log = RequestLog::new(id, "embeddings", started);
@@ -281,8 +329,9 @@ pub async fn embeddings(
         model: &req.model,
         stream: false,
         cache: None,
+        class,
     };
-    forward(&app, log, started, fwd).await
+    forward(app, log, started, fwd).await
 }
 
 fn validate_embeddings(req: &EmbeddingRequest, limits: &Limits) -> Result<(), ApiError> {

@@ -35,7 +35,7 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 }
 
 /// Constant-time comparison, so response timing does not reveal a key.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

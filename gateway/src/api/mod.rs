@@ -1,7 +1,8 @@
 //! The OpenAI-compatible HTTP API.
 
 mod admin;
-mod endpoints;
+pub mod batches;
+pub mod endpoints;
 pub mod extract;
 mod info;
 mod local_embeddings;
@@ -17,7 +18,15 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+use crate::config::BatchConfig;
+
 use crate::app::App;
+
+/// The body limit of `POST /v1/files`: the file limit plus room for the
+/// multipart framing.
+fn upload_limit(batch: Option<&BatchConfig>) -> usize {
+    batch.map_or(0, |b| usize::try_from(b.max_file_bytes).unwrap_or(usize::MAX).saturating_add(64 * 1024))
+}
 
 /// The whole HTTP surface.
 ///
@@ -32,6 +41,20 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/models", get(info::list_models))
         .route("/v1/models/{*model}", get(info::get_model))
         .route("/api/v1/fleet", get(info::fleet))
+        .route(
+            "/v1/files",
+            get(batches::files).post(batches::upload).layer(DefaultBodyLimit::max(
+                upload_limit(app.batches.as_ref().map(|b| &b.settings)),
+            )),
+        )
+        .route(
+            "/v1/files/{id}",
+            get(batches::file).delete(batches::delete_file),
+        )
+        .route("/v1/files/{id}/content", get(batches::file_content))
+        .route("/v1/batches", get(batches::list).post(batches::create))
+        .route("/v1/batches/{id}", get(batches::batch))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             middleware::require_client_key,

@@ -22,6 +22,7 @@ use crate::cache::semantic::Answer;
 use crate::cache::{Cache, DEFAULT_TENANT};
 use crate::dispatch::{Committed, dispatch};
 use crate::error::ApiError;
+use crate::fleet::Class;
 use crate::providers::{Endpoint, UpstreamRequest};
 
 pub const BACKEND: &str = "x-switchyard-backend";
@@ -38,6 +39,8 @@ pub struct Forward<'a> {
     pub stream: bool,
     /// Where to store the answer if it completes normally.
     pub cache: Option<CacheWrite>,
+    /// Interactive, or a batch item.
+    pub class: Class,
 }
 
 /// A cache miss to fill.
@@ -101,7 +104,7 @@ pub async fn forward(
         request_id: &request_id,
     };
     let placed = match &app.fleet {
-        Some(fleet) => match fleet.place(group, fwd.body.map()).await {
+        Some(fleet) => match fleet.place(group, fwd.body.map(), fwd.class).await {
             Some(Ok(p)) => Some(p),
             Some(Err(e)) => return fail(log, e),
             None => None,

@@ -50,6 +50,63 @@ pub struct Config {
     /// GPU-aware placement across local backends and external overflow.
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    /// Durable batch jobs: the gRPC BatchService and OpenAI's Files and
+    /// Batches API (docs/batch.md).
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+/// `[batch]`: durable batch jobs in SQLite under `dir`, run at batch
+/// priority on idle local GPUs, overflowing to external deployments only
+/// as far as a deadline needs (docs/batch.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Serve `/v1/files`, `/v1/batches` and (with `grpc_listen`) the gRPC
+    /// BatchService, and run batches. Off: those answer 404.
+    pub enabled: bool,
+    /// Directory of the SQLite database (`batches.sqlite3`, WAL mode) and
+    /// uploaded files; one gateway process per directory.
+    pub dir: std::path::PathBuf,
+    /// Address of the gRPC listener (BatchService and reflection); port 0
+    /// picks a free port (logged). Unset: no gRPC listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// Most items in one batch; a larger batch is refused whole.
+    pub max_items: u64,
+    /// Largest uploaded file (`/v1/files`), bytes.
+    pub max_file_bytes: u64,
+    /// Completion window of a batch that names none, seconds.
+    pub default_window_secs: u64,
+    /// Most batch items in flight at once (all batches together).
+    pub concurrency: usize,
+    /// Attempts per item before a retryable failure (429, 5xx, time-outs)
+    /// becomes its result.
+    pub max_attempts: u32,
+    /// A batch item runs on a local backend only while fewer than this
+    /// share of the backend's permits are in flight (the rest stay free
+    /// for interactive requests).
+    pub idle_share: f64,
+    /// Part of the completion window kept in reserve when deciding how
+    /// much must overflow to external deployments to make the deadline.
+    pub deadline_margin: f64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: "data/batch".into(),
+            grpc_listen: None,
+            max_items: 100_000,
+            max_file_bytes: 200 * 1024 * 1024,
+            default_window_secs: 24 * 3_600,
+            concurrency: 64,
+            max_attempts: 3,
+            idle_share: 0.5,
+            deadline_margin: 0.1,
+        }
+    }
 }
 
 /// `[scheduler]`: how requests for a model group with local GPU backends

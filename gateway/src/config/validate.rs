@@ -17,6 +17,22 @@ impl Config {
                 "server: max_messages, max_n and max_embedding_inputs must be at least 1".into(),
             );
         }
+        let b = &self.batch;
+        if b.max_items == 0 || b.concurrency == 0 || b.max_attempts == 0 {
+            return err("batch: max_items, concurrency and max_attempts must be at least 1".into());
+        }
+        if b.default_window_secs == 0 || b.max_file_bytes < 1024 {
+            return err(
+                "batch: default_window_secs must be at least 1 and max_file_bytes at least 1024"
+                    .into(),
+            );
+        }
+        if !(b.idle_share > 0.0 && b.idle_share <= 1.0) {
+            return err("batch.idle_share: must be above 0 and at most 1".into());
+        }
+        if !(0.0..0.9).contains(&b.deadline_margin) {
+            return err("batch.deadline_margin: must be at least 0 and below 0.9".into());
+        }
         let c = &self.cache;
         if c.max_entries == 0 || c.ttl_secs == 0 {
             return err("cache: max_entries and ttl_secs must be at least 1".into());

@@ -59,6 +59,7 @@ fn policy(mode: Mode) -> Policy<'static> {
         allowed_external: &[],
         budget_left_usd: None,
         batch_idle_share: 0.25,
+        batch_overflow: false,
     }
 }
 
@@ -323,4 +324,49 @@ fn batch_work_waits_for_an_idle_backend() {
     );
     let d = place(&batch, &[busy], &[], &p, 0.0);
     assert_eq!((d.target, d.reason), (Target::Defer, Reason::BatchDeferred));
+}
+
+#[test]
+fn batch_work_a_deadline_needs_goes_to_the_cheapest_external_at_batch_price() {
+    let m = models();
+    let busy = Backend {
+        in_flight: 100,
+        ..backend("a", &m, "h100")
+    };
+    let idle = Backend {
+        in_flight: 10,
+        ..backend("b", &m, "h100")
+    };
+    // Dearer interactively, cheaper at batch price: batch price decides.
+    let mut cheap_batch = external("x", &m, 3.0, 12.0);
+    cheap_batch.price.batch_input = 0.5;
+    cheap_batch.price.batch_output = 2.0;
+    let externals = [external("y", &m, 2.0, 8.0), cheap_batch];
+    let batch = Job {
+        priority: Priority::Batch,
+        ..job(500)
+    };
+    let p = Policy {
+        batch_overflow: true,
+        ..policy(Mode::PreferLocal)
+    };
+    // An idle local backend still comes first.
+    let d = place(&batch, &[busy.clone(), idle], &externals, &p, 0.0);
+    assert_eq!(d.reason, Reason::BatchIdle);
+    let d = place(&batch, std::slice::from_ref(&busy), &externals, &p, 0.0);
+    assert_eq!(
+        (d.target, d.reason),
+        (Target::External { deployment: 1 }, Reason::DeadlineOverflow)
+    );
+    let expected = (500.0 * 0.5 + 200.0 * 2.0) / 1e6;
+    assert!((d.cost_usd - expected).abs() < 1e-12, "{}", d.cost_usd);
+    // Never in local_only mode, and never without the flag.
+    let local_only = Policy {
+        batch_overflow: true,
+        ..policy(Mode::LocalOnly)
+    };
+    let d = place(&batch, std::slice::from_ref(&busy), &externals, &local_only, 0.0);
+    assert_eq!(d.target, Target::Defer);
+    let d = place(&batch, &[busy], &externals, &policy(Mode::PreferLocal), 0.0);
+    assert_eq!(d.target, Target::Defer);
 }

@@ -1,0 +1,431 @@
+//! The batch runner: takes pending items of running batches (highest
+//! priority, then earliest deadline first) and sends each through the same
+//! path as an interactive request (validation, cache, placement, retries
+//! and fallbacks), at batch priority.
+//!
+//! - **Idle GPUs only.** Placement runs a batch item on a local backend
+//!   only while it has fewer than `[batch] idle_share` of its permits in
+//!   flight, and never queues it for a permit; otherwise the item is
+//!   *deferred* and tried again shortly. Interactive requests always find
+//!   the rest of the permits free.
+//! - **Deadlines.** Per batch, the runner measures how fast its items
+//!   finish without going external, and from that how many of the rest the
+//!   local fleet will finish before the deadline (less a reserve of
+//!   `deadline_margin` of the window). Only the shortfall may overflow:
+//!   that many items are marked so that placement sends them to the
+//!   allowed external deployment cheapest at batch price when no local
+//!   backend is idle. At the deadline, what is left expires.
+//! - **Retries.** A retryable failure (429, 408, 5xx, time-outs) is tried
+//!   again with backoff up to `max_attempts`; then, or at once for other
+//!   failures, the error is the item's result.
+//! - **Exactly once.** Results are committed in groups by one writer;
+//!   the store ignores a result for an item that is no longer pending.
+//!   Attempt counts are not stored: after a restart, an unfinished item
+//!   starts again from its first attempt.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::to_bytes;
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::store::{Finished, Pending};
+use super::{Batches, BatchRow, ItemState, blocking, now_ms};
+use crate::api::extract::JsonObject;
+use crate::api::proxy::{BACKEND, PLACEMENT};
+use crate::app::App;
+use crate::fleet::{Class, DEFERRED};
+
+/// Items read from the store per batch at a time.
+const READ_AHEAD: usize = 256;
+/// Largest answer body kept as a result.
+const MAX_RESULT_BYTES: usize = 64 * 1024 * 1024;
+/// How long a batch waits after a deferral before trying again.
+const DEFER_PAUSE: Duration = Duration::from_millis(100);
+/// The local finishing rate is measured over this window.
+const RATE_WINDOW: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+struct Item {
+    pending: Pending,
+    attempts: u32,
+}
+
+/// What became of one attempt.
+enum Outcome {
+    Done { finished: Finished, external: bool },
+    Deferred(Item),
+    Retry(Item, Duration),
+}
+
+#[derive(Debug)]
+struct Active {
+    row: BatchRow,
+    /// Items not yet finished (as far as this runner knows).
+    remaining: i64,
+    queue: VecDeque<Item>,
+    retry: Vec<(Instant, Item)>,
+    /// The last key read from the store; `None` once all are read.
+    scanned_to: Option<i64>,
+    in_flight: usize,
+    /// Items in flight that were allowed to go external.
+    in_flight_overflow: usize,
+    paused_until: Instant,
+    /// When items finished without going external, within RATE_WINDOW.
+    local_done: VecDeque<Instant>,
+    started: Instant,
+    /// Items that may go external now.
+    quota: i64,
+}
+
+impl Active {
+    fn new(row: BatchRow) -> Self {
+        let now = Instant::now();
+        Self {
+            remaining: row.counts.pending(),
+            scanned_to: Some((row.seq << 32) - 1),
+            row,
+            queue: VecDeque::new(),
+            retry: Vec::new(),
+            in_flight: 0,
+            in_flight_overflow: 0,
+            paused_until: now,
+            local_done: VecDeque::new(),
+            started: now,
+            quota: 0,
+        }
+    }
+
+    /// Items that must go external for the deadline (see module docs).
+    fn update_quota(&mut self, now: Instant, margin: f64) {
+        while self
+            .local_done
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.local_done.pop_front();
+        }
+        let window_s = (self.row.deadline_ms - self.row.created_ms).max(1) as f64 / 1e3;
+        let left_s = (self.row.deadline_ms - now_ms()) as f64 / 1e3;
+        let usable_s = left_s - margin * window_s;
+        let observed = now.duration_since(self.started).min(RATE_WINDOW);
+        let warmup = Duration::from_secs_f64((0.05 * window_s).clamp(0.5, 10.0));
+        let shortfall = if usable_s <= 0.0 {
+            self.remaining as f64
+        } else if observed < warmup {
+            0.0
+        } else {
+            let rate = self.local_done.len() as f64 / observed.as_secs_f64();
+            self.remaining as f64 - rate * usable_s
+        };
+        self.quota = (shortfall.ceil() as i64 - self.in_flight_overflow as i64).max(0);
+    }
+
+    /// Deadline slack, seconds: time left less the time the local rate
+    /// needs for what remains (negative: behind).
+    pub fn slack_s(&self, now: Instant) -> Option<f64> {
+        let observed = now.duration_since(self.started).min(RATE_WINDOW);
+        let rate = self.local_done.len() as f64 / observed.as_secs_f64().max(1e-3);
+        let left_s = (self.row.deadline_ms - now_ms()) as f64 / 1e3;
+        (rate > 0.0).then(|| left_s - self.remaining as f64 / rate)
+    }
+}
+
+/// Starts the runner and its result writer.
+pub fn spawn(app: Arc<App>, batches: Arc<Batches>) {
+    let (tx, rx) = mpsc::channel(4_096);
+    tokio::spawn(writer(batches.clone(), rx));
+    tokio::spawn(run(app, batches, tx));
+}
+
+/// Commits results in groups (one transaction each, at most every few
+/// milliseconds), retrying until the store takes them.
+async fn writer(batches: Arc<Batches>, mut rx: mpsc::Receiver<Finished>) {
+    while let Some(first) = rx.recv().await {
+        let mut buf = vec![first];
+        let until = Instant::now() + Duration::from_millis(5);
+        while buf.len() < 1_024 {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(f)) => buf.push(f),
+                _ => break,
+            }
+        }
+        let mut buf = Arc::new(buf);
+        loop {
+            let store = batches.store.clone();
+            let results = buf.clone();
+            match blocking(move || store.record(&results)).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "batch results not recorded; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    buf = Arc::new(Arc::unwrap_or_clone(buf));
+                }
+            }
+        }
+        batches.progress.send_modify(|v| *v += 1);
+    }
+}
+
+async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finished>) {
+    let settings = batches.settings.clone();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i64, bool, Outcome)>();
+    let mut active: HashMap<i64, Active> = HashMap::new();
+    let mut in_flight = 0usize;
+    let mut next_refresh = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let now = Instant::now();
+        if now >= next_refresh {
+            refresh(&batches, &mut active).await;
+            next_refresh = now + Duration::from_secs(1);
+        }
+        for a in active.values_mut() {
+            a.update_quota(now, settings.deadline_margin);
+        }
+        fill(&batches, &mut active).await;
+        // Start items while there is room: priority, then deadline.
+        let mut order: Vec<(i64, i64, i64)> = active
+            .values()
+            .map(|a| (-a.row.priority, a.row.deadline_ms, a.row.seq))
+            .collect();
+        order.sort_unstable();
+        'batches: for (_, _, seq) in order {
+            let Some(a) = active.get_mut(&seq) else {
+                continue;
+            };
+            if a.paused_until > now {
+                continue;
+            }
+            let mut i = 0;
+            while i < a.retry.len() {
+                if a.retry[i].0 <= now {
+                    let (_, item) = a.retry.swap_remove(i);
+                    a.queue.push_front(item);
+                } else {
+                    i += 1;
+                }
+            }
+            while let Some(item) = a.queue.pop_front() {
+                if in_flight >= settings.concurrency {
+                    a.queue.push_front(item);
+                    break 'batches;
+                }
+                let overflow = a.quota > 0;
+                if overflow {
+                    a.quota -= 1;
+                    a.in_flight_overflow += 1;
+                }
+                in_flight += 1;
+                a.in_flight += 1;
+                let app = app.clone();
+                let done = done_tx.clone();
+                let batch_id = a.row.id.clone();
+                let max_attempts = settings.max_attempts;
+                tokio::spawn(async move {
+                    let outcome = attempt(&app, seq, &batch_id, item, overflow, max_attempts).await;
+                    let _ = done.send((seq, overflow, outcome));
+                });
+            }
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = batches.wake.notified() => next_refresh = Instant::now(),
+            Some((seq, overflow, outcome)) = done_rx.recv() => {
+                in_flight -= 1;
+                let mut a = active.get_mut(&seq);
+                if let Some(a) = a.as_deref_mut() {
+                    a.in_flight -= 1;
+                    if overflow {
+                        a.in_flight_overflow -= 1;
+                    }
+                }
+                match outcome {
+                    Outcome::Done { finished, external } => {
+                        if let Some(a) = a {
+                            a.remaining -= 1;
+                            if !external {
+                                a.local_done.push_back(Instant::now());
+                            }
+                        }
+                        if results.send(finished).await.is_err() {
+                            return;
+                        }
+                    }
+                    Outcome::Deferred(item) => {
+                        if let Some(a) = a {
+                            a.queue.push_front(item);
+                            a.paused_until = Instant::now() + DEFER_PAUSE;
+                        }
+                    }
+                    Outcome::Retry(item, after) => {
+                        if let Some(a) = a {
+                            a.retry.push((Instant::now() + after, item));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Loads running batches, drops those no longer running, and ends those
+/// past their deadline.
+async fn refresh(batches: &Arc<Batches>, active: &mut HashMap<i64, Active>) {
+    let store = batches.store.clone();
+    let rows = match blocking(move || store.active()).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "batch runner: cannot read running batches");
+            return;
+        }
+    };
+    let now = now_ms();
+    let mut running = std::collections::HashSet::new();
+    for row in rows {
+        if row.deadline_ms <= now {
+            let store = batches.store.clone();
+            let seq = row.seq;
+            match blocking(move || store.end_pending(seq, ItemState::Expired)).await {
+                Ok(_) => {
+                    tracing::warn!(batch = %row.id, pending = row.counts.pending(), "batch expired: its deadline passed with items unfinished");
+                    batches.progress.send_modify(|v| *v += 1);
+                }
+                Err(e) => tracing::error!(error = %e, "batch runner: cannot expire a batch"),
+            }
+            continue;
+        }
+        running.insert(row.seq);
+        active.entry(row.seq).or_insert_with(|| {
+            tracing::info!(batch = %row.id, pending = row.counts.pending(), "batch running");
+            Active::new(row)
+        });
+    }
+    active.retain(|seq, _| running.contains(seq));
+}
+
+/// Tops up each batch's queue from the store.
+async fn fill(batches: &Arc<Batches>, active: &mut HashMap<i64, Active>) {
+    for a in active.values_mut() {
+        let Some(after) = a.scanned_to else {
+            continue;
+        };
+        if a.queue.len() >= READ_AHEAD / 2 {
+            continue;
+        }
+        let store = batches.store.clone();
+        let seq = a.row.seq;
+        match blocking(move || store.pending(seq, after, READ_AHEAD)).await {
+            Ok(items) => {
+                a.scanned_to = items.last().map(|p| p.key).filter(|_| items.len() == READ_AHEAD);
+                a.queue.extend(items.into_iter().map(|pending| Item {
+                    pending,
+                    attempts: 0,
+                }));
+            }
+            Err(e) => tracing::error!(error = %e, "batch runner: cannot read items"),
+        }
+    }
+}
+
+/// The error code of an OpenAI-shaped error body.
+fn error_code(body: &Bytes) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.pointer("/error/code")?.as_str().map(str::to_owned)
+}
+
+/// One attempt at one item.
+async fn attempt(
+    app: &App,
+    seq: i64,
+    batch_id: &str,
+    mut item: Item,
+    overflow: bool,
+    max_attempts: u32,
+) -> Outcome {
+    let index = (item.pending.key & 0xffff_ffff) as u64;
+    let request_id = super::request_id(batch_id, index);
+    let body = match serde_json::from_slice::<Value>(&item.pending.body) {
+        Ok(v @ Value::Object(_)) => JsonObject(v),
+        // Validated at creation; a stored body that no longer parses fails.
+        _ => {
+            return Outcome::Done {
+                finished: finished(seq, &item, ItemState::Failed, Some(400), b"{\"error\":{\"message\":\"The stored body is not a JSON object.\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"invalid_body\"}}".to_vec(), String::new()),
+                external: false,
+            };
+        }
+    };
+    let resp = crate::api::endpoints::call(
+        app,
+        item.pending.endpoint,
+        body,
+        request_id,
+        Class::Batch { overflow },
+    )
+    .await;
+    let status = resp.status().as_u16();
+    let placement = placement_of(resp.headers());
+    let body = match to_bytes(resp.into_body(), MAX_RESULT_BYTES).await {
+        Ok(b) => b,
+        Err(e) => Bytes::from(
+            serde_json::json!({"error": {"message": format!("answer unreadable: {e}"), "type": "api_error", "param": null, "code": "upstream_error"}})
+                .to_string(),
+        ),
+    };
+    if status == 503 && error_code(&body).as_deref() == Some(DEFERRED) {
+        return Outcome::Deferred(item);
+    }
+    item.attempts += 1;
+    let retryable = status == 408 || status == 429 || status >= 500;
+    if retryable && item.attempts < max_attempts {
+        let after = Duration::from_millis(500u64 << item.attempts.min(6));
+        tracing::debug!(batch = %batch_id, index, status, attempt = item.attempts, "batch item failed; will retry");
+        return Outcome::Retry(item, after);
+    }
+    let state = if (200..300).contains(&status) {
+        ItemState::Succeeded
+    } else {
+        ItemState::Failed
+    };
+    let external = placement.starts_with("external:");
+    Outcome::Done {
+        finished: finished(seq, &item, state, Some(status), body.to_vec(), placement),
+        external,
+    }
+}
+
+/// Where an answer came from, by Switchyard's response headers.
+fn placement_of(h: &axum::http::HeaderMap) -> String {
+    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    match (header(PLACEMENT), header(BACKEND)) {
+        (Some(p), _) => p.to_owned(),
+        (None, Some("cache")) => "cache".into(),
+        (None, Some(b)) if b.starts_with("local/") => format!("local:{b}"),
+        (None, Some(b)) => format!("external:{b}"),
+        (None, None) => String::new(),
+    }
+}
+
+fn finished(
+    batch: i64,
+    item: &Item,
+    state: ItemState,
+    status: Option<u16>,
+    response: Vec<u8>,
+    placement: String,
+) -> Finished {
+    Finished {
+        batch,
+        key: item.pending.key,
+        state,
+        status,
+        response,
+        placement,
+        finished_ms: now_ms(),
+    }
+}
