@@ -78,8 +78,9 @@ impl App {
                 groups: groups.iter().map(|g| g.name.clone()).collect(),
                 embeddings: embeddings.keys().cloned().collect(),
             };
-            let b = crate::batch::Batches::open(&config.batch, models, s.max_body_bytes)
-                .map_err(|e| ConfigError(format!("batch.dir ({}): {e}", config.batch.dir.display())))?;
+            let b = crate::batch::Batches::open(&config.batch, models, s.max_body_bytes).map_err(
+                |e| ConfigError(format!("batch.dir ({}): {e}", config.batch.dir.display())),
+            )?;
             Some(Arc::new(b))
         } else {
             None

@@ -406,7 +406,8 @@ fn allowed_externals<'e, 'a>(
         .enumerate()
         .filter(|(_, e)| e.models.iter().any(|m| m == job.model))
         .filter(|(_, e)| {
-            policy.allowed_external.is_empty() || policy.allowed_external.iter().any(|a| a == e.name)
+            policy.allowed_external.is_empty()
+                || policy.allowed_external.iter().any(|a| a == e.name)
         })
 }
 

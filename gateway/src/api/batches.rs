@@ -333,7 +333,10 @@ fn output_lines(
                 Ok((batch, rows)) => {
                     let id = batch.map(|b| b.id).unwrap_or_default();
                     let next = (rows.len() == PAGE)
-                        .then(|| rows.last().map(|r| crate::batch::store::item_key(seq, r.index)))
+                        .then(|| {
+                            rows.last()
+                                .map(|r| crate::batch::store::item_key(seq, r.index))
+                        })
                         .flatten();
                     let mut text = String::new();
                     for r in &rows {
@@ -355,7 +358,9 @@ pub async fn file_content(State(app): State<Arc<App>>, Path(id): Path<String>) -
         let body = match f.batch {
             Some(seq) if f.kind != "upload" => {
                 let lines = output_lines(batches.clone(), seq, f.kind == "error");
-                Body::from_stream(lines.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))))
+                Body::from_stream(
+                    lines.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))),
+                )
             }
             _ => {
                 let file = tokio::fs::File::open(batches.store.file_path(&id))
@@ -522,13 +527,19 @@ fn parse_line(line: &str, n: u64, endpoint: Endpoint) -> NewItem {
             );
         }
     };
-    let custom_id = v.get("custom_id").and_then(Value::as_str).map(str::to_owned);
+    let custom_id = v
+        .get("custom_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let body = v
         .get("body")
         .map(|b| b.to_string().into_bytes())
         .unwrap_or_default();
     let method = v.get("method").and_then(Value::as_str).unwrap_or("POST");
-    let url = v.get("url").and_then(Value::as_str).unwrap_or(endpoint.path());
+    let url = v
+        .get("url")
+        .and_then(Value::as_str)
+        .unwrap_or(endpoint.path());
     let invalid = if !method.eq_ignore_ascii_case("POST") {
         Some(Invalid::request(
             400,
@@ -603,6 +614,38 @@ pub async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Re
     )
 }
 
+/// `GET /api/v1/batches/stats`: batches by state, items by state and
+/// placement, and what the runner is doing (queue depth, deadline slack).
+pub async fn stats(State(app): State<Arc<App>>) -> Response {
+    reply(
+        async {
+            let batches = enabled(&app)?;
+            let store = batches.store.clone();
+            let (by_state, items) =
+                blocking(move || Ok((store.batches_by_state()?, store.item_totals()?))).await?;
+            let by_state: serde_json::Map<String, Value> =
+                by_state.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            let runner = batches.runner.borrow().clone();
+            Ok(json!({
+                "batches": by_state,
+                "items": {
+                    "total": items.total,
+                    "pending": items.pending(),
+                    "succeeded": items.succeeded,
+                    "failed": items.failed,
+                    "cancelled": items.cancelled,
+                    "expired": items.expired,
+                    "placed_local": items.placed_local,
+                    "placed_external": items.placed_external,
+                    "from_cache": items.from_cache,
+                },
+                "runner": runner,
+            }))
+        }
+        .await,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,10 +679,19 @@ mod tests {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        assert_eq!(code(parse_line("{not json", 2, e)).as_deref(), Some("invalid_json_line"));
-        assert_eq!(code(parse_line("[1]", 3, e)).as_deref(), Some("invalid_json_line"));
-        let wrong_url =
-            parse_line(r#"{"custom_id":"b","url":"/v1/embeddings","body":{}}"#, 4, e);
+        assert_eq!(
+            code(parse_line("{not json", 2, e)).as_deref(),
+            Some("invalid_json_line")
+        );
+        assert_eq!(
+            code(parse_line("[1]", 3, e)).as_deref(),
+            Some("invalid_json_line")
+        );
+        let wrong_url = parse_line(
+            r#"{"custom_id":"b","url":"/v1/embeddings","body":{}}"#,
+            4,
+            e,
+        );
         assert_eq!(code(wrong_url).as_deref(), Some("endpoint_mismatch"));
         let get = parse_line(r#"{"custom_id":"c","method":"GET","body":{}}"#, 5, e);
         assert_eq!(code(get).as_deref(), Some("invalid_method"));

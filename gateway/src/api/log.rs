@@ -52,6 +52,11 @@ impl RequestLog {
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let usage = self.usage.unwrap_or_default();
+        if self.outcome == "deferred" {
+            // A batch item placement put off (tried again shortly).
+            tracing::debug!(target: "switchyard::request", request_id = %self.request_id, "batch item deferred");
+            return;
+        }
         tracing::info!(
             target: "switchyard::request",
             request_id = %self.request_id,

@@ -25,7 +25,11 @@ use crate::app::App;
 /// The body limit of `POST /v1/files`: the file limit plus room for the
 /// multipart framing.
 fn upload_limit(batch: Option<&BatchConfig>) -> usize {
-    batch.map_or(0, |b| usize::try_from(b.max_file_bytes).unwrap_or(usize::MAX).saturating_add(64 * 1024))
+    batch.map_or(0, |b| {
+        usize::try_from(b.max_file_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 * 1024)
+    })
 }
 
 /// The whole HTTP surface.
@@ -43,9 +47,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/fleet", get(info::fleet))
         .route(
             "/v1/files",
-            get(batches::files).post(batches::upload).layer(DefaultBodyLimit::max(
-                upload_limit(app.batches.as_ref().map(|b| &b.settings)),
-            )),
+            get(batches::files)
+                .post(batches::upload)
+                .layer(DefaultBodyLimit::max(upload_limit(
+                    app.batches.as_ref().map(|b| &b.settings),
+                ))),
         )
         .route(
             "/v1/files/{id}",
@@ -55,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/batches", get(batches::list).post(batches::create))
         .route("/v1/batches/{id}", get(batches::batch))
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
+        .route("/api/v1/batches/stats", get(batches::stats))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             middleware::require_client_key,

@@ -80,7 +80,11 @@ fn insert_overhead(h: &mut axum::http::HeaderMap, overhead: std::time::Duration)
 /// Log the error and render it.
 pub fn fail(mut log: RequestLog, error: ApiError) -> Response {
     log.status = error.status_code().as_u16();
-    log.outcome = "error";
+    log.outcome = match &error {
+        // Batch work waiting for idle GPUs: retried, not a failure.
+        ApiError::Unavailable { code, .. } if *code == crate::fleet::DEFERRED => "deferred",
+        _ => "error",
+    };
     error.into_response()
 }
 

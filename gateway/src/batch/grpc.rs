@@ -345,7 +345,14 @@ impl tonic::service::Interceptor for Auth {
             None => Err(Status::unauthenticated(
                 "missing `authorization: Bearer <key>` metadata",
             )),
-            Some(k) if crate::api::middleware::same(k.as_bytes(), master.expose_secret().as_bytes()) => Ok(req),
+            Some(k)
+                if crate::api::middleware::same(
+                    k.as_bytes(),
+                    master.expose_secret().as_bytes(),
+                ) =>
+            {
+                Ok(req)
+            }
             Some(_) => Err(Status::unauthenticated("incorrect API key")),
         }
     }
@@ -362,6 +369,9 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .with_service_name("switchyard.v1.BatchService")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
     let service = tonic::service::interceptor::InterceptedService::new(
         BatchServiceServer::new(Service { batches }).max_decoding_message_size(64 * 1024 * 1024),

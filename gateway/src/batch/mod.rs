@@ -196,9 +196,10 @@ impl Invalid {
         };
         Self {
             status: Some(status),
-            response: json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
-                .to_string()
-                .into_bytes(),
+            response:
+                json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+                    .to_string()
+                    .into_bytes(),
             at_ms: now_ms(),
         }
     }
@@ -250,6 +251,34 @@ pub struct Batches {
     pub wake: Notify,
     /// Bumped after every commit of results (result streams wait on it).
     pub progress: watch::Sender<u64>,
+    /// What the runner is doing, published twice a second.
+    pub runner: watch::Sender<RunnerStats>,
+}
+
+/// The runner's state, for `/api/v1/batches/stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunnerStats {
+    /// Items of running batches not yet finished.
+    pub queue_depth: i64,
+    /// Items being attempted now.
+    pub in_flight: usize,
+    pub batches: Vec<RunningBatch>,
+}
+
+/// One running batch as the runner sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunningBatch {
+    pub id: String,
+    pub priority: i64,
+    pub remaining: i64,
+    pub in_flight: usize,
+    /// Items allowed to go external now for the deadline.
+    pub overflow_quota: i64,
+    /// Seconds to spare at the local finishing rate (negative: behind;
+    /// absent until a rate is measured).
+    pub deadline_slack_s: Option<f64>,
+    /// Items finished per second without going external, last 30 s.
+    pub local_rate_per_s: f64,
 }
 
 /// Items buffered before one insert transaction.
@@ -279,6 +308,7 @@ impl Batches {
             max_body_bytes,
             wake: Notify::new(),
             progress: watch::Sender::new(0),
+            runner: watch::Sender::new(RunnerStats::default()),
         })
     }
 
@@ -475,7 +505,9 @@ impl Creating {
     pub async fn finish(mut self) -> Result<BatchRow, BatchError> {
         self.flush().await?;
         if self.pushed == 0 {
-            return Err(BatchError::Invalid("A batch needs at least one item.".into()));
+            return Err(BatchError::Invalid(
+                "A batch needs at least one item.".into(),
+            ));
         }
         let Some(new) = self.new.take() else {
             return Err(BatchError::Invalid("batch already finished".into()));

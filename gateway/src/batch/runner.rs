@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::store::{Finished, Pending};
-use super::{Batches, BatchRow, ItemState, blocking, now_ms};
+use super::{BatchRow, Batches, ItemState, blocking, now_ms};
 use crate::api::extract::JsonObject;
 use crate::api::proxy::{BACKEND, PLACEMENT};
 use crate::app::App;
@@ -119,19 +119,29 @@ impl Active {
         } else if observed < warmup {
             0.0
         } else {
-            let rate = self.local_done.len() as f64 / observed.as_secs_f64();
-            self.remaining as f64 - rate * usable_s
+            self.remaining as f64 - self.local_rate(now) * usable_s
         };
         self.quota = (shortfall.ceil() as i64 - self.in_flight_overflow as i64).max(0);
     }
 
-    /// Deadline slack, seconds: time left less the time the local rate
-    /// needs for what remains (negative: behind).
-    pub fn slack_s(&self, now: Instant) -> Option<f64> {
+    /// Items finished per second without going external, lately.
+    fn local_rate(&self, now: Instant) -> f64 {
         let observed = now.duration_since(self.started).min(RATE_WINDOW);
-        let rate = self.local_done.len() as f64 / observed.as_secs_f64().max(1e-3);
+        self.local_done.len() as f64 / observed.as_secs_f64().max(1e-3)
+    }
+
+    fn stats(&self, now: Instant) -> super::RunningBatch {
+        let rate = self.local_rate(now);
         let left_s = (self.row.deadline_ms - now_ms()) as f64 / 1e3;
-        (rate > 0.0).then(|| left_s - self.remaining as f64 / rate)
+        super::RunningBatch {
+            id: self.row.id.clone(),
+            priority: self.row.priority,
+            remaining: self.remaining,
+            in_flight: self.in_flight,
+            overflow_quota: self.quota,
+            deadline_slack_s: (rate > 0.0).then(|| left_s - self.remaining as f64 / rate),
+            local_rate_per_s: rate,
+        }
     }
 }
 
@@ -177,6 +187,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
     let mut active: HashMap<i64, Active> = HashMap::new();
     let mut in_flight = 0usize;
     let mut next_refresh = Instant::now();
+    let mut next_stats = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -187,6 +198,14 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
         }
         for a in active.values_mut() {
             a.update_quota(now, settings.deadline_margin);
+        }
+        if now >= next_stats {
+            next_stats = now + Duration::from_millis(500);
+            batches.runner.send_replace(super::RunnerStats {
+                queue_depth: active.values().map(|a| a.remaining).sum(),
+                in_flight,
+                batches: active.values().map(|a| a.stats(now)).collect(),
+            });
         }
         fill(&batches, &mut active).await;
         // Start items while there is room: priority, then deadline.
@@ -322,7 +341,10 @@ async fn fill(batches: &Arc<Batches>, active: &mut HashMap<i64, Active>) {
         let seq = a.row.seq;
         match blocking(move || store.pending(seq, after, READ_AHEAD)).await {
             Ok(items) => {
-                a.scanned_to = items.last().map(|p| p.key).filter(|_| items.len() == READ_AHEAD);
+                a.scanned_to = items
+                    .last()
+                    .map(|p| p.key)
+                    .filter(|_| items.len() == READ_AHEAD);
                 a.queue.extend(items.into_iter().map(|pending| Item {
                     pending,
                     attempts: 0,

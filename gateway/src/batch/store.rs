@@ -480,8 +480,7 @@ impl Store {
                 })
             })
             .map_err(sql("pending"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sql("pending"))
+        rows.collect::<Result<_, _>>().map_err(sql("pending"))
     }
 
     /// Records results, each only if its item is still pending, in one
@@ -698,17 +697,29 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// The total of pending items over all running batches.
-    pub fn pending_total(&self) -> Result<u64, StoreError> {
+    /// Items by state and placement over every batch.
+    pub fn item_totals(&self) -> Result<Counts, StoreError> {
         let conn = lock(&self.read);
         conn.query_row(
-            "SELECT coalesce(sum(total - succeeded - failed - cancelled - expired), 0) \
-             FROM batches WHERE state = 'in_progress'",
+            "SELECT coalesce(sum(total), 0), coalesce(sum(succeeded), 0), coalesce(sum(failed), 0), \
+             coalesce(sum(cancelled), 0), coalesce(sum(expired), 0), coalesce(sum(placed_local), 0), \
+             coalesce(sum(placed_external), 0), coalesce(sum(from_cache), 0) \
+             FROM batches WHERE state != 'validating'",
             [],
-            |r| r.get::<_, i64>(0),
+            |r| {
+                Ok(Counts {
+                    total: r.get(0)?,
+                    succeeded: r.get(1)?,
+                    failed: r.get(2)?,
+                    cancelled: r.get(3)?,
+                    expired: r.get(4)?,
+                    placed_local: r.get(5)?,
+                    placed_external: r.get(6)?,
+                    from_cache: r.get(7)?,
+                })
+            },
         )
-        .map(|n| n.max(0) as u64)
-        .map_err(sql("pending total"))
+        .map_err(sql("item totals"))
     }
 }
 
@@ -757,12 +768,7 @@ fn finalize_if_done(tx: &Transaction<'_>, seq: i64, now: i64) -> Result<(), Stor
 }
 
 /// Sets a batch's final state and creates its output and error files.
-fn finish_batch(
-    tx: &Transaction<'_>,
-    seq: i64,
-    state: State,
-    now: i64,
-) -> Result<(), StoreError> {
+fn finish_batch(tx: &Transaction<'_>, seq: i64, state: State, now: i64) -> Result<(), StoreError> {
     let id: String = tx
         .query_row("SELECT id FROM batches WHERE seq = ?1", [seq], |r| r.get(0))
         .map_err(sql("finish"))?;

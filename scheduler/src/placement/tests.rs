@@ -365,7 +365,13 @@ fn batch_work_a_deadline_needs_goes_to_the_cheapest_external_at_batch_price() {
         batch_overflow: true,
         ..policy(Mode::LocalOnly)
     };
-    let d = place(&batch, std::slice::from_ref(&busy), &externals, &local_only, 0.0);
+    let d = place(
+        &batch,
+        std::slice::from_ref(&busy),
+        &externals,
+        &local_only,
+        0.0,
+    );
     assert_eq!(d.target, Target::Defer);
     let d = place(&batch, &[busy], &externals, &policy(Mode::PreferLocal), 0.0);
     assert_eq!(d.target, Target::Defer);
