@@ -57,7 +57,12 @@ struct Item {
 
 /// What became of one attempt.
 enum Outcome {
-    Done { finished: Finished, external: bool },
+    Done {
+        finished: Finished,
+        external: bool,
+        /// How long the attempt took.
+        took: Duration,
+    },
     Deferred(Item),
     Retry(Item, Duration),
 }
@@ -77,6 +82,11 @@ struct Active {
     paused_until: Instant,
     /// When items finished without going external, within RATE_WINDOW.
     local_done: VecDeque<Instant>,
+    /// Seconds an item takes when it runs locally (moving average).
+    local_latency_s: Option<f64>,
+    /// Attempts not allowed to overflow in flight when the last local
+    /// item finished, itself included (the local slots the batch holds).
+    running_at_completion: usize,
     started: Instant,
     /// Items that may go external now.
     quota: i64,
@@ -95,6 +105,8 @@ impl Active {
             in_flight_overflow: 0,
             paused_until: now,
             local_done: VecDeque::new(),
+            local_latency_s: None,
+            running_at_completion: 0,
             started: now,
             quota: 0,
         }
@@ -114,20 +126,34 @@ impl Active {
         let usable_s = left_s - margin * window_s;
         let observed = now.duration_since(self.started).min(RATE_WINDOW);
         let warmup = Duration::from_secs_f64((0.05 * window_s).clamp(0.5, 10.0));
+        // The rate means something once an item has finished locally (or,
+        // if none has, after a quarter of the window: then it is zero).
+        let measured = !self.local_done.is_empty()
+            || observed.as_secs_f64() >= (0.25 * window_s).min(RATE_WINDOW.as_secs_f64());
         let shortfall = if usable_s <= 0.0 {
             self.remaining as f64
-        } else if observed < warmup {
+        } else if observed < warmup || !measured {
             0.0
         } else {
             self.remaining as f64 - self.local_rate(now) * usable_s
         };
         self.quota = (shortfall.ceil() as i64 - self.in_flight_overflow as i64).max(0);
+        tracing::debug!(batch = %self.row.id, remaining = self.remaining, usable_s, shortfall, quota = self.quota, rate = self.local_rate(now), latency = ?self.local_latency_s, in_flight = self.in_flight, overflow = self.in_flight_overflow, at_completion = self.running_at_completion, "overflow quota");
     }
 
-    /// Items finished per second without going external, lately.
+    /// Items finished per second without going external: the rate seen
+    /// over the last RATE_WINDOW, or, when higher (at the start, before
+    /// a window's worth has finished), what the items running now will
+    /// sustain by Little's law: their number over the local latency.
+    /// Attempts not allowed to overflow run locally (a deferred one is
+    /// back at once), so they are the ones counted.
     fn local_rate(&self, now: Instant) -> f64 {
         let observed = now.duration_since(self.started).min(RATE_WINDOW);
-        self.local_done.len() as f64 / observed.as_secs_f64().max(1e-3)
+        let seen = self.local_done.len() as f64 / observed.as_secs_f64().max(1e-3);
+        let running =
+            (self.in_flight - self.in_flight_overflow).max(self.running_at_completion) as f64;
+        let sustained = self.local_latency_s.map_or(0.0, |w| running / w.max(1e-3));
+        seen.max(sustained)
     }
 
     fn stats(&self, now: Instant) -> super::RunningBatch {
@@ -259,17 +285,27 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
                 in_flight -= 1;
                 let mut a = active.get_mut(&seq);
                 if let Some(a) = a.as_deref_mut() {
+                    if let Outcome::Done { finished, .. } = &outcome
+                        && finished.placement.starts_with("local:")
+                    {
+                        a.running_at_completion = a.in_flight - a.in_flight_overflow;
+                    }
                     a.in_flight -= 1;
                     if overflow {
                         a.in_flight_overflow -= 1;
                     }
                 }
                 match outcome {
-                    Outcome::Done { finished, external } => {
+                    Outcome::Done { finished, external, took } => {
                         if let Some(a) = a {
                             a.remaining -= 1;
                             if !external {
                                 a.local_done.push_back(Instant::now());
+                            }
+                            if finished.placement.starts_with("local:") {
+                                let t = took.as_secs_f64();
+                                a.local_latency_s =
+                                    Some(a.local_latency_s.map_or(t, |w| 0.8 * w + 0.2 * t));
                             }
                         }
                         if results.send(finished).await.is_err() {
@@ -370,6 +406,7 @@ async fn attempt(
     overflow: bool,
     max_attempts: u32,
 ) -> Outcome {
+    let started = Instant::now();
     let index = (item.pending.key & 0xffff_ffff) as u64;
     let request_id = super::request_id(batch_id, index);
     let body = match serde_json::from_slice::<Value>(&item.pending.body) {
@@ -379,6 +416,7 @@ async fn attempt(
             return Outcome::Done {
                 finished: finished(seq, &item, ItemState::Failed, Some(400), b"{\"error\":{\"message\":\"The stored body is not a JSON object.\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"invalid_body\"}}".to_vec(), String::new()),
                 external: false,
+                took: started.elapsed(),
             };
         }
     };
@@ -418,6 +456,7 @@ async fn attempt(
     Outcome::Done {
         finished: finished(seq, &item, state, Some(status), body.to_vec(), placement),
         external,
+        took: started.elapsed(),
     }
 }
 

@@ -1,0 +1,211 @@
+"""OpenAI's Files and Batches API through the official SDK: the real gateway
+(SQLite batch store) in front of a SIMULATED GPU and a FAKE external
+provider."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import openai
+import pytest
+
+from harness import model_group, openai_provider, section
+
+
+def fleet_config(launch, sim, fake, *, gpu: str = "h100", permits: int = 8, **batch) -> str:
+    batch.setdefault("enabled", True)
+    batch.setdefault("dir", str(launch.workdir / "batch"))
+    return (
+        section("scheduler", ttft_slo_ms=2000, telemetry_interval_ms=100, stale_after_ms=1000)
+        + section("batch", **batch)
+        + section(f"providers.sim-{gpu}-0", type="openai_compat", base_url=f"{sim.url}/v1",
+                  local={"gpu": gpu, "gpu_hour_usd": 2.0, "permits": permits, "telemetry": "sim"})
+        + openai_provider("ext", fake)
+        + model_group(
+            "llama",
+            {"provider": f"sim-{gpu}-0", "model": "llama"},
+            {"provider": "ext", "model": "fake-mini",
+             "price": {"input_per_million": 0.15, "output_per_million": 0.6}},
+        )
+    )
+
+
+def line(custom_id: str, content: str, max_tokens: int = 8, **kw) -> str:
+    body = {"model": "llama", "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens}
+    return json.dumps({"custom_id": custom_id, "method": "POST",
+                       "url": "/v1/chat/completions", "body": body, **kw})
+
+
+def wait_done(client: openai.OpenAI, batch_id: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        b = client.batches.retrieve(batch_id)
+        if b.status not in ("validating", "in_progress", "finalizing", "cancelling"):
+            return b
+        assert time.monotonic() < deadline, f"batch still {b.status}: {b}"
+        time.sleep(0.2)
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def test_sdk_batch_flow_runs_on_the_idle_simulated_gpu(launch):
+    sim = launch.sim("h100:llama")
+    fake = launch.fake()
+    gw = launch.gateway(fleet_config(launch, sim, fake))
+    client = gw.client()
+    lines = [line(f"req-{i}", f"Tell me about GPUs, part {i}.") for i in range(30)]
+    lines += [
+        "{not json",
+        line("other-model", "hi").replace('"llama"', '"no-such-model"'),
+        json.dumps({"custom_id": "wrong-url", "method": "POST", "url": "/v1/embeddings",
+                    "body": {"model": "llama", "input": "x"}}),
+    ]
+    content = ("\n".join(lines) + "\n").encode()
+    f = client.files.create(file=("requests.jsonl", content), purpose="batch")
+    assert f.purpose == "batch" and f.bytes == len(content) and f.filename == "requests.jsonl"
+    assert client.files.retrieve(f.id).id == f.id
+    assert client.files.content(f.id).read() == content
+    assert f.id in [x.id for x in client.files.list(purpose="batch")]
+
+    b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                              completion_window="24h", metadata={"team": "search"})
+    assert b.status == "in_progress"
+    assert b.request_counts.total == 33
+    assert b.metadata == {"team": "search"}
+    assert b.id in [x.id for x in client.batches.list(limit=10)]
+    done = wait_done(client, b.id)
+    assert done.status == "completed", done
+    assert done.request_counts.completed == 30 and done.request_counts.failed == 3
+    assert done.completed_at is not None and done.completed_at <= done.expires_at
+    extra = done.model_extra["switchyard"]
+    assert extra["placed_local"] == 30 and extra["placed_external"] == 0, extra
+    assert fake.requests() == [], "nothing went external"
+
+    out = jsonl(client.files.content(done.output_file_id).text)
+    assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(30)]
+    for o in out:
+        assert o["error"] is None
+        assert o["response"]["status_code"] == 200
+        body = o["response"]["body"]
+        assert body["object"] == "chat.completion"
+        assert body["usage"]["completion_tokens"] == 8
+        assert o["id"].startswith("batch_req_")
+    errors = {(e["custom_id"], (e["error"] or {}).get("code"),
+               e["response"] and e["response"]["body"]["error"]["code"])
+              for e in jsonl(client.files.content(done.error_file_id).text)}
+    assert errors == {
+        (None, "invalid_json_line", None),
+        ("other-model", None, "model_not_found"),
+        ("wrong-url", None, "endpoint_mismatch"),
+    }
+    assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
+
+    # The finished batch cannot be cancelled; unknown ids are 404.
+    with pytest.raises(openai.ConflictError):
+        client.batches.cancel(b.id)
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_does_not_exist")
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve("file-does-not-exist")
+
+
+def test_bad_uploads_and_batches_are_refused_with_openai_errors(launch):
+    sim = launch.sim("h100:llama")
+    fake = launch.fake()
+    gw = launch.gateway(fleet_config(launch, sim, fake, max_file_bytes=4096, max_items=5))
+    client = gw.client()
+    with pytest.raises(openai.BadRequestError) as e:
+        client.files.create(file=("big.jsonl", b"x" * 5000), purpose="batch")
+    assert e.value.code == "file_too_large"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.files.create(file=("a.jsonl", b"{}\n"), purpose="fine-tune")
+    assert e.value.code == "invalid_purpose"
+    dup = client.files.create(file=("dup.jsonl", (line("a", "x") + "\n" + line("a", "y") + "\n").encode()),
+                              purpose="batch")
+    with pytest.raises(openai.BadRequestError) as e:
+        client.batches.create(input_file_id=dup.id, endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    assert "Duplicate custom_id `a`" in e.value.message
+    many = client.files.create(file=("many.jsonl", "".join(line(f"m{i}", "x") + "\n" for i in range(6)).encode()),
+                               purpose="batch")
+    with pytest.raises(openai.BadRequestError) as e:
+        client.batches.create(input_file_id=many.id, endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    assert "at most 5 items" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.batches.create(input_file_id=many.id, endpoint="/v1/chat/completions",
+                              completion_window="forever")
+    assert e.value.code == "invalid_completion_window"
+    with pytest.raises(openai.BadRequestError):
+        client.batches.create(input_file_id=many.id, endpoint="/v1/audio/speech",
+                              completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    # None of the refused creates left a batch.
+    assert list(client.batches.list()) == []
+
+
+def test_interactive_requests_keep_their_gpu_while_a_batch_runs(launch):
+    sim = launch.sim("h100:llama")
+    fake = launch.fake()
+    gw = launch.gateway(fleet_config(launch, sim, fake, permits=8))
+    client = gw.client()
+    content = "".join(line(f"b{i}", f"batch prompt {i}", max_tokens=64) + "\n" for i in range(200))
+    f = client.files.create(file=("b.jsonl", content.encode()), purpose="batch")
+    b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    time.sleep(0.5)
+    for i in range(8):
+        start = time.monotonic()
+        raw = client.chat.completions.with_raw_response.create(
+            model="llama", messages=[{"role": "user", "content": f"interactive {i}"}],
+            max_tokens=4, stream=True)
+        chunks = raw.parse()
+        next(iter(chunks))
+        ttft = time.monotonic() - start
+        list(chunks)
+        assert raw.headers["x-switchyard-placement"].startswith("local:sim-h100-0"), raw.headers
+        assert raw.headers["x-switchyard-placement-reason"] == "slo_met_local"
+        assert ttft < 2.0, ttft
+        stats = gw.http("GET", "/api/v1/batches/stats").json()
+        running = stats["runner"]["batches"]
+        assert running and running[0]["in_flight"] <= 4, stats  # idle_share 0.5 of 8 permits
+    assert client.batches.retrieve(b.id).status == "in_progress"
+    client.batches.cancel(b.id)
+    assert fake.requests() == []
+
+
+def test_a_deadline_local_capacity_would_miss_overflows_only_the_shortfall(launch):
+    # Four batch slots (half of 8 permits) on a simulated H100, 1.3 s per
+    # 16-token item: about 3 items/s locally; 150 items in a 20 s window
+    # cannot all run locally, so part goes to the external fake.
+    sim = launch.sim("h100:llama", speed=0.05)
+    fake = launch.fake()
+    gw = launch.gateway(fleet_config(launch, sim, fake, permits=8))
+    client = gw.client()
+    content = "".join(line(f"d{i}", f"deadline prompt {i}", max_tokens=16) + "\n" for i in range(150))
+    f = client.files.create(file=("d.jsonl", content.encode()), purpose="batch")
+    b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                              completion_window="20s")
+    done = wait_done(client, b.id, timeout=40)
+    assert done.status == "completed", done
+    assert done.completed_at <= done.expires_at
+    extra = done.model_extra["switchyard"]
+    assert extra["placed_local"] >= 8, extra
+    assert 15 <= extra["placed_external"] <= 140, extra
+    assert extra["placed_local"] + extra["placed_external"] == 150
+    assert len(fake.requests()) == extra["placed_external"]
+
+
+def test_the_batch_api_is_off_unless_enabled(launch):
+    fake = launch.fake()
+    gw = launch.gateway(openai_provider("p", fake) + model_group("m", {"provider": "p", "model": "x"}))
+    client = gw.client()
+    with pytest.raises(openai.NotFoundError) as e:
+        client.batches.list()
+    assert "[batch] enabled" in e.value.message
