@@ -184,8 +184,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let curl = |args: &[&str]| -> anyhow::Result<Value> {
         let out = Command::new("curl").arg("-sS").args(args).output()?;
-        Ok(serde_json::from_slice(&out.stdout)
-            .with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?)
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let t = Instant::now();
     let uploaded = curl(&[
