@@ -22,7 +22,9 @@
 //! Batch jobs go only to a backend idle by the policy's threshold and are
 //! deferred otherwise (the batch queue holds them), unless the policy says
 //! the batch's deadline needs them elsewhere (`batch_overflow`): then the
-//! allowed external deployment cheapest at its batch price takes them. A degraded backend
+//! cheapest allowed external deployment takes them (at its synchronous
+//! price, which is what the gateway pays: it sends them through the
+//! provider's ordinary API, not the provider's own batch API). A degraded backend
 //! (throttling, correctable errors) is taken only when no healthy one meets
 //! the SLO, and its estimate counts [`DEGRADED_PENALTY`] times; a drained
 //! one (stale telemetry, XID errors) gets nothing.
@@ -142,7 +144,7 @@ pub struct Policy<'a> {
     pub batch_idle_share: f64,
     /// A batch job with no idle local backend goes to the cheapest allowed
     /// external deployment instead of waiting (its batch's deadline cannot
-    /// be met locally; not in `local_only` mode).
+    /// be met locally; never in `local_only` mode).
     pub batch_overflow: bool,
 }
 
@@ -280,7 +282,7 @@ pub fn place(
                 return None;
             }
             allowed_externals(job, externals, policy)
-                .map(|(i, e)| (i, e.ttft_s, external_cost(job, e, true)))
+                .map(|(i, e)| (i, e.ttft_s, external_cost(job, e)))
                 .filter(|&(_, _, cost)| policy.budget_left_usd.is_none_or(|left| cost <= left))
                 .min_by(|x, y| x.2.total_cmp(&y.2))
         };
@@ -340,7 +342,7 @@ pub fn place(
         None
     } else {
         allowed_externals(job, externals, policy)
-            .map(|(i, e)| (i, e.ttft_s, external_cost(job, e, false)))
+            .map(|(i, e)| (i, e.ttft_s, external_cost(job, e)))
             .filter(|&(_, _, cost)| policy.budget_left_usd.is_none_or(|left| cost <= left))
             .min_by(|x, y| {
                 // Meets the SLO first, then cost.
@@ -411,13 +413,13 @@ fn allowed_externals<'e, 'a>(
         })
 }
 
-/// USD of `job` on external `e` (at its batch price for batch work).
-fn external_cost(job: &Job<'_>, e: &External<'_>, batch: bool) -> f64 {
+/// USD of `job` on external `e` through its ordinary (synchronous) API.
+fn external_cost(job: &Job<'_>, e: &External<'_>) -> f64 {
     e.price.cost(
         u64::from(job.prompt_tokens),
         0,
         u64::from(job.output_tokens),
-        batch,
+        false,
     )
 }
 

