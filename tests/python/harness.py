@@ -340,6 +340,23 @@ def model_group(name: str, *deployments: dict, strategy: str | None = None,
     return text + "\n"
 
 
+def fleet_config(sim, fake, *, gpu: str, permits: int = 8, slo_ms: int = 2000) -> str:
+    """Model group `llama` on one SIMULATED engine, overflowing to the FAKE
+    external provider `ext`."""
+    return (
+        section("scheduler", ttft_slo_ms=slo_ms, telemetry_interval_ms=100, stale_after_ms=1000)
+        + section(f"providers.sim-{gpu}-0", type="openai_compat", base_url=f"{sim.url}/v1",
+                  local={"gpu": gpu, "gpu_hour_usd": 2.0, "permits": permits, "telemetry": "sim"})
+        + openai_provider("ext", fake)
+        + model_group(
+            "llama",
+            {"provider": f"sim-{gpu}-0", "model": "llama"},
+            {"provider": "ext", "model": "fake-mini",
+             "price": {"input_per_million": 0.15, "output_per_million": 0.6}},
+        )
+    )
+
+
 # --------------------------------------------------------------------------
 # Launching
 # --------------------------------------------------------------------------

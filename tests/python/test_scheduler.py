@@ -3,22 +3,7 @@ of SIMULATED engines (`switchyard sim`) and a FAKE external provider."""
 
 from __future__ import annotations
 
-from harness import model_group, openai_provider, section
-
-
-def fleet_config(sim, fake, *, gpu: str, permits: int = 8, slo_ms: int = 2000) -> str:
-    return (
-        section("scheduler", ttft_slo_ms=slo_ms, telemetry_interval_ms=100, stale_after_ms=1000)
-        + section(f"providers.sim-{gpu}-0", type="openai_compat", base_url=f"{sim.url}/v1",
-                  local={"gpu": gpu, "gpu_hour_usd": 2.0, "permits": permits, "telemetry": "sim"})
-        + openai_provider("ext", fake)
-        + model_group(
-            "llama",
-            {"provider": f"sim-{gpu}-0", "model": "llama"},
-            {"provider": "ext", "model": "fake-mini",
-             "price": {"input_per_million": 0.15, "output_per_million": 0.6}},
-        )
-    )
+from harness import fleet_config
 
 
 def test_sdk_streams_from_a_simulated_gpu_with_placement_headers(launch):

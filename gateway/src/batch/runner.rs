@@ -46,6 +46,8 @@ const READ_AHEAD: usize = 256;
 const MAX_RESULT_BYTES: usize = 64 * 1024 * 1024;
 /// How long a batch waits after a deferral before trying again.
 const DEFER_PAUSE: Duration = Duration::from_millis(100);
+/// Attempts a batch starts with in flight.
+const INITIAL_WINDOW: usize = 8;
 /// The local finishing rate is measured over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(30);
 
@@ -90,6 +92,9 @@ struct Active {
     started: Instant,
     /// Items that may go external now.
     quota: i64,
+    /// Most attempts in flight: grows by one per finished item, halves on
+    /// a deferral (so a batch waiting for idle GPUs probes, not floods).
+    window: usize,
 }
 
 impl Active {
@@ -109,6 +114,7 @@ impl Active {
             running_at_completion: 0,
             started: now,
             quota: 0,
+            window: INITIAL_WINDOW,
         }
     }
 
@@ -256,7 +262,9 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
                     i += 1;
                 }
             }
-            while let Some(item) = a.queue.pop_front() {
+            while a.in_flight < a.window
+                && let Some(item) = a.queue.pop_front()
+            {
                 if in_flight >= settings.concurrency {
                     a.queue.push_front(item);
                     break 'batches;
@@ -299,6 +307,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
                     Outcome::Done { finished, external, took } => {
                         if let Some(a) = a {
                             a.remaining -= 1;
+                            a.window = (a.window + 1).min(settings.concurrency);
                             if !external {
                                 a.local_done.push_back(Instant::now());
                             }
@@ -315,6 +324,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
                     Outcome::Deferred(item) => {
                         if let Some(a) = a {
                             a.queue.push_front(item);
+                            a.window = (a.window / 2).max(1);
                             a.paused_until = Instant::now() + DEFER_PAUSE;
                         }
                     }
