@@ -214,6 +214,12 @@ async fn upload_in(app: &App, form: &mut Multipart) -> Result<Value, ApiError> {
         tokio::fs::rename(&tmp, &path)
             .await
             .map_err(|e| ApiError::Internal(format!("cannot store the file: {e}")))?;
+        // The rename itself must survive a crash before the row says so.
+        if let Some(parent) = path.parent()
+            && let Ok(d) = tokio::fs::File::open(parent).await
+        {
+            let _ = d.sync_all().await;
+        }
         let row = FileRow {
             id: id.clone(),
             purpose: "batch".into(),

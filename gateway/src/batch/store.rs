@@ -238,6 +238,14 @@ impl Store {
             read: Mutex::new(read),
             files,
         };
+        // Uploads cut short (the client went away mid-body) leave a part file.
+        if let Ok(entries) = std::fs::read_dir(&store.files) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "part") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let dropped = store.drop_unfinished_creates()?;
         if dropped > 0 {
             tracing::info!(
@@ -791,3 +799,6 @@ fn finish_batch(tx: &Transaction<'_>, seq: i64, state: State, now: i64) -> Resul
     .map_err(sql("finish"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,146 @@
+use super::*;
+use crate::batch::{Invalid, now_ms};
+
+fn spec(id: &str) -> BatchSpec {
+    BatchSpec {
+        id: id.into(),
+        endpoint: Endpoint::ChatCompletions,
+        priority: 2,
+        metadata: "{}".into(),
+        input_file_id: None,
+        completion_window: "60s".into(),
+        created_ms: now_ms(),
+        deadline_ms: now_ms() + 60_000,
+    }
+}
+
+fn items(ids: &[&str]) -> Vec<NewItem> {
+    ids.iter()
+        .map(|id| NewItem {
+            custom_id: Some((*id).into()),
+            endpoint: Endpoint::ChatCompletions,
+            body: b"{}".to_vec(),
+            invalid: None,
+        })
+        .collect()
+}
+
+fn done(batch: i64, key: i64, placement: &str) -> Finished {
+    Finished {
+        batch,
+        key,
+        state: ItemState::Succeeded,
+        status: Some(200),
+        response: b"{\"ok\":true}".to_vec(),
+        placement: placement.into(),
+        finished_ms: now_ms(),
+    }
+}
+
+#[test]
+fn a_result_counts_once_and_the_last_one_completes_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut b = store.begin_create(&spec("batch_a")).unwrap();
+    store.add_items(&mut b, &items(&["x", "y"])).unwrap();
+    assert!(
+        store.batch("batch_a").unwrap().is_none(),
+        "invisible until finished"
+    );
+    let row = store.finish_create(&b).unwrap();
+    assert_eq!(row.state, State::InProgress);
+    let pending = store.pending(b.seq, item_key(b.seq, 0) - 1, 10).unwrap();
+    assert_eq!(pending.len(), 2);
+    let first = done(b.seq, pending[0].key, "local:gpu");
+    // The same result twice (a re-run after a crash): recorded once.
+    assert_eq!(store.record(&[first.clone(), first.clone()]).unwrap(), 1);
+    assert_eq!(store.record(&[first]).unwrap(), 0);
+    let row = store.batch("batch_a").unwrap().unwrap();
+    assert_eq!(
+        (row.counts.succeeded, row.counts.placed_local, row.state),
+        (1, 1, State::InProgress)
+    );
+    assert_eq!(
+        store
+            .record(&[done(b.seq, pending[1].key, "external:e")])
+            .unwrap(),
+        1
+    );
+    let row = store.batch("batch_a").unwrap().unwrap();
+    assert_eq!(row.state, State::Completed);
+    assert_eq!(row.counts.placed_external, 1);
+    assert!(row.output_file_id.is_some() && row.error_file_id.is_some());
+    let results = store.results(b.seq, 0, 10).unwrap();
+    assert_eq!(results.iter().map(|r| r.cursor).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[test]
+fn cancel_ends_pending_items_once_and_later_results_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut b = store.begin_create(&spec("batch_c")).unwrap();
+    store.add_items(&mut b, &items(&["a", "b", "c"])).unwrap();
+    store.finish_create(&b).unwrap();
+    store
+        .record(&[done(b.seq, item_key(b.seq, 1), "local:g")])
+        .unwrap();
+    assert!(store.end_pending(b.seq, ItemState::Cancelled).unwrap());
+    assert!(
+        !store.end_pending(b.seq, ItemState::Cancelled).unwrap(),
+        "only once"
+    );
+    // A result arriving after the cancel changes nothing.
+    assert_eq!(
+        store
+            .record(&[done(b.seq, item_key(b.seq, 0), "local:g")])
+            .unwrap(),
+        0
+    );
+    let row = store.batch("batch_c").unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.counts.succeeded, row.counts.cancelled),
+        (State::Cancelled, 1, 2)
+    );
+    let results = store.results(b.seq, 0, 10).unwrap();
+    assert_eq!(results.len(), 3);
+    let mut cursors: Vec<i64> = results.iter().map(|r| r.cursor).collect();
+    cursors.dedup();
+    assert_eq!(cursors.len(), 3, "distinct cursors");
+    assert_eq!(row.cursor, *cursors.iter().max().unwrap());
+    // Output in index order: the succeeded one; errors: the cancelled two.
+    let out = store.finished_in_order(b.seq, i64::MIN, false, 10).unwrap();
+    let err = store.finished_in_order(b.seq, i64::MIN, true, 10).unwrap();
+    assert_eq!(out.iter().map(|r| r.index).collect::<Vec<_>>(), [1]);
+    assert_eq!(err.iter().map(|r| r.index).collect::<Vec<_>>(), [0, 2]);
+}
+
+#[test]
+fn duplicates_are_refused_and_unfinished_creates_vanish_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut b = store.begin_create(&spec("batch_d")).unwrap();
+        store.add_items(&mut b, &items(&["a", "b"])).unwrap();
+        let e = store.add_items(&mut b, &items(&["c", "a"])).unwrap_err();
+        assert!(
+            matches!(e, StoreError::Duplicate { ref custom_id, index: 3 } if custom_id == "a"),
+            "{e}"
+        );
+        // An invalid item is recorded failed at once, with a cursor.
+        let mut bad = items(&["z"]);
+        bad[0].invalid = Some(Invalid::line("invalid_json_line", "line 9".into()));
+        let mut v = store.begin_create(&spec("batch_v")).unwrap();
+        store.add_items(&mut v, &bad).unwrap();
+        let row = store.finish_create(&v).unwrap();
+        assert_eq!((row.state, row.counts.failed), (State::Completed, 1));
+        // batch_d is never finished: the process "dies" here.
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let ids: Vec<String> = store
+        .list(10, None)
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(ids, ["batch_v"]);
+}
