@@ -92,6 +92,9 @@ struct Active {
     started: Instant,
     /// Items that may go external now.
     quota: i64,
+    /// Items of this batch that finished externally (since this runner
+    /// took it up).
+    external_done: i64,
     /// Most attempts in flight: grows by one per finished item, halves on
     /// a deferral (so a batch waiting for idle GPUs probes, not floods).
     window: usize,
@@ -114,6 +117,7 @@ impl Active {
             running_at_completion: 0,
             started: now,
             quota: 0,
+            external_done: 0,
             window: INITIAL_WINDOW,
         }
     }
@@ -143,7 +147,19 @@ impl Active {
         } else {
             self.remaining as f64 - self.local_rate(now) * usable_s
         };
-        self.quota = (shortfall.ceil() as i64 - self.in_flight_overflow as i64).max(0);
+        // Overflow is paced over the first half of the window: by then the
+        // local rate is well measured, and sending early work out on an
+        // early (low) estimate would spend more than the deadline needs.
+        // Past half the window, or out of usable time, the whole shortfall.
+        let elapsed_s = (now_ms() - self.row.created_ms).max(0) as f64 / 1e3;
+        let pace = if usable_s <= 0.0 {
+            1.0
+        } else {
+            (elapsed_s / (0.5 * window_s)).min(1.0)
+        };
+        let planned = pace * (self.external_done as f64 + shortfall.max(0.0));
+        self.quota = (planned.ceil() as i64 - self.external_done - self.in_flight_overflow as i64)
+            .max(0);
         tracing::debug!(batch = %self.row.id, remaining = self.remaining, usable_s, shortfall, quota = self.quota, rate = self.local_rate(now), latency = ?self.local_latency_s, in_flight = self.in_flight, overflow = self.in_flight_overflow, at_completion = self.running_at_completion, "overflow quota");
     }
 
@@ -308,7 +324,9 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
                         if let Some(a) = a {
                             a.remaining -= 1;
                             a.window = (a.window + 1).min(settings.concurrency);
-                            if !external {
+                            if external {
+                                a.external_done += 1;
+                            } else {
                                 a.local_done.push_back(Instant::now());
                             }
                             if finished.placement.starts_with("local:") {
