@@ -158,8 +158,8 @@ impl Active {
             (elapsed_s / (0.5 * window_s)).min(1.0)
         };
         let planned = pace * (self.external_done as f64 + shortfall.max(0.0));
-        self.quota = (planned.ceil() as i64 - self.external_done - self.in_flight_overflow as i64)
-            .max(0);
+        self.quota =
+            (planned.ceil() as i64 - self.external_done - self.in_flight_overflow as i64).max(0);
         tracing::debug!(batch = %self.row.id, remaining = self.remaining, usable_s, shortfall, quota = self.quota, rate = self.local_rate(now), latency = ?self.local_latency_s, in_flight = self.in_flight, overflow = self.in_flight_overflow, at_completion = self.running_at_completion, "overflow quota");
     }
 
