@@ -20,8 +20,7 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its report")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -30,6 +29,8 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use rand_distr::{Distribution, Exp};
 use serde_json::{Value, json};
+use switchyard_benches::procs::{Proc, start_switchyard};
+use switchyard_benches::write_results;
 use switchyard_fakes::sim::{SimConfig, SimEngine};
 use switchyard_fakes::{FakeConfig, FakeUpstream};
 use switchyard_scheduler::profile::GpuProfile;
@@ -63,24 +64,12 @@ struct Args {
     out: String,
 }
 
-struct Gateway {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(
     args: &Args,
     dir: &std::path::Path,
     sims: &[SimEngine],
     ext: &str,
-) -> anyhow::Result<Gateway> {
+) -> anyhow::Result<Proc> {
     let mut config = format!(
         "[scheduler]\nttft_slo_ms = 2000\ntelemetry_interval_ms = 200\n\n\
          [batch]\nenabled = true\ndir = \"{}\"\nconcurrency = 128\n\n\
@@ -105,34 +94,17 @@ fn start(
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, config)?;
-    let mut child = Command::new(&args.bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env("BENCH_KEY", "sk-bench")
-        .env("RUST_LOG", "warn,switchyard_gateway::server=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {}", args.bin))?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let Some(line) = lines.next() else {
-            bail!("the gateway exited before listening");
-        };
-        let v: Value = serde_json::from_str(&line?).unwrap_or(Value::Null);
-        if v["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("listening"))
-        {
-            break v["addr"].as_str().unwrap_or_default().to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok(Gateway {
-        child,
-        url: format!("http://{addr}"),
-    })
+    let path = path.to_string_lossy().into_owned();
+    start_switchyard(
+        &args.bin,
+        &["serve", "--listen", "127.0.0.1:0", "--config", &path],
+        &[
+            ("BENCH_KEY", "sk-bench"),
+            ("RUST_LOG", "warn,switchyard_gateway::server=info"),
+        ],
+        None,
+    )
+    .with_context(|| format!("cannot start {}", args.bin))
 }
 
 /// Seconds to the first content chunk of one streamed request.
@@ -236,13 +208,14 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let dir = tempfile::tempdir()?;
     let gw = start(&args, dir.path(), &sims, &ext.url())?;
+    let url = format!("http://{}", gw.addr);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     println!(
         "phase 1: interactive only, {} s at {}/s",
         args.seconds, args.rate
     );
-    let alone = interactive(&gw.url, args.rate, args.seconds, 1).await?;
+    let alone = interactive(&url, args.rate, args.seconds, 1).await?;
 
     // The batch, uploaded the OpenAI way.
     let client = reqwest::Client::new();
@@ -261,12 +234,12 @@ async fn main() -> anyhow::Result<()> {
     let out = Command::new("curl")
         .args(["-sS", "-F", "purpose=batch", "-F"])
         .arg(format!("file=@{}", input.display()))
-        .arg(format!("{}/v1/files", gw.url))
+        .arg(format!("{url}/v1/files"))
         .output()?;
     let file: Value = serde_json::from_slice(&out.stdout)
         .with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
     let batch: Value = client
-        .post(format!("{}/v1/batches", gw.url))
+        .post(format!("{url}/v1/batches"))
         .json(
             &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
                       "completion_window": format!("{}s", args.window)}),
@@ -282,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
         args.items, args.window
     );
     let poll = {
-        let (client, url, id) = (client.clone(), gw.url.clone(), id.clone());
+        let (client, url, id) = (client.clone(), url.clone(), id.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -296,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     };
-    let with = interactive(&gw.url, args.rate, args.seconds, 1).await?;
+    let with = interactive(&url, args.rate, args.seconds, 1).await?;
     let done = poll.await?;
     let sy = &done["switchyard"];
     let (local, external) = (
@@ -323,9 +296,5 @@ async fn main() -> anyhow::Result<()> {
                   "request_counts": done["request_counts"]},
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
-    if let Some(parent) = std::path::Path::new(&args.out).parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
-    Ok(())
+    write_results(&args.out, &report)
 }

@@ -16,13 +16,15 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its report")]
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::{Value, json};
+use switchyard_benches::procs::{Proc, free_addr, start_switchyard};
+use switchyard_benches::write_results;
 use switchyard_fakes::{FakeConfig, FakeUpstream};
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::batch_service_client::BatchServiceClient;
@@ -64,62 +66,30 @@ fn memory(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-struct Gateway {
-    child: Child,
-    http: String,
-    grpc: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(bin: &str, dir: &std::path::Path, upstream: &str) -> anyhow::Result<Gateway> {
+/// The gateway over `upstream`, its gRPC listener on a free port; returns
+/// it with its gRPC URL.
+fn start(bin: &str, dir: &std::path::Path, upstream: &str) -> anyhow::Result<(Proc, String)> {
+    let grpc = free_addr()?;
     let config = format!(
-        "[batch]\nenabled = true\ndir = \"{}\"\ngrpc_listen = \"127.0.0.1:0\"\nconcurrency = 1\nmax_items = 10000000\nmax_file_bytes = 4000000000\n\n\
+        "[batch]\nenabled = true\ndir = \"{}\"\ngrpc_listen = \"{grpc}\"\nconcurrency = 1\nmax_items = 10000000\nmax_file_bytes = 4000000000\n\n\
          [providers.fake]\ntype = \"openai_compat\"\nbase_url = \"{upstream}/v1\"\napi_key = {{ env = \"BENCH_KEY\" }}\n\n\
          [[model_groups]]\nname = \"m\"\n[[model_groups.deployments]]\nprovider = \"fake\"\nmodel = \"up\"\n",
         dir.join("batch").display()
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, config)?;
-    let mut child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env("BENCH_KEY", "sk-bench")
-        .env(
-            "RUST_LOG",
-            "warn,switchyard_gateway::server=info,switchyard_gateway::batch::grpc=info",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {bin} (build it with cargo build --release)"))?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let (mut http, mut grpc) = (None, None);
-    while http.is_none() || grpc.is_none() {
-        let Some(line) = lines.next() else {
-            bail!("the gateway exited before listening");
-        };
-        let v: Value = serde_json::from_str(&line?).unwrap_or(Value::Null);
-        let addr = v["addr"].as_str().map(str::to_owned);
-        match v["message"].as_str() {
-            Some(m) if m.starts_with("gRPC listening") => grpc = addr,
-            Some(m) if m.starts_with("listening") => http = addr,
-            _ => {}
-        }
-    }
-    // Keep draining its log so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok(Gateway {
-        child,
-        http: format!("http://{}", http.unwrap_or_default()),
-        grpc: format!("http://{}", grpc.unwrap_or_default()),
-    })
+    let path = path.to_string_lossy().into_owned();
+    let proc = start_switchyard(
+        bin,
+        &["serve", "--listen", "127.0.0.1:0", "--config", &path],
+        &[
+            ("BENCH_KEY", "sk-bench"),
+            ("RUST_LOG", "warn,switchyard_gateway::server=info"),
+        ],
+        None,
+    )
+    .with_context(|| format!("cannot start {bin} (build it with cargo build --release)"))?;
+    Ok((proc, format!("http://{grpc}")))
 }
 
 #[tokio::main]
@@ -134,12 +104,13 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let dir = tempfile::tempdir()?;
-    let gw = start(&args.bin, dir.path(), &fake.url())?;
+    let (gw, grpc_url) = start(&args.bin, dir.path(), &fake.url())?;
+    let http_url = format!("http://{}", gw.addr);
     let pid = gw.child.id();
     let before = memory(pid);
 
     // gRPC: items generated as they are sent, never all in memory.
-    let mut client = BatchServiceClient::connect(gw.grpc.clone())
+    let mut client = BatchServiceClient::connect(grpc_url)
         .await?
         .max_encoding_message_size(64 * 1024 * 1024);
     let (n, chunk) = (args.items, args.chunk.max(1));
@@ -193,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         "purpose=batch",
         "-F",
         &format!("file=@{}", file.display()),
-        &format!("{}/v1/files", gw.http),
+        &format!("{http_url}/v1/files"),
     ])?;
     let upload_s = t.elapsed().as_secs_f64();
     let created = curl(&[
@@ -203,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
         &json!({"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
                 "completion_window": "24h"})
         .to_string(),
-        &format!("{}/v1/batches", gw.http),
+        &format!("{http_url}/v1/batches"),
     ])?;
     let http_s = t.elapsed().as_secs_f64();
     if created["request_counts"]["total"].as_u64() != Some(n as u64) {
@@ -233,9 +204,5 @@ async fn main() -> anyhow::Result<()> {
         "gateway RSS: {:.0} MiB before, {:.0} MiB after gRPC (peak {:.0}), {:.0} MiB after HTTP (peak {:.0})",
         before.0, after_grpc.0, after_grpc.1, after_http.0, after_http.1
     );
-    if let Some(parent) = std::path::Path::new(&args.out).parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
-    Ok(())
+    write_results(&args.out, &report)
 }
