@@ -198,3 +198,38 @@ def test_the_batch_api_is_off_unless_enabled(launch):
     with pytest.raises(openai.NotFoundError) as e:
         client.batches.list()
     assert "[batch] enabled" in e.value.message
+
+
+def test_batch_items_read_and_fill_the_response_cache(launch):
+    fake = launch.fake()
+    gw = launch.gateway(
+        section("cache", enabled=True)
+        + section("batch", enabled=True, dir=str(launch.workdir / "batch"))
+        + openai_provider("p", fake)
+        + model_group("m", {"provider": "p", "model": "up"})
+    )
+    client = gw.client()
+
+    def run(lines: list[str]):
+        f = client.files.create(file=("c.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
+        b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                  completion_window="1h")
+        return wait_done(client, b.id, timeout=30)
+
+    def item(cid: str, q: str) -> str:
+        return json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                           "body": {"model": "m", "temperature": 0,
+                                    "messages": [{"role": "user", "content": q}]}})
+
+    first = run([item("a", "What is a GPU?"), item("b", "What is a TPU?")])
+    assert first.model_extra["switchyard"]["from_cache"] == 0
+    assert len(fake.requests()) == 2
+    # The same questions again (other custom_ids), and an interactive one.
+    second = run([item("c", "What is a GPU?"), item("d", "What is an NPU?")])
+    assert second.model_extra["switchyard"]["from_cache"] == 1, second
+    assert len(fake.requests()) == 3
+    out = {o["custom_id"]: o for o in jsonl(client.files.content(second.output_file_id).text)}
+    assert out["c"]["response"]["body"]["choices"][0]["message"]["content"] == "Fake answer to: What is a GPU?"
+    raw = client.chat.completions.with_raw_response.create(
+        model="m", temperature=0, messages=[{"role": "user", "content": "What is a TPU?"}])
+    assert raw.headers["x-switchyard-cache"] == "hit-exact"
