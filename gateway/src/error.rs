@@ -190,6 +190,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status_code(), Json(self.body())).into_response();
+        if matches!(self, Self::Conflict(_)) {
+            // OpenAI's SDKs retry 409 (a lock time-out there) unless told not to.
+            resp.headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         if let Some(after) = self.retry_after() {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -453,6 +453,17 @@ async fn bad_batches_get_precise_grpc_statuses() {
             endpoint: 0,
             body: br#"{"model":"m","stream":true,"messages":[]}"#.to_vec(),
         },
+        // Two items without a custom_id fail on their own, not as duplicates.
+        pb::BatchItem {
+            custom_id: String::new(),
+            endpoint: 0,
+            body: item(3).body,
+        },
+        pb::BatchItem {
+            custom_id: String::new(),
+            endpoint: 0,
+            body: item(4).body,
+        },
     ];
     let b = c
         .create_batch(tokio_stream::iter(vec![spec(60), chunk(bad_items)]))
@@ -473,7 +484,7 @@ async fn bad_batches_get_precise_grpc_statuses() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let counts = b.counts.unwrap();
-    assert_eq!((counts.succeeded, counts.failed), (1, 4));
+    assert_eq!((counts.succeeded, counts.failed), (1, 6));
     let mut s = c
         .stream_results(pb::StreamResultsRequest {
             batch_id: b.id.clone(),
@@ -484,16 +495,21 @@ async fn bad_batches_get_precise_grpc_statuses() {
         .unwrap()
         .into_inner();
     let mut codes = HashMap::new();
+    let mut anonymous = 0;
     while let Some(r) = s.message().await.unwrap() {
         let body: Value = serde_json::from_slice(&r.body).unwrap();
-        codes.insert(
-            r.custom_id,
-            (
-                r.status_code,
-                body["error"]["code"].as_str().map(str::to_owned),
-            ),
+        let code = (
+            r.status_code,
+            body["error"]["code"].as_str().map(str::to_owned),
         );
+        if r.custom_id.is_empty() {
+            assert_eq!(code, (400, Some("missing_custom_id".into())));
+            anonymous += 1;
+        } else {
+            codes.insert(r.custom_id, code);
+        }
     }
+    assert_eq!(anonymous, 2);
     assert_eq!(
         codes["unknown-model"],
         (404, Some("model_not_found".into()))

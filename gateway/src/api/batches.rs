@@ -142,6 +142,9 @@ async fn upload_in(app: &App, form: &mut Multipart) -> Result<Value, ApiError> {
     let id = format!("file-{}", uuid::Uuid::new_v4().simple());
     let path = batches.store.file_path(&id);
     let tmp = path.with_extension("part");
+    // Removes the part file however this ends (the client may go away
+    // mid-upload, dropping this future); disarmed once renamed.
+    let mut guard = PartFile(Some(tmp.clone()));
     let mut purpose = None;
     let mut stored: Option<(String, u64)> = None;
     let bad = |m: String| ApiError::invalid(m, None);
@@ -172,8 +175,6 @@ async fn upload_in(app: &App, form: &mut Multipart) -> Result<Value, ApiError> {
                 {
                     bytes += chunk.len() as u64;
                     if bytes > limit {
-                        drop(out);
-                        let _ = tokio::fs::remove_file(&tmp).await;
                         return Err(ApiError::InvalidRequest {
                             message: format!(
                                 "The file is larger than this gateway's limit of {limit} bytes (batch.max_file_bytes)."
@@ -214,6 +215,7 @@ async fn upload_in(app: &App, form: &mut Multipart) -> Result<Value, ApiError> {
         tokio::fs::rename(&tmp, &path)
             .await
             .map_err(|e| ApiError::Internal(format!("cannot store the file: {e}")))?;
+        guard.0 = None;
         // The rename itself must survive a crash before the row says so.
         if let Some(parent) = path.parent()
             && let Ok(d) = tokio::fs::File::open(parent).await
@@ -235,10 +237,22 @@ async fn upload_in(app: &App, form: &mut Multipart) -> Result<Value, ApiError> {
         Ok(file_json(&row, row.bytes))
     }
     .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
+    if result.is_err() && guard.0.is_none() {
+        // Renamed, but the row was not stored.
+        let _ = tokio::fs::remove_file(&path).await;
     }
     result
+}
+
+/// A part file to delete on drop.
+struct PartFile(Option<std::path::PathBuf>);
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 async fn file_row(batches: &Batches, id: &str) -> Result<FileRow, ApiError> {
@@ -483,22 +497,105 @@ async fn create_in(app: &App, body: Result<JsonObject, ApiError>) -> Result<Valu
     let reader = tokio::fs::File::open(batches.store.file_path(&file.id))
         .await
         .map_err(|e| ApiError::Internal(format!("file `{}` unreadable: {e}", file.id)))?;
-    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let mut reader = tokio::io::BufReader::new(reader);
     let mut creating = batches.begin(spec).await?;
+    // A line holds one request body plus its envelope.
+    let cap = batches.max_body_bytes + 64 * 1024;
+    let mut buf = Vec::new();
     let mut n = 0u64;
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .map_err(|e| ApiError::invalid(format!("The input file is not UTF-8 text: {e}"), None))?
-    {
-        n += 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        creating.push(parse_line(&line, n, endpoint)).await?;
+    loop {
+        let read = read_line_capped(&mut reader, &mut buf, cap)
+            .await
+            .map_err(|e| ApiError::Internal(format!("input file unreadable: {e}")))?;
+        let item = match read {
+            Line::End => break,
+            Line::TooLong => {
+                n += 1;
+                NewItem {
+                    custom_id: None,
+                    endpoint,
+                    body: Vec::new(),
+                    invalid: Some(Invalid::line(
+                        "line_too_long",
+                        format!("line {}: longer than {cap} bytes", n),
+                    )),
+                }
+            }
+            Line::Complete => {
+                n += 1;
+                match std::str::from_utf8(&buf) {
+                    Ok(line) if line.trim().is_empty() => continue,
+                    Ok(line) => parse_line(line, n, endpoint),
+                    Err(_) => NewItem {
+                        custom_id: None,
+                        endpoint,
+                        body: Vec::new(),
+                        invalid: Some(Invalid::line(
+                            "invalid_json_line",
+                            format!("line {n}: not UTF-8 text"),
+                        )),
+                    },
+                }
+            }
+        };
+        creating.push(item).await?;
     }
     let row = creating.finish().await?;
     Ok(batch_json(&row))
+}
+
+enum Line {
+    Complete,
+    TooLong,
+    End,
+}
+
+/// Reads one line (without its newline) into `buf`, keeping at most `cap`
+/// bytes: a longer line is skipped to its end and reported, so memory is
+/// bounded by `cap` whatever the file holds.
+async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(match (any, too_long) {
+                (false, _) => Line::End,
+                (true, true) => Line::TooLong,
+                (true, false) => Line::Complete,
+            });
+        }
+        any = true;
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        if !too_long {
+            if buf.len() + part.len() > cap {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(part);
+            }
+        }
+        let used = done.unwrap_or(chunk.len());
+        r.consume(used);
+        if done.is_some() {
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Complete
+            });
+        }
+    }
 }
 
 /// One input line (`{"custom_id", "method", "url", "body"}`) as an item;
@@ -655,6 +752,27 @@ pub async fn stats(State(app): State<Arc<App>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn long_lines_are_skipped_not_held() {
+        let data = format!("short\r\n{}\n\nlast", "x".repeat(100));
+        // A tiny buffer: lines span many reads.
+        let mut r = tokio::io::BufReader::with_capacity(8, data.as_bytes());
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        loop {
+            let line = read_line_capped(&mut r, &mut buf, 50).await.unwrap();
+            match line {
+                Line::End => break,
+                Line::TooLong => {
+                    assert!(buf.is_empty());
+                    seen.push("<too long>".to_owned());
+                }
+                Line::Complete => seen.push(String::from_utf8(buf.clone()).unwrap()),
+            }
+        }
+        assert_eq!(seen, ["short", "<too long>", "", "last"]);
+    }
 
     #[test]
     fn completion_windows() {

@@ -16,6 +16,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::store::BatchSpec;
 use super::{BatchError, BatchRow, Batches, Endpoint, ItemState, NewItem, ResultRow, State};
 
+/// Longest completion window, seconds (366 days).
+const MAX_WINDOW_S: u64 = 366 * 86_400;
+
 /// Results sent per store read.
 const RESULTS_PAGE: usize = 512;
 
@@ -117,21 +120,24 @@ pub fn spec_from_pb(spec: &pb::BatchSpec, default_window_secs: u64) -> Result<Ba
         .unwrap_or(Endpoint::ChatCompletions);
     let created_ms = super::now_ms();
     let (deadline_ms, window) = match spec.due {
-        Some(pb::batch_spec::Due::CompletionWindowSeconds(s)) if s > 0 => {
-            let s = s.min(366 * 86_400);
+        Some(pb::batch_spec::Due::CompletionWindowSeconds(s))
+            if (1..=MAX_WINDOW_S).contains(&s) =>
+        {
             (created_ms + (s as i64) * 1_000, format!("{s}s"))
         }
         Some(pb::batch_spec::Due::CompletionWindowSeconds(_)) => {
-            return Err(Status::invalid_argument(
-                "spec.completion_window_seconds must be at least 1",
-            ));
+            return Err(Status::invalid_argument(format!(
+                "spec.completion_window_seconds must be 1 to {MAX_WINDOW_S} (366 days)"
+            )));
         }
-        Some(pb::batch_spec::Due::DeadlineUnixMs(d)) if d > created_ms => {
+        Some(pb::batch_spec::Due::DeadlineUnixMs(d))
+            if d > created_ms && d - created_ms <= (MAX_WINDOW_S as i64) * 1_000 =>
+        {
             (d, format!("{}s", (d - created_ms + 999) / 1_000))
         }
         Some(pb::batch_spec::Due::DeadlineUnixMs(_)) => {
             return Err(Status::invalid_argument(
-                "spec.deadline_unix_ms is not in the future",
+                "spec.deadline_unix_ms must be in the future and within 366 days",
             ));
         }
         None => (

@@ -281,6 +281,9 @@ pub struct RunningBatch {
     pub local_rate_per_s: f64,
 }
 
+/// Longest `custom_id`, bytes.
+const MAX_CUSTOM_ID: usize = 512;
+
 /// Items buffered before one insert transaction.
 const CHUNK_ITEMS: usize = 4_096;
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
@@ -318,6 +321,8 @@ impl Batches {
         let new = blocking(move || store.begin_create(&spec)).await?;
         Ok(Creating {
             batches: self.clone(),
+            seq: new.seq,
+            committed: false,
             new: Some(new),
             default_endpoint: Endpoint::ChatCompletions,
             buf: Vec::new(),
@@ -337,7 +342,14 @@ impl Batches {
         }
         let store = self.store.clone();
         let seq = row.seq;
-        blocking(move || store.end_pending(seq, ItemState::Cancelled)).await?;
+        if !blocking(move || store.end_pending(seq, ItemState::Cancelled)).await? {
+            // It finished (or expired) in between.
+            let row = self.get(id).await?;
+            return Err(BatchError::Conflict(format!(
+                "Batch `{id}` is {} and cannot be cancelled.",
+                row.state.as_str()
+            )));
+        }
         self.wake.notify_one();
         self.progress.send_modify(|v| *v += 1);
         tracing::info!(batch = %id, "batch cancelled");
@@ -358,6 +370,10 @@ impl Batches {
 #[derive(Debug)]
 pub struct Creating {
     batches: Arc<Batches>,
+    /// The batch's row, for removal if the create never commits.
+    seq: i64,
+    /// Set once the final commit succeeded: never removed after that.
+    committed: bool,
     new: Option<NewBatch>,
     pub default_endpoint: Endpoint,
     buf: Vec<NewItem>,
@@ -383,6 +399,19 @@ impl Creating {
         if item.invalid.is_none() {
             item.invalid = self.validate(&item);
         }
+        // An unusable custom_id is not kept: two items without one must not
+        // collide as "duplicates".
+        if item
+            .custom_id
+            .as_deref()
+            .is_some_and(|c| c.is_empty() || c.len() > MAX_CUSTOM_ID)
+        {
+            item.custom_id = None;
+        }
+        if item.invalid.is_some() {
+            // A failed item never runs: its body is not needed.
+            item.body = Vec::new();
+        }
         self.buf_bytes += item.body.len();
         self.buf.push(item);
         if self.buf.len() >= CHUNK_ITEMS || self.buf_bytes >= CHUNK_BYTES {
@@ -402,12 +431,15 @@ impl Creating {
                     "Every batch item needs a non-empty custom_id.".into(),
                 ));
             }
-            Some(id) if id.len() > 512 => {
+            Some(id) if id.len() > MAX_CUSTOM_ID => {
                 return Some(Invalid::request(
                     400,
                     "invalid_custom_id",
                     Some("custom_id"),
-                    format!("custom_id is {} bytes; at most 512 are accepted.", id.len()),
+                    format!(
+                        "custom_id is {} bytes; at most {MAX_CUSTOM_ID} are accepted.",
+                        id.len()
+                    ),
                 ));
             }
             Some(_) => {}
@@ -513,40 +545,33 @@ impl Creating {
             return Err(BatchError::Invalid("batch already finished".into()));
         };
         let store = self.batches.store.clone();
-        let seq = new.seq;
-        let done = blocking(move || store.finish_create(&new).map(|r| (r, new))).await;
-        match done {
-            Ok((row, _)) => {
-                self.batches.wake.notify_one();
-                tracing::info!(batch = %row.id, items = row.counts.total, "batch created");
-                Ok(row)
-            }
-            Err(e) => {
-                self.new = Some(NewBatch {
-                    seq,
-                    id: String::new(),
-                    next_index: 0,
-                    failed: 0,
-                });
-                Err(e.into())
-            }
-        }
+        blocking(move || store.finish_create(&new)).await?;
+        self.committed = true;
+        self.batches.wake.notify_one();
+        let store = self.batches.store.clone();
+        let seq = self.seq;
+        let row = blocking(move || store.batch_by_seq(seq))
+            .await?
+            .ok_or_else(|| StoreError::Sqlite("a committed batch vanished".into()))?;
+        tracing::info!(batch = %row.id, items = row.counts.total, "batch created");
+        Ok(row)
     }
 }
 
 impl Drop for Creating {
     fn drop(&mut self) {
-        if let Some(new) = self.new.take() {
-            let store = self.batches.store.clone();
-            let seq = new.seq;
-            // Best effort now; the next start drops it regardless.
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn_blocking(move || {
-                    if let Err(e) = store.abort_create(seq) {
-                        tracing::warn!(error = %e, "batch store: could not remove an aborted batch");
-                    }
-                });
-            }
+        if self.committed {
+            return;
+        }
+        let store = self.batches.store.clone();
+        let seq = self.seq;
+        // Best effort now; the next start drops it regardless.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn_blocking(move || {
+                if let Err(e) = store.abort_create(seq) {
+                    tracing::warn!(error = %e, "batch store: could not remove an aborted batch");
+                }
+            });
         }
     }
 }

@@ -67,7 +67,12 @@ enum Outcome {
     },
     Deferred(Item),
     Retry(Item, Duration),
+    /// Its batch ended while it ran.
+    Aborted,
 }
+
+/// The result of an item whose attempts failed inside the gateway.
+const INTERNAL_ERROR: &[u8] = br#"{"error":{"message":"The gateway failed while running this item (logged).","type":"server_error","param":null,"code":null}}"#;
 
 #[derive(Debug)]
 struct Active {
@@ -98,6 +103,8 @@ struct Active {
     /// Most attempts in flight: grows by one per finished item, halves on
     /// a deferral (so a batch waiting for idle GPUs probes, not floods).
     window: usize,
+    /// Its attempts in flight, to abort when the batch ends.
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Active {
@@ -119,6 +126,7 @@ impl Active {
             quota: 0,
             external_done: 0,
             window: INITIAL_WINDOW,
+            tasks: Vec::new(),
         }
     }
 
@@ -194,6 +202,18 @@ impl Active {
 }
 
 /// Starts the runner and its result writer.
+/// What the writer commits, in order.
+#[derive(Debug, Clone)]
+enum Write {
+    Result(Finished),
+    /// End a batch past its deadline: after every result sent before it,
+    /// so work finished in time is never recorded expired.
+    Expire {
+        seq: i64,
+        id: String,
+    },
+}
+
 pub fn spawn(app: Arc<App>, batches: Arc<Batches>) {
     let (tx, rx) = mpsc::channel(4_096);
     tokio::spawn(writer(batches.clone(), rx));
@@ -201,35 +221,55 @@ pub fn spawn(app: Arc<App>, batches: Arc<Batches>) {
 }
 
 /// Commits results in groups (one transaction each, at most every few
-/// milliseconds), retrying until the store takes them.
-async fn writer(batches: Arc<Batches>, mut rx: mpsc::Receiver<Finished>) {
-    while let Some(first) = rx.recv().await {
-        let mut buf = vec![first];
+/// milliseconds), retrying until the store takes them; expires batches in
+/// order with them.
+async fn writer(batches: Arc<Batches>, mut rx: mpsc::Receiver<Write>) {
+    let mut next = rx.recv().await;
+    while let Some(first) = next.take() {
+        let mut buf = Vec::new();
+        let mut expire = None;
+        match first {
+            Write::Result(f) => buf.push(f),
+            Write::Expire { seq, id } => expire = Some((seq, id)),
+        }
         let until = Instant::now() + Duration::from_millis(5);
-        while buf.len() < 1_024 {
+        while expire.is_none() && buf.len() < 1_024 {
             match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(f)) => buf.push(f),
+                Ok(Some(Write::Result(f))) => buf.push(f),
+                Ok(Some(Write::Expire { seq, id })) => expire = Some((seq, id)),
                 _ => break,
             }
         }
-        let mut buf = Arc::new(buf);
-        loop {
-            let store = batches.store.clone();
-            let results = buf.clone();
-            match blocking(move || store.record(&results)).await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "batch results not recorded; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    buf = Arc::new(Arc::unwrap_or_clone(buf));
+        if !buf.is_empty() {
+            let buf = Arc::new(buf);
+            loop {
+                let store = batches.store.clone();
+                let results = buf.clone();
+                match blocking(move || store.record(&results)).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "batch results not recorded; retrying in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
             }
         }
+        if let Some((seq, id)) = expire {
+            let store = batches.store.clone();
+            match blocking(move || store.end_pending(seq, ItemState::Expired)).await {
+                Ok(true) => {
+                    tracing::warn!(batch = %id, "batch expired: its deadline passed with items unfinished")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "batch runner: cannot expire a batch"),
+            }
+        }
         batches.progress.send_modify(|v| *v += 1);
+        next = rx.recv().await;
     }
 }
 
-async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finished>) {
+async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>) {
     let settings = batches.settings.clone();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i64, bool, Outcome)>();
     let mut active: HashMap<i64, Active> = HashMap::new();
@@ -241,7 +281,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
     loop {
         let now = Instant::now();
         if now >= next_refresh {
-            refresh(&batches, &mut active).await;
+            refresh(&batches, &mut active, &results).await;
             next_refresh = now + Duration::from_secs(1);
         }
         for a in active.values_mut() {
@@ -296,8 +336,44 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
                 let done = done_tx.clone();
                 let batch_id = a.row.id.clone();
                 let max_attempts = settings.max_attempts;
+                // If the attempt panics or is aborted, the item goes back
+                // (or fails, out of attempts) and its slot is freed.
+                let backup = Item {
+                    pending: item.pending.clone(),
+                    attempts: item.attempts + 1,
+                };
+                let task = tokio::spawn(async move {
+                    attempt(&app, seq, &batch_id, item, overflow, max_attempts).await
+                });
+                a.tasks.retain(|t| !t.is_finished());
+                a.tasks.push(task.abort_handle());
                 tokio::spawn(async move {
-                    let outcome = attempt(&app, seq, &batch_id, item, overflow, max_attempts).await;
+                    let outcome = match task.await {
+                        Ok(outcome) => outcome,
+                        Err(e) if e.is_cancelled() => Outcome::Aborted,
+                        Err(_) if backup.attempts >= max_attempts => {
+                            tracing::error!(
+                                batch = seq,
+                                "batch item attempt panicked; out of attempts"
+                            );
+                            Outcome::Done {
+                                finished: finished(
+                                    seq,
+                                    &backup,
+                                    ItemState::Failed,
+                                    Some(500),
+                                    INTERNAL_ERROR.to_vec(),
+                                    String::new(),
+                                ),
+                                external: false,
+                                took: Duration::ZERO,
+                            }
+                        }
+                        Err(_) => {
+                            tracing::error!(batch = seq, "batch item attempt panicked; will retry");
+                            Outcome::Retry(backup, Duration::from_secs(1))
+                        }
+                    };
                     let _ = done.send((seq, overflow, outcome));
                 });
             }
@@ -324,9 +400,13 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
                         if let Some(a) = a {
                             a.remaining -= 1;
                             a.window = (a.window + 1).min(settings.concurrency);
+                            // Failures that ran nowhere (invalid requests)
+                            // say nothing of either rate.
                             if external {
                                 a.external_done += 1;
-                            } else {
+                            } else if finished.placement.starts_with("local:")
+                                || finished.placement == "cache"
+                            {
                                 a.local_done.push_back(Instant::now());
                             }
                             if finished.placement.starts_with("local:") {
@@ -335,7 +415,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
                                     Some(a.local_latency_s.map_or(t, |w| 0.8 * w + 0.2 * t));
                             }
                         }
-                        if results.send(finished).await.is_err() {
+                        if results.send(Write::Result(finished)).await.is_err() {
                             return;
                         }
                     }
@@ -346,6 +426,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
                             a.paused_until = Instant::now() + DEFER_PAUSE;
                         }
                     }
+                    Outcome::Aborted => {}
                     Outcome::Retry(item, after) => {
                         if let Some(a) = a {
                             a.retry.push((Instant::now() + after, item));
@@ -357,9 +438,13 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Finishe
     }
 }
 
-/// Loads running batches, drops those no longer running, and ends those
-/// past their deadline.
-async fn refresh(batches: &Arc<Batches>, active: &mut HashMap<i64, Active>) {
+/// Loads running batches, drops those no longer running (aborting their
+/// attempts in flight), and has the writer end those past their deadline.
+async fn refresh(
+    batches: &Arc<Batches>,
+    active: &mut HashMap<i64, Active>,
+    writes: &mpsc::Sender<Write>,
+) {
     let store = batches.store.clone();
     let rows = match blocking(move || store.active()).await {
         Ok(rows) => rows,
@@ -372,15 +457,12 @@ async fn refresh(batches: &Arc<Batches>, active: &mut HashMap<i64, Active>) {
     let mut running = std::collections::HashSet::new();
     for row in rows {
         if row.deadline_ms <= now {
-            let store = batches.store.clone();
-            let seq = row.seq;
-            match blocking(move || store.end_pending(seq, ItemState::Expired)).await {
-                Ok(_) => {
-                    tracing::warn!(batch = %row.id, pending = row.counts.pending(), "batch expired: its deadline passed with items unfinished");
-                    batches.progress.send_modify(|v| *v += 1);
-                }
-                Err(e) => tracing::error!(error = %e, "batch runner: cannot expire a batch"),
-            }
+            let _ = writes
+                .send(Write::Expire {
+                    seq: row.seq,
+                    id: row.id.clone(),
+                })
+                .await;
             continue;
         }
         running.insert(row.seq);
@@ -389,7 +471,17 @@ async fn refresh(batches: &Arc<Batches>, active: &mut HashMap<i64, Active>) {
             Active::new(row)
         });
     }
-    active.retain(|seq, _| running.contains(seq));
+    active.retain(|seq, a| {
+        let keep = running.contains(seq);
+        if !keep {
+            // Cancelled, expired or complete: stop what still runs (its
+            // result would be ignored anyway).
+            for t in a.tasks.drain(..) {
+                t.abort();
+            }
+        }
+        keep
+    });
 }
 
 /// Tops up each batch's queue from the store.
@@ -398,7 +490,8 @@ async fn fill(batches: &Arc<Batches>, active: &mut HashMap<i64, Active>) {
         let Some(after) = a.scanned_to else {
             continue;
         };
-        if a.queue.len() >= READ_AHEAD / 2 {
+        // Read ahead only what this batch can start soon.
+        if a.queue.len() >= a.window.max(16) {
             continue;
         }
         let store = batches.store.clone();
@@ -456,14 +549,18 @@ async fn attempt(
         Class::Batch { overflow },
     )
     .await;
-    let status = resp.status().as_u16();
+    let mut status = resp.status().as_u16();
     let placement = placement_of(resp.headers());
     let body = match to_bytes(resp.into_body(), MAX_RESULT_BYTES).await {
         Ok(b) => b,
-        Err(e) => Bytes::from(
-            serde_json::json!({"error": {"message": format!("answer unreadable: {e}"), "type": "api_error", "param": null, "code": "upstream_error"}})
-                .to_string(),
-        ),
+        // Cut short, or over the limit: a failure (retried), never a success.
+        Err(e) => {
+            status = 502;
+            Bytes::from(
+                serde_json::json!({"error": {"message": format!("The answer could not be read in full (at most {MAX_RESULT_BYTES} bytes are kept): {e}"), "type": "upstream_error", "param": null, "code": "upstream_invalid_response"}})
+                    .to_string(),
+            )
+        }
     };
     if status == 503 && error_code(&body).as_deref() == Some(DEFERRED) {
         return Outcome::Deferred(item);
@@ -471,7 +568,7 @@ async fn attempt(
     item.attempts += 1;
     let retryable = status == 408 || status == 429 || status >= 500;
     if retryable && item.attempts < max_attempts {
-        let after = Duration::from_millis(500u64 << item.attempts.min(6));
+        let after = Duration::from_millis(500u64 << (item.attempts - 1).min(6));
         tracing::debug!(batch = %batch_id, index, status, attempt = item.attempts, "batch item failed; will retry");
         return Outcome::Retry(item, after);
     }

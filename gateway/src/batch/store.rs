@@ -121,6 +121,8 @@ pub struct Store {
     write: Mutex<Connection>,
     read: Mutex<Connection>,
     files: PathBuf,
+    /// Held (locked) while this process uses the directory.
+    _lock: std::fs::File,
 }
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -229,6 +231,18 @@ impl Store {
         let files = dir.join("files");
         std::fs::create_dir_all(&files)
             .map_err(|e| StoreError::Sqlite(format!("cannot create {}: {e}", files.display())))?;
+        // One gateway per directory: a second would drop the first one's
+        // creates in progress and run the same items.
+        let lock_path = dir.join("lock");
+        let lock_file = std::fs::File::create(&lock_path).map_err(|e| {
+            StoreError::Sqlite(format!("cannot create {}: {e}", lock_path.display()))
+        })?;
+        if lock_file.try_lock().is_err() {
+            return Err(StoreError::Sqlite(format!(
+                "{} is in use by another Switchyard process (one gateway per batch directory)",
+                dir.display()
+            )));
+        }
         let path = dir.join("batches.sqlite3");
         let write = open(&path)?;
         write.execute_batch(SCHEMA).map_err(sql("schema"))?;
@@ -237,15 +251,9 @@ impl Store {
             write: Mutex::new(write),
             read: Mutex::new(read),
             files,
+            _lock: lock_file,
         };
-        // Uploads cut short (the client went away mid-body) leave a part file.
-        if let Ok(entries) = std::fs::read_dir(&store.files) {
-            for e in entries.flatten() {
-                if e.path().extension().is_some_and(|x| x == "part") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        store.remove_stray_files();
         let dropped = store.drop_unfinished_creates()?;
         if dropped > 0 {
             tracing::info!(
@@ -254,6 +262,28 @@ impl Store {
             );
         }
         Ok(store)
+    }
+
+    /// Removes part files of uploads cut short, and content whose row was
+    /// never committed (a crash between the rename and the insert).
+    fn remove_stray_files(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.files) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let stray = match path.extension().and_then(|x| x.to_str()) {
+                Some("part") => true,
+                Some("jsonl") => path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|id| matches!(self.file(id), Ok(None))),
+                _ => false,
+            };
+            if stray {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     /// Where uploaded file `id` is kept.
@@ -368,8 +398,8 @@ impl Store {
     }
 
     /// Makes the batch visible and runnable: the create is acknowledged
-    /// only after this commits. Returns it.
-    pub fn finish_create(&self, batch: &NewBatch) -> Result<BatchRow, StoreError> {
+    /// only after this commits.
+    pub fn finish_create(&self, batch: &NewBatch) -> Result<(), StoreError> {
         let mut conn = lock(&self.write);
         let tx = conn.transaction().map_err(sql("begin"))?;
         tx.execute(
@@ -379,10 +409,7 @@ impl Store {
         .map_err(sql("finish batch"))?;
         let now = super::now_ms();
         finalize_if_done(&tx, batch.seq, now)?;
-        tx.commit().map_err(sql("commit batch"))?;
-        drop(conn);
-        self.batch_by_seq(batch.seq)?
-            .ok_or_else(|| StoreError::Sqlite("batch vanished".into()))
+        tx.commit().map_err(sql("commit batch"))
     }
 
     /// Removes a batch whose creation failed.
@@ -420,13 +447,20 @@ impl Store {
     pub fn list(&self, limit: usize, after: Option<&str>) -> Result<Vec<BatchRow>, StoreError> {
         let conn = lock(&self.read);
         let before = match after {
-            Some(id) => conn
-                .query_row("SELECT seq FROM batches WHERE id = ?1", [id], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .optional()
-                .map_err(sql("list"))?
-                .unwrap_or(i64::MAX),
+            Some(id) => {
+                let seq = conn
+                    .query_row("SELECT seq FROM batches WHERE id = ?1", [id], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .optional()
+                    .map_err(sql("list"))?;
+                // An unknown cursor is the end of the list, not its start
+                // (a paginating client must not loop).
+                match seq {
+                    Some(seq) => seq,
+                    None => return Ok(Vec::new()),
+                }
+            }
             None => i64::MAX,
         };
         let mut st = conn

@@ -72,7 +72,8 @@ pub struct BatchConfig {
     /// picks a free port (logged). Unset: no gRPC listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
-    /// Most items in one batch; a larger batch is refused whole.
+    /// Most items in one batch (up to 10,000,000); a larger batch is
+    /// refused whole.
     pub max_items: u64,
     /// Largest uploaded file (`/v1/files`), bytes.
     pub max_file_bytes: u64,

@@ -21,9 +21,15 @@ impl Config {
         if b.max_items == 0 || b.concurrency == 0 || b.max_attempts == 0 {
             return err("batch: max_items, concurrency and max_attempts must be at least 1".into());
         }
-        if b.default_window_secs == 0 || b.max_file_bytes < 1024 {
+        if b.max_items > 10_000_000 {
+            return err("batch.max_items: at most 10000000".into());
+        }
+        if b.default_window_secs == 0
+            || b.default_window_secs > 366 * 86_400
+            || b.max_file_bytes < 1024
+        {
             return err(
-                "batch: default_window_secs must be at least 1 and max_file_bytes at least 1024"
+                "batch: default_window_secs must be 1 to 31622400 (366 days) and max_file_bytes at least 1024"
                     .into(),
             );
         }

@@ -47,7 +47,8 @@ fn a_result_counts_once_and_the_last_one_completes_the_batch() {
         store.batch("batch_a").unwrap().is_none(),
         "invisible until finished"
     );
-    let row = store.finish_create(&b).unwrap();
+    store.finish_create(&b).unwrap();
+    let row = store.batch_by_seq(b.seq).unwrap().unwrap();
     assert_eq!(row.state, State::InProgress);
     let pending = store.pending(b.seq, item_key(b.seq, 0) - 1, 10).unwrap();
     assert_eq!(pending.len(), 2);
@@ -131,7 +132,8 @@ fn duplicates_are_refused_and_unfinished_creates_vanish_on_reopen() {
         bad[0].invalid = Some(Invalid::line("invalid_json_line", "line 9".into()));
         let mut v = store.begin_create(&spec("batch_v")).unwrap();
         store.add_items(&mut v, &bad).unwrap();
-        let row = store.finish_create(&v).unwrap();
+        store.finish_create(&v).unwrap();
+        let row = store.batch_by_seq(v.seq).unwrap().unwrap();
         assert_eq!((row.state, row.counts.failed), (State::Completed, 1));
         // batch_d is never finished: the process "dies" here.
     }
@@ -143,4 +145,12 @@ fn duplicates_are_refused_and_unfinished_creates_vanish_on_reopen() {
         .map(|b| b.id)
         .collect();
     assert_eq!(ids, ["batch_v"]);
+}
+
+#[test]
+fn one_process_per_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let second = Store::open(dir.path()).unwrap_err();
+    assert!(second.to_string().contains("in use by another"), "{second}");
 }
