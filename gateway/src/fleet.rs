@@ -109,7 +109,12 @@ pub struct Fleet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     Interactive,
-    Batch { overflow: bool },
+    Batch {
+        overflow: bool,
+        /// Too late to start locally (the batch is inside its deadline
+        /// reserve): external only.
+        urgent: bool,
+    },
 }
 
 /// A placed request: where to try, and why.
@@ -359,8 +364,12 @@ impl Fleet {
                 max_queue_wait_s: plan.max_queue_wait_s,
                 allowed_external: &plan.allowed_external,
                 budget_left_usd: None,
-                batch_idle_share: self.batch_idle_share,
-                batch_overflow: class == Class::Batch { overflow: true },
+                // An urgent item takes no local backend: none counts as idle.
+                batch_idle_share: match class {
+                    Class::Batch { urgent: true, .. } => 0.0,
+                    _ => self.batch_idle_share,
+                },
+                batch_overflow: matches!(class, Class::Batch { overflow: true, .. }),
             };
             place(&job, &views, &externals, &policy, now)
         };
@@ -415,7 +424,14 @@ impl Fleet {
         self.count(&plan.labels[chosen], reason);
         // Batch work falls back to external deployments only when its
         // deadline allows spending on it.
-        let local_only = plan.mode == Mode::LocalOnly || class == Class::Batch { overflow: false };
+        let local_only = plan.mode == Mode::LocalOnly
+            || matches!(
+                class,
+                Class::Batch {
+                    overflow: false,
+                    ..
+                }
+            );
         let mut order = vec![chosen];
         order.extend(plan.locals.iter().map(|l| l.0).filter(|&i| i != chosen));
         if !local_only {

@@ -105,6 +105,8 @@ struct Active {
     window: usize,
     /// Its attempts in flight, to abort when the batch ends.
     tasks: Vec<tokio::task::AbortHandle>,
+    /// Inside its deadline reserve: items go external only.
+    urgent: bool,
 }
 
 impl Active {
@@ -127,6 +129,7 @@ impl Active {
             external_done: 0,
             window: INITIAL_WINDOW,
             tasks: Vec::new(),
+            urgent: false,
         }
     }
 
@@ -141,7 +144,14 @@ impl Active {
         }
         let window_s = (self.row.deadline_ms - self.row.created_ms).max(1) as f64 / 1e3;
         let left_s = (self.row.deadline_ms - now_ms()) as f64 / 1e3;
-        let usable_s = left_s - margin * window_s;
+        // The reserve is at least two local latencies, so work started
+        // locally before it still finishes in time.
+        let reserve_s = (margin * window_s)
+            .max(2.0 * self.local_latency_s.unwrap_or(0.0))
+            .min(window_s);
+        let usable_s = left_s - reserve_s;
+        // Inside the reserve nothing more starts locally.
+        self.urgent = usable_s <= 0.0;
         let observed = now.duration_since(self.started).min(RATE_WINDOW);
         let warmup = Duration::from_secs_f64((0.05 * window_s).clamp(0.5, 10.0));
         // The rate means something once an item has finished locally (or,
@@ -326,6 +336,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>)
                     break 'batches;
                 }
                 let overflow = a.quota > 0;
+                let urgent = overflow && a.urgent;
                 if overflow {
                     a.quota -= 1;
                     a.in_flight_overflow += 1;
@@ -343,7 +354,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>)
                     attempts: item.attempts + 1,
                 };
                 let task = tokio::spawn(async move {
-                    attempt(&app, seq, &batch_id, item, overflow, max_attempts).await
+                    attempt(&app, seq, &batch_id, item, (overflow, urgent), max_attempts).await
                 });
                 a.tasks.retain(|t| !t.is_finished());
                 a.tasks.push(task.abort_handle());
@@ -524,7 +535,7 @@ async fn attempt(
     seq: i64,
     batch_id: &str,
     mut item: Item,
-    overflow: bool,
+    (overflow, urgent): (bool, bool),
     max_attempts: u32,
 ) -> Outcome {
     let started = Instant::now();
@@ -546,7 +557,7 @@ async fn attempt(
         item.pending.endpoint,
         body,
         request_id,
-        Class::Batch { overflow },
+        Class::Batch { overflow, urgent },
     )
     .await;
     let mut status = resp.status().as_u16();
