@@ -11,6 +11,9 @@
 //!   `api-version` query parameter and an `api-key` header.
 //! - Anthropic: `POST /v1/messages` (JSON and the typed SSE event stream),
 //!   `x-api-key` and `anthropic-version` headers.
+//! - The batch APIs: OpenAI's Files and Batches, Anthropic's Message
+//!   Batches (see `batches.rs`); a batch's requests run through the
+//!   handlers above after [`FakeConfig::batch_delay`].
 //!
 //! Answers are deterministic: the same request always gets the same answer
 //! and different prompts get different answers. One word is one token.
@@ -24,6 +27,7 @@
 
 mod answer;
 mod anthropic;
+mod batches;
 mod faults;
 mod openai;
 mod server;

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 use crate::faults::Fault;
-use crate::{anthropic, openai};
+use crate::{anthropic, batches, openai};
 
 /// How a fake upstream behaves when no fault is queued.
 #[derive(Debug, Clone)]
@@ -35,6 +35,9 @@ pub struct FakeConfig {
     pub api_key: Option<String>,
     /// Keep a log of the requests (disable for load benchmarks).
     pub record_requests: bool,
+    /// How long a batch (OpenAI Batch API, Anthropic Message Batches)
+    /// stays in progress before its requests run.
+    pub batch_delay: Duration,
 }
 
 impl Default for FakeConfig {
@@ -43,6 +46,7 @@ impl Default for FakeConfig {
             token_delay: Duration::ZERO,
             api_key: None,
             record_requests: true,
+            batch_delay: Duration::ZERO,
         }
     }
 }
@@ -64,12 +68,13 @@ pub(crate) struct FakeState {
     pub(crate) config: FakeConfig,
     faults: Mutex<VecDeque<Fault>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    pub(crate) batches: Mutex<crate::batches::BatchStore>,
 }
 
 /// Requests kept in the log at most; older ones are dropped first.
 const MAX_RECORDED: usize = 10_000;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -128,6 +133,7 @@ impl FakeUpstream {
             config,
             faults: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
+            batches: Mutex::default(),
         });
         let task = tokio::spawn(accept_loop(listener, routes(state.clone()), state.clone()));
         Ok(Self { addr, state, task })
@@ -227,7 +233,7 @@ async fn serve_one(
     Ok(resp.unwrap_or_else(|never| match never {}))
 }
 
-fn routes(state: Arc<FakeState>) -> Router {
+pub(crate) fn routes(state: Arc<FakeState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
@@ -242,6 +248,23 @@ fn routes(state: Arc<FakeState>) -> Router {
             post(openai::azure_embeddings),
         )
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/files", post(batches::upload))
+        .route("/v1/files/{id}/content", get(batches::file_content))
+        .route("/v1/batches", post(batches::create_batch))
+        .route("/v1/batches/{id}", get(batches::get_batch))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel_batch))
+        .route("/v1/messages/batches", post(batches::create_message_batch))
+        .route("/v1/messages/batches/{id}", get(batches::get_message_batch))
+        .route(
+            "/v1/messages/batches/{id}/results",
+            get(batches::message_batch_results),
+        )
+        .route(
+            "/v1/messages/batches/{id}/cancel",
+            post(batches::cancel_message_batch),
+        )
+        // Batch input files and request lists are larger than one request.
+        .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
         .route("/__fake/faults", post(push_faults))
         .route("/__fake/requests", get(list_requests))
         .with_state(state)

@@ -129,6 +129,10 @@ pub enum Command {
         /// Do not keep a log of requests (for load benchmarks).
         #[arg(long)]
         no_record: bool,
+        /// Milliseconds a batch (OpenAI Batch API, Anthropic Message
+        /// Batches) stays in progress before its requests run.
+        #[arg(long, default_value_t = 1000)]
+        batch_delay_ms: u64,
         /// Runtime worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
@@ -364,6 +368,7 @@ async fn run(command: Command) -> ExitCode {
             token_delay_ms,
             api_key_env,
             no_record,
+            batch_delay_ms,
             threads: _,
         } => {
             let _log_guard = crate::logging::init(&LoggingConfig::default());
@@ -376,6 +381,7 @@ async fn run(command: Command) -> ExitCode {
                 token_delay: std::time::Duration::from_millis(token_delay_ms),
                 api_key,
                 record_requests: !no_record,
+                batch_delay: std::time::Duration::from_millis(batch_delay_ms),
             };
             match switchyard_fakes::FakeUpstream::start(listen, config).await {
                 Ok(fake) => {

@@ -114,6 +114,10 @@ pub enum Class {
         /// Too late to start locally (the batch is inside its deadline
         /// reserve): external only.
         urgent: bool,
+        /// The batch's deadline leaves time for a provider's own batch
+        /// API: an item placed externally is handed back to the runner
+        /// for one ([`REMOTE_BATCH`]) instead of being sent.
+        remote: bool,
     },
 }
 
@@ -130,6 +134,13 @@ pub struct Placed {
 }
 
 impl Placed {
+    /// The deployment placement chose, when it is external.
+    pub fn chosen_external(&self) -> Option<usize> {
+        self.labels[self.chosen]
+            .starts_with("external:")
+            .then_some(self.chosen)
+    }
+
     /// `x-switchyard-placement` and `-reason` for the deployment that
     /// answered (a fallback when it is not the one placement chose).
     pub fn headers_for(&self, deployment: usize) -> (&str, &'static str) {
@@ -183,6 +194,14 @@ fn deferred(group: &str) -> ApiError {
 
 /// The error code of deferred batch work.
 pub const DEFERRED: &str = "batch_deferred";
+
+/// The error code of a batch item handed back to the runner for a
+/// provider batch; [`REMOTE_DEPLOYMENT`] names the deployment.
+pub const REMOTE_BATCH: &str = "batch_remote";
+
+/// Header: the index (in its model group) of the deployment a
+/// [`REMOTE_BATCH`] item is for.
+pub const REMOTE_DEPLOYMENT: &str = "x-switchyard-remote-deployment";
 
 /// `base_url` without a trailing `/v1`.
 fn server_root(base_url: &str) -> &str {
@@ -370,6 +389,9 @@ impl Fleet {
                     _ => self.batch_idle_share,
                 },
                 batch_overflow: matches!(class, Class::Batch { overflow: true, .. }),
+                // Compared at batch prices when the item may go to a
+                // provider batch.
+                batch_price: matches!(class, Class::Batch { remote: true, .. }),
             };
             place(&job, &views, &externals, &policy, now)
         };
@@ -767,8 +789,8 @@ fn external_price(
             input,
             output,
             cached_input: input,
-            batch_input: input,
-            batch_output: output,
+            batch_input: p.batch_input_per_million.unwrap_or(input),
+            batch_output: p.batch_output_per_million.unwrap_or(output),
         }));
     }
     if catalog.is_none() {

@@ -146,6 +146,9 @@ pub struct Policy<'a> {
     /// external deployment instead of waiting (its batch's deadline cannot
     /// be met locally; never in `local_only` mode).
     pub batch_overflow: bool,
+    /// That overflow goes through the provider's own batch API: external
+    /// deployments are compared at their batch prices.
+    pub batch_price: bool,
 }
 
 /// Where a job goes.
@@ -282,7 +285,7 @@ pub fn place(
                 return None;
             }
             allowed_externals(job, externals, policy)
-                .map(|(i, e)| (i, e.ttft_s, external_cost(job, e)))
+                .map(|(i, e)| (i, e.ttft_s, external_cost(job, e, policy.batch_price)))
                 .filter(|&(_, _, cost)| policy.budget_left_usd.is_none_or(|left| cost <= left))
                 .min_by(|x, y| x.2.total_cmp(&y.2))
         };
@@ -342,7 +345,7 @@ pub fn place(
         None
     } else {
         allowed_externals(job, externals, policy)
-            .map(|(i, e)| (i, e.ttft_s, external_cost(job, e)))
+            .map(|(i, e)| (i, e.ttft_s, external_cost(job, e, false)))
             .filter(|&(_, _, cost)| policy.budget_left_usd.is_none_or(|left| cost <= left))
             .min_by(|x, y| {
                 // Meets the SLO first, then cost.
@@ -413,13 +416,14 @@ fn allowed_externals<'e, 'a>(
         })
 }
 
-/// USD of `job` on external `e` through its ordinary (synchronous) API.
-fn external_cost(job: &Job<'_>, e: &External<'_>) -> f64 {
+/// USD of `job` on external `e`, through its ordinary (synchronous) API
+/// or its batch API.
+fn external_cost(job: &Job<'_>, e: &External<'_>, batch: bool) -> f64 {
     e.price.cost(
         u64::from(job.prompt_tokens),
         0,
         u64::from(job.output_tokens),
-        false,
+        batch,
     )
 }
 

@@ -551,6 +551,7 @@ impl<'f> Simulation<'f> {
                     budget_left_usd: None,
                     batch_idle_share: 0.25,
                     batch_overflow: false,
+                    batch_price: false,
                 };
                 let views: Vec<placement::Backend<'_>> =
                     self.locals.iter().map(|l| l.ledger.view(job)).collect();

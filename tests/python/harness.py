@@ -373,10 +373,12 @@ class Launcher:
         self._n = 0
 
     def fake(self, *, token_delay_ms: int = 0, api_key_env: str | None = None,
-             env: dict[str, str] | None = None) -> Fake:
+             env: dict[str, str] | None = None, batch_delay_ms: int | None = None) -> Fake:
         args = [self.bin, "fake-upstream", "--listen", "127.0.0.1:0"]
         if token_delay_ms:
             args += ["--token-delay-ms", str(token_delay_ms)]
+        if batch_delay_ms is not None:
+            args += ["--batch-delay-ms", str(batch_delay_ms)]
         if api_key_env:
             args += ["--api-key-env", api_key_env]
         self._n += 1

@@ -233,3 +233,154 @@ def test_batch_items_read_and_fill_the_response_cache(launch):
     raw = client.chat.completions.with_raw_response.create(
         model="m", temperature=0, messages=[{"role": "user", "content": "What is a TPU?"}])
     assert raw.headers["x-switchyard-cache"] == "hit-exact"
+
+
+# ---- Provider batches: OpenAI's Batch API and Anthropic's Message Batches ----
+
+def provider_batch_config(launch, fake, **batch) -> str:
+    """Groups `gpt` (OpenAI format) and `claude` (Anthropic format) on the
+    FAKE provider, whose batch APIs answer after a delay; a 5 s turnaround
+    makes any window over 5 s (plus its reserve) long enough for them."""
+    batch.setdefault("enabled", True)
+    batch.setdefault("dir", str(launch.workdir / "batch"))
+    batch.setdefault("provider_batch_turnaround_secs", 5)
+    batch.setdefault("provider_batch_poll_ms", 200)
+    return (
+        section("batch", **batch)
+        + openai_provider("oa", fake)
+        + harness.anthropic_provider("an", fake)
+        + model_group("gpt", {"provider": "oa", "model": "fake-gpt"})
+        + model_group("claude", {"provider": "an", "model": "fake-claude"})
+    )
+
+
+def chat_line(custom_id: str, model: str, content: str, **body) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": model, "max_tokens": 16,
+                                "messages": [{"role": "user", "content": content}], **body}})
+
+
+def submit(client: openai.OpenAI, lines: list[str], window: str = "1h"):
+    f = client.files.create(file=("p.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
+    return client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                 completion_window=window)
+
+
+def direct(fake) -> list[dict]:
+    """Model calls that reached the fake directly, not inside its batches."""
+    return [r for r in fake.requests()
+            if r["path"] in ("/v1/chat/completions", "/v1/messages")
+            and "x-fake-batch-item" not in r["headers"]]
+
+
+def test_external_items_go_through_the_providers_batch_apis_when_the_deadline_allows(launch):
+    fake = launch.fake(batch_delay_ms=300)
+    gw = launch.gateway(provider_batch_config(launch, fake))
+    client = gw.client()
+    lines = [chat_line(f"g{i}", "gpt", f"batch question {i}") for i in range(5)]
+    lines += [chat_line(f"c{i}", "claude", f"batch question {i}") for i in range(5)]
+    # Anthropic cannot give two choices: refused before submission, as the
+    # synchronous path refuses it.
+    lines.append(chat_line("c-n2", "claude", "two answers please", n=2))
+    done = wait_done(client, submit(client, lines).id, timeout=60)
+    assert done.status == "completed", done
+    assert done.request_counts.completed == 10 and done.request_counts.failed == 1, done
+    extra = done.model_extra["switchyard"]
+    assert extra["placed_external"] == 11 and extra["placed_local"] == 0, extra
+    assert direct(fake) == [], "no item was sent as a synchronous call"
+
+    paths = [(r["path"], r["body"]) for r in fake.requests() if "x-fake-batch-item" not in r["headers"]]
+    assert [p for p, _ in paths].count("/v1/files") == 1
+    creates = [b for p, b in paths if p == "/v1/batches"]
+    assert len(creates) == 1 and creates[0]["completion_window"] == "24h"
+    assert creates[0]["endpoint"] == "/v1/chat/completions"
+    anthropic = [b for p, b in paths if p == "/v1/messages/batches"]
+    assert len(anthropic) == 1 and len(anthropic[0]["requests"]) == 5
+    assert {r["params"]["model"] for r in anthropic[0]["requests"]} == {"fake-claude"}
+    inside = [r for r in fake.requests() if "x-fake-batch-item" in r["headers"]]
+    assert sorted(r["body"]["model"] for r in inside) == ["fake-claude"] * 5 + ["fake-gpt"] * 5
+
+    # The answers are those the synchronous path gives, in OpenAI's shape.
+    out = {o["custom_id"]: o for o in jsonl(client.files.content(done.output_file_id).text)}
+    assert sorted(out) == [f"c{i}" for i in range(5)] + [f"g{i}" for i in range(5)]
+    for cid, model in (("g3", "gpt"), ("c3", "claude")):
+        body = out[cid]["response"]["body"]
+        assert out[cid]["response"]["status_code"] == 200 and body["object"] == "chat.completion"
+        sync = client.chat.completions.create(
+            model=model, max_tokens=16, messages=[{"role": "user", "content": "batch question 3"}])
+        assert body["choices"][0]["message"]["content"] == sync.choices[0].message.content
+        assert body["usage"]["prompt_tokens"] == sync.usage.prompt_tokens
+    errors = jsonl(client.files.content(done.error_file_id).text)
+    assert len(errors) == 1 and errors[0]["custom_id"] == "c-n2"
+    assert errors[0]["response"]["status_code"] == 400
+    assert "`n`" in errors[0]["response"]["body"]["error"]["message"]
+
+
+def test_a_short_window_sends_items_one_by_one_and_a_cancel_reaches_the_provider(launch):
+    fake = launch.fake(batch_delay_ms=60_000)
+    gw = launch.gateway(provider_batch_config(launch, fake))
+    client = gw.client()
+    # 4 s left is less than the 5 s turnaround: ordinary calls.
+    short = wait_done(client, submit(client, [chat_line("s", "gpt", "quick")], window="4s").id)
+    assert short.status == "completed" and len(direct(fake)) == 1
+
+    b = submit(client, [chat_line(f"x{i}", "gpt", f"slow {i}") for i in range(3)])
+    deadline = time.monotonic() + 20
+    while not [r for r in fake.requests() if r["path"] == "/v1/batches"]:
+        assert time.monotonic() < deadline, "no provider batch was created"
+        time.sleep(0.1)
+    remote_id = None
+    client.batches.cancel(b.id)
+    done = wait_done(client, b.id, timeout=20)
+    assert done.status == "cancelled" and done.request_counts.completed == 0
+    deadline = time.monotonic() + 10
+    while remote_id is None:
+        cancels = [r["path"] for r in fake.requests() if r["path"].endswith("/cancel")]
+        if cancels:
+            remote_id = cancels[0]
+        assert time.monotonic() < deadline, "the provider batch was not cancelled"
+        time.sleep(0.1)
+    assert remote_id.startswith("/v1/batches/batch_")
+    assert len(direct(fake)) == 1
+    errors = jsonl(client.files.content(done.error_file_id).text)
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+
+
+def test_a_provider_batch_is_followed_again_after_sigkill_not_sent_twice(launch):
+    fake = launch.fake(batch_delay_ms=4_000)
+    config = provider_batch_config(launch, fake)
+    gw = launch.gateway(config)
+    client = gw.client()
+    b = submit(client, [chat_line(f"k{i}", "gpt", f"durable {i}") for i in range(6)])
+    deadline = time.monotonic() + 20
+    while not [r for r in fake.requests() if r["path"] == "/v1/batches"]:
+        assert time.monotonic() < deadline, "no provider batch was created"
+        time.sleep(0.05)
+    gw.process.kill()
+    gw = launch.gateway(config)
+    client = gw.client()
+    done = wait_done(client, b.id, timeout=60)
+    assert done.status == "completed" and done.request_counts.completed == 6, done
+    reqs = [r for r in fake.requests() if "x-fake-batch-item" not in r["headers"]]
+    assert [r["path"] for r in reqs].count("/v1/batches") == 1, "sent once, followed again"
+    assert direct(fake) == []
+    out = jsonl(client.files.content(done.output_file_id).text)
+    assert sorted(o["custom_id"] for o in out) == [f"k{i}" for i in range(6)]
+    assert gw.process.wait_for_record(
+        lambda r: r.get("message", "").startswith("provider batch: following again"), timeout=5)
+
+
+def test_a_refused_provider_batch_runs_its_items_one_by_one(launch):
+    fake = launch.fake(batch_delay_ms=0)
+    gw = launch.gateway(provider_batch_config(launch, fake))
+    client = gw.client()
+    # The upload of the batch file fails (the next request the fake gets).
+    fake.push_faults(harness.fault_status(500))
+    done = wait_done(client, submit(client, [chat_line(f"f{i}", "gpt", f"refused {i}") for i in range(4)]).id)
+    assert done.status == "completed" and done.request_counts.completed == 4, done
+    assert len(direct(fake)) == 4, "each item sent as an ordinary call"
+    assert [r["path"] for r in fake.requests()].count("/v1/batches") == 0
+    extra = done.model_extra["switchyard"]
+    assert extra["placed_external"] == 4, extra
+    assert gw.process.wait_for_record(
+        lambda r: r.get("message", "").startswith("provider batch not accepted"), timeout=5)

@@ -104,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         budget_left_usd: None,
         batch_idle_share: 0.5,
         batch_overflow: false,
+        batch_price: false,
     };
     let bodies: Vec<Map<String, Value>> = (0..64).map(|i| chat(args.prompt_tokens, i)).collect();
     let mut shape_h = Histogram::<u64>::new(3)?;

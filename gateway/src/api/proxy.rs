@@ -83,6 +83,7 @@ pub fn fail(mut log: RequestLog, error: ApiError) -> Response {
     log.outcome = match &error {
         // Batch work waiting for idle GPUs: retried, not a failure.
         ApiError::Unavailable { code, .. } if *code == crate::fleet::DEFERRED => "deferred",
+        ApiError::Unavailable { code, .. } if *code == crate::fleet::REMOTE_BATCH => "deferred",
         _ => "error",
     };
     error.into_response()
@@ -115,6 +116,33 @@ pub async fn forward(
         },
         None => None,
     };
+    // A batch item that goes external while its deadline leaves time for
+    // a provider batch goes back to the runner, which collects such items
+    // for the deployment's batch API.
+    if let Class::Batch { remote: true, .. } = fwd.class {
+        let target = match &placed {
+            Some(p) => p.chosen_external(),
+            None => group.attempt_order().first().copied(),
+        };
+        if let Some(i) = target
+            && group.deployments[i].provider.has_batch_api(fwd.endpoint)
+        {
+            let mut resp = fail(
+                log,
+                ApiError::Unavailable {
+                    message: format!(
+                        "Batch item for `{}` goes to a provider batch.",
+                        group.deployments[i].id
+                    ),
+                    retry_after: None,
+                    code: crate::fleet::REMOTE_BATCH,
+                },
+            );
+            resp.headers_mut()
+                .insert(crate::fleet::REMOTE_DEPLOYMENT, HeaderValue::from(i));
+            return resp;
+        }
+    }
     let order = placed.as_ref().map(|p| p.order.as_slice());
     let done = match dispatch(group, order, &req).await {
         Ok(done) => done,

@@ -5,6 +5,7 @@
 //! requests (cache, placement, retries).
 
 pub mod grpc;
+mod remote;
 pub mod runner;
 pub mod store;
 
@@ -26,7 +27,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// What a batch item calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     ChatCompletions,
     Embeddings,

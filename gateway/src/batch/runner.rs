@@ -33,12 +33,13 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::remote::{self, RemoteDone};
 use super::store::{Finished, Pending};
 use super::{BatchRow, Batches, ItemState, blocking, now_ms};
 use crate::api::extract::JsonObject;
 use crate::api::proxy::{BACKEND, PLACEMENT};
 use crate::app::App;
-use crate::fleet::{Class, DEFERRED};
+use crate::fleet::{Class, DEFERRED, REMOTE_BATCH, REMOTE_DEPLOYMENT};
 
 /// Items read from the store per batch at a time.
 const READ_AHEAD: usize = 256;
@@ -55,7 +56,13 @@ const RATE_WINDOW: Duration = Duration::from_secs(30);
 struct Item {
     pending: Pending,
     attempts: u32,
+    /// Released by a provider batch: not sent to one again.
+    no_remote: bool,
 }
+
+/// How long items for a provider batch are collected before it is sent
+/// (unless it fills up first).
+const REMOTE_COLLECT: Duration = Duration::from_secs(2);
 
 /// What became of one attempt.
 enum Outcome {
@@ -66,6 +73,8 @@ enum Outcome {
         took: Duration,
     },
     Deferred(Item),
+    /// For a provider batch on this deployment (by id).
+    Remote(Item, String),
     Retry(Item, Duration),
     /// Its batch ended while it ran.
     Aborted,
@@ -107,6 +116,13 @@ struct Active {
     tasks: Vec<tokio::task::AbortHandle>,
     /// Inside its deadline reserve: items go external only.
     urgent: bool,
+    /// Enough time left for a provider batch.
+    remote_ok: bool,
+    /// Items collected for, or held by, provider batches.
+    remote_in_flight: i64,
+    /// Items collected per deployment (id) and endpoint, with when the
+    /// first came.
+    remote_buf: HashMap<(String, super::Endpoint), (Instant, Vec<Item>)>,
 }
 
 impl Active {
@@ -130,11 +146,15 @@ impl Active {
             window: INITIAL_WINDOW,
             tasks: Vec::new(),
             urgent: false,
+            remote_ok: false,
+            remote_in_flight: 0,
+            remote_buf: HashMap::new(),
         }
     }
 
     /// Items that must go external for the deadline (see module docs).
-    fn update_quota(&mut self, now: Instant, margin: f64) {
+    fn update_quota(&mut self, now: Instant, settings: &crate::config::BatchConfig) {
+        let margin = settings.deadline_margin;
         while self
             .local_done
             .front()
@@ -152,6 +172,8 @@ impl Active {
         let usable_s = left_s - reserve_s;
         // Inside the reserve nothing more starts locally.
         self.urgent = usable_s <= 0.0;
+        self.remote_ok =
+            settings.provider_batches && usable_s > settings.provider_batch_turnaround_secs as f64;
         let observed = now.duration_since(self.started).min(RATE_WINDOW);
         let warmup = Duration::from_secs_f64((0.05 * window_s).clamp(0.5, 10.0));
         // The rate means something once an item has finished locally (or,
@@ -176,8 +198,11 @@ impl Active {
             (elapsed_s / (0.5 * window_s)).min(1.0)
         };
         let planned = pace * (self.external_done as f64 + shortfall.max(0.0));
-        self.quota =
-            (planned.ceil() as i64 - self.external_done - self.in_flight_overflow as i64).max(0);
+        self.quota = (planned.ceil() as i64
+            - self.external_done
+            - self.in_flight_overflow as i64
+            - self.remote_in_flight)
+            .max(0);
         tracing::debug!(batch = %self.row.id, remaining = self.remaining, usable_s, shortfall, quota = self.quota, rate = self.local_rate(now), latency = ?self.local_latency_s, in_flight = self.in_flight, overflow = self.in_flight_overflow, at_completion = self.running_at_completion, "overflow quota");
     }
 
@@ -282,6 +307,8 @@ async fn writer(batches: Arc<Batches>, mut rx: mpsc::Receiver<Write>) {
 async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>) {
     let settings = batches.settings.clone();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i64, bool, Outcome)>();
+    let (remote_tx, mut remote_rx) = mpsc::unbounded_channel::<RemoteDone>();
+    remote::resume(&app, &batches, &remote_tx).await;
     let mut active: HashMap<i64, Active> = HashMap::new();
     let mut in_flight = 0usize;
     let mut next_refresh = Instant::now();
@@ -295,7 +322,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>)
             next_refresh = now + Duration::from_secs(1);
         }
         for a in active.values_mut() {
-            a.update_quota(now, settings.deadline_margin);
+            a.update_quota(now, &settings);
         }
         if now >= next_stats {
             next_stats = now + Duration::from_millis(500);
@@ -306,6 +333,31 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>)
             });
         }
         fill(&batches, &mut active).await;
+        // Send the provider batches that are full or have waited enough.
+        for a in active.values_mut() {
+            let due: Vec<(String, super::Endpoint)> = a
+                .remote_buf
+                .iter()
+                .filter(|(_, (since, items))| {
+                    items.len() >= settings.provider_batch_max_items
+                        || now.duration_since(*since) >= REMOTE_COLLECT
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in due {
+                let Some((_, items)) = a.remote_buf.remove(&key) else {
+                    continue;
+                };
+                let (deployment, endpoint) = key;
+                tokio::spawn(remote::submit(
+                    app.clone(),
+                    batches.clone(),
+                    (a.row.seq, deployment, endpoint),
+                    items.into_iter().map(|i| i.pending).collect(),
+                    remote_tx.clone(),
+                ));
+            }
+        }
         // Start items while there is room: priority, then deadline.
         let mut order: Vec<(i64, i64, i64)> = active
             .values()
@@ -337,6 +389,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>)
                 }
                 let overflow = a.quota > 0;
                 let urgent = overflow && a.urgent;
+                let remote_ok = a.remote_ok && !item.no_remote;
                 if overflow {
                     a.quota -= 1;
                     a.in_flight_overflow += 1;
@@ -352,9 +405,18 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>)
                 let backup = Item {
                     pending: item.pending.clone(),
                     attempts: item.attempts + 1,
+                    no_remote: item.no_remote,
                 };
                 let task = tokio::spawn(async move {
-                    attempt(&app, seq, &batch_id, item, (overflow, urgent), max_attempts).await
+                    attempt(
+                        &app,
+                        seq,
+                        &batch_id,
+                        item,
+                        (overflow, urgent, remote_ok),
+                        max_attempts,
+                    )
+                    .await
                 });
                 a.tasks.retain(|t| !t.is_finished());
                 a.tasks.push(task.abort_handle());
@@ -391,6 +453,20 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>)
         }
         tokio::select! {
             _ = tick.tick() => {}
+            Some(r) = remote_rx.recv() => {
+                if let Some(a) = active.get_mut(&r.seq) {
+                    a.remote_in_flight -= r.items as i64;
+                    a.remaining -= r.finished;
+                    a.external_done += r.finished;
+                    for pending in r.released {
+                        // Items past what this batch has read come from the
+                        // store in their turn; the others are queued here.
+                        if a.scanned_to.is_none_or(|s| pending.key <= s) {
+                            a.queue.push_back(Item { pending, attempts: 0, no_remote: true });
+                        }
+                    }
+                }
+            }
             () = batches.wake.notified() => next_refresh = Instant::now(),
             Some((seq, overflow, outcome)) = done_rx.recv() => {
                 in_flight -= 1;
@@ -437,6 +513,18 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>)
                             a.paused_until = Instant::now() + DEFER_PAUSE;
                         }
                     }
+                    Outcome::Remote(item, deployment) => {
+                        if let Some(a) = a {
+                            a.remote_in_flight += 1;
+                            // Every endpoint gets its own provider batch.
+                            let key = (deployment, item.pending.endpoint);
+                            a.remote_buf
+                                .entry(key)
+                                .or_insert_with(|| (Instant::now(), Vec::new()))
+                                .1
+                                .push(item);
+                        }
+                    }
                     Outcome::Aborted => {}
                     Outcome::Retry(item, after) => {
                         if let Some(a) = a {
@@ -477,10 +565,17 @@ async fn refresh(
             continue;
         }
         running.insert(row.seq);
-        active.entry(row.seq).or_insert_with(|| {
+        if !active.contains_key(&row.seq) {
             tracing::info!(batch = %row.id, pending = row.counts.pending(), "batch running");
-            Active::new(row)
-        });
+            let store = batches.store.clone();
+            let seq = row.seq;
+            let held = blocking(move || store.remote_pending(seq))
+                .await
+                .unwrap_or(0);
+            let mut a = Active::new(row);
+            a.remote_in_flight = held;
+            active.insert(seq, a);
+        }
     }
     active.retain(|seq, a| {
         let keep = running.contains(seq);
@@ -516,6 +611,7 @@ async fn fill(batches: &Arc<Batches>, active: &mut HashMap<i64, Active>) {
                 a.queue.extend(items.into_iter().map(|pending| Item {
                     pending,
                     attempts: 0,
+                    no_remote: false,
                 }));
             }
             Err(e) => tracing::error!(error = %e, "batch runner: cannot read items"),
@@ -535,7 +631,7 @@ async fn attempt(
     seq: i64,
     batch_id: &str,
     mut item: Item,
-    (overflow, urgent): (bool, bool),
+    (overflow, urgent, remote): (bool, bool, bool),
     max_attempts: u32,
 ) -> Outcome {
     let started = Instant::now();
@@ -557,11 +653,25 @@ async fn attempt(
         item.pending.endpoint,
         body,
         request_id,
-        Class::Batch { overflow, urgent },
+        Class::Batch {
+            overflow,
+            urgent,
+            remote,
+        },
     )
     .await;
     let mut status = resp.status().as_u16();
     let placement = placement_of(resp.headers());
+    // The deployment's id, for an item handed back for a provider batch.
+    let remote_deployment = resp
+        .headers()
+        .get(REMOTE_DEPLOYMENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .and_then(|i| {
+            let model = item.pending.body_model()?;
+            Some(app.groups.get(&model)?.deployments.get(i)?.id.clone())
+        });
     let body = match to_bytes(resp.into_body(), MAX_RESULT_BYTES).await {
         Ok(b) => b,
         // Cut short, or over the limit: a failure (retried), never a success.
@@ -573,8 +683,16 @@ async fn attempt(
             )
         }
     };
-    if status == 503 && error_code(&body).as_deref() == Some(DEFERRED) {
-        return Outcome::Deferred(item);
+    if status == 503 {
+        match error_code(&body).as_deref() {
+            Some(DEFERRED) => return Outcome::Deferred(item),
+            Some(REMOTE_BATCH) => {
+                if let Some(d) = remote_deployment {
+                    return Outcome::Remote(item, d);
+                }
+            }
+            _ => {}
+        }
     }
     item.attempts += 1;
     let retryable = status == 408 || status == 429 || status >= 500;

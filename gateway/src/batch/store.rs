@@ -22,6 +22,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{BatchRow, Counts, Endpoint, ItemState, NewItem, ResultRow, State};
 
+mod remote;
+pub use remote::RemoteJob;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS files (
   id TEXT PRIMARY KEY,
@@ -114,6 +117,19 @@ pub struct Pending {
     pub key: i64,
     pub endpoint: Endpoint,
     pub body: Vec<u8>,
+}
+
+impl Pending {
+    /// The `model` its body names.
+    pub fn body_model(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Model {
+            model: String,
+        }
+        serde_json::from_slice::<Model>(&self.body)
+            .ok()
+            .map(|m| m.model)
+    }
 }
 
 #[derive(Debug)]
@@ -246,6 +262,8 @@ impl Store {
         let path = dir.join("batches.sqlite3");
         let write = open(&path)?;
         write.execute_batch(SCHEMA).map_err(sql("schema"))?;
+        write.execute_batch(remote::SCHEMA).map_err(sql("schema"))?;
+        remote::migrate(&write)?;
         let read = open(&path)?;
         let store = Self {
             write: Mutex::new(write),
@@ -509,7 +527,7 @@ impl Store {
         let mut st = conn
             .prepare_cached(
                 "SELECT key, endpoint, body FROM items WHERE key > ?1 AND key < ?2 AND state = 0 \
-                 ORDER BY key LIMIT ?3",
+                 AND remote IS NULL ORDER BY key LIMIT ?3",
             )
             .map_err(sql("pending"))?;
         let rows = st

@@ -91,6 +91,18 @@ pub struct BatchConfig {
     /// Part of the completion window kept in reserve when deciding how
     /// much must overflow to external deployments to make the deadline.
     pub deadline_margin: f64,
+    /// Items that go external while their batch has more than
+    /// `provider_batch_turnaround_secs` left (besides its reserve) go
+    /// through the provider's own batch API (OpenAI Batch API, Anthropic
+    /// Message Batches) at its batch price, instead of one call each.
+    pub provider_batches: bool,
+    /// How long a provider batch may take (OpenAI and Anthropic promise
+    /// 24 hours), seconds.
+    pub provider_batch_turnaround_secs: u64,
+    /// How often a provider batch is polled, milliseconds.
+    pub provider_batch_poll_ms: u64,
+    /// Most items in one provider batch (OpenAI takes 50,000).
+    pub provider_batch_max_items: usize,
 }
 
 impl Default for BatchConfig {
@@ -106,6 +118,10 @@ impl Default for BatchConfig {
             max_attempts: 3,
             idle_share: 0.5,
             deadline_margin: 0.1,
+            provider_batches: true,
+            provider_batch_turnaround_secs: 24 * 3_600,
+            provider_batch_poll_ms: 30_000,
+            provider_batch_max_items: 10_000,
         }
     }
 }
@@ -246,6 +262,14 @@ pub struct PriceConfig {
     /// USD per million output tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_per_million: Option<f64>,
+    /// USD per million input tokens through the provider's batch API
+    /// (default: `input_per_million`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_input_per_million: Option<f64>,
+    /// USD per million output tokens through the provider's batch API
+    /// (default: `output_per_million`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_output_per_million: Option<f64>,
 }
 
 /// `[cache]`: the response cache (docs/cache.md).

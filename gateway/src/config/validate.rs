@@ -39,6 +39,15 @@ impl Config {
         if !(0.0..0.9).contains(&b.deadline_margin) {
             return err("batch.deadline_margin: must be at least 0 and below 0.9".into());
         }
+        if b.provider_batch_turnaround_secs == 0
+            || b.provider_batch_poll_ms < 100
+            || !(1..=50_000).contains(&b.provider_batch_max_items)
+        {
+            return err(
+                "batch: provider_batch_turnaround_secs must be at least 1, provider_batch_poll_ms at least 100, provider_batch_max_items 1 to 50000"
+                    .into(),
+            );
+        }
         let c = &self.cache;
         if c.max_entries == 0 || c.ttl_secs == 0 {
             return err("cache: max_entries and ttl_secs must be at least 1".into());

@@ -6,6 +6,7 @@
 //! one new module, one [`AnyProvider`] variant and one config variant.
 
 pub mod anthropic;
+pub mod batch;
 mod error;
 mod http;
 pub mod openai_compat;

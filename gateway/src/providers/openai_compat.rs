@@ -6,6 +6,8 @@
 //! The client's body is forwarded as it came, with only `model` replaced, so
 //! fields the gateway does not know reach the upstream untouched.
 
+mod batch;
+
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;

@@ -60,6 +60,7 @@ fn policy(mode: Mode) -> Policy<'static> {
         budget_left_usd: None,
         batch_idle_share: 0.25,
         batch_overflow: false,
+        batch_price: false,
     }
 }
 
@@ -371,4 +372,36 @@ fn batch_work_a_deadline_needs_goes_to_the_cheapest_external() {
     assert_eq!(d.target, Target::Defer);
     let d = place(&batch, &[busy], &externals, &policy(Mode::PreferLocal), 0.0);
     assert_eq!(d.target, Target::Defer);
+}
+
+#[test]
+fn overflow_through_a_providers_batch_api_is_compared_at_batch_prices() {
+    let m = models();
+    let busy = Backend {
+        in_flight: 100,
+        ..backend("a", &m, "h100")
+    };
+    // `x` is cheaper synchronously; `y` has the deeper batch discount.
+    let mut y = external("y", &m, 3.0, 12.0);
+    y.price.batch_input = 0.5;
+    y.price.batch_output = 2.0;
+    let externals = [external("x", &m, 2.0, 8.0), y];
+    let batch = Job {
+        priority: Priority::Batch,
+        ..job(500)
+    };
+    let sync = Policy {
+        batch_overflow: true,
+        ..policy(Mode::PreferLocal)
+    };
+    let d = place(&batch, std::slice::from_ref(&busy), &externals, &sync, 0.0);
+    assert_eq!(d.target, Target::External { deployment: 0 });
+    let by_batch = Policy {
+        batch_price: true,
+        ..sync
+    };
+    let d = place(&batch, &[busy], &externals, &by_batch, 0.0);
+    assert_eq!(d.target, Target::External { deployment: 1 });
+    let expected = (500.0 * 0.5 + 200.0 * 2.0) / 1e6;
+    assert!((d.cost_usd - expected).abs() < 1e-12, "{}", d.cost_usd);
 }

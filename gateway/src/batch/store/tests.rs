@@ -154,3 +154,100 @@ fn one_process_per_directory() {
     let second = Store::open(dir.path()).unwrap_err();
     assert!(second.to_string().contains("in use by another"), "{second}");
 }
+
+#[test]
+fn items_held_by_a_provider_batch_are_not_read_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut b = store.begin_create(&spec("batch_r")).unwrap();
+    store.add_items(&mut b, &items(&["a", "b", "c"])).unwrap();
+    store.finish_create(&b).unwrap();
+    let start = item_key(b.seq, 0) - 1;
+    let all: Vec<i64> = store
+        .pending(b.seq, start, 10)
+        .unwrap()
+        .iter()
+        .map(|p| p.key)
+        .collect();
+    let (job, claimed) = store
+        .claim_remote(b.seq, "oa/gpt", Endpoint::ChatCompletions, &all[..2])
+        .unwrap();
+    assert_eq!(claimed, all[..2]);
+    // A second job cannot claim them again.
+    let (_, again) = store
+        .claim_remote(b.seq, "oa/gpt", Endpoint::ChatCompletions, &all[..2])
+        .unwrap();
+    assert!(again.is_empty());
+    let free: Vec<i64> = store
+        .pending(b.seq, start, 10)
+        .unwrap()
+        .iter()
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(free, all[2..]);
+    assert_eq!(store.remote_pending(b.seq).unwrap(), 2);
+    // Unsubmitted, then submitted: what a restart finds.
+    let jobs = store.remote_jobs().unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs[0].remote_id.is_none());
+    store.remote_submitted(job, "batch_remote_1").unwrap();
+    let jobs = store.remote_jobs().unwrap();
+    assert_eq!(jobs[0].remote_id.as_deref(), Some("batch_remote_1"));
+    assert_eq!(jobs[0].deployment, "oa/gpt");
+    // One answered; the job ends; the other is released.
+    assert_eq!(
+        store
+            .record(&[done(b.seq, all[0], "external:oa/batch")])
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.remote_items(job).unwrap().len(), 1);
+    let released = store.remote_finish(job).unwrap();
+    assert_eq!(released.iter().map(|p| p.key).collect::<Vec<_>>(), [all[1]]);
+    assert_eq!(store.remote_pending(b.seq).unwrap(), 0);
+    let free: Vec<i64> = store
+        .pending(b.seq, start, 10)
+        .unwrap()
+        .iter()
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(free, all[1..]);
+    assert_eq!(
+        store.remote_jobs().unwrap().len(),
+        1,
+        "the empty second job"
+    );
+    // Cancelling ends held items too.
+    let (job2, _) = store
+        .claim_remote(b.seq, "oa/gpt", Endpoint::ChatCompletions, &all[1..])
+        .unwrap();
+    assert!(store.end_pending(b.seq, ItemState::Cancelled).unwrap());
+    assert!(store.remote_items(job2).unwrap().is_empty());
+    let row = store.batch("batch_r").unwrap().unwrap();
+    assert_eq!((row.counts.cancelled, row.counts.placed_external), (2, 1));
+}
+
+#[test]
+fn a_database_from_before_provider_batches_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("batches.sqlite3")).unwrap();
+        // The items table as it was, without `remote`.
+        conn.execute_batch(
+            "CREATE TABLE items (key INTEGER PRIMARY KEY, batch INTEGER NOT NULL, custom_id TEXT, \
+             endpoint TEXT NOT NULL, body BLOB NOT NULL, state INTEGER NOT NULL, status INTEGER, \
+             response BLOB, placement TEXT, finished_ms INTEGER, cursor INTEGER);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let mut b = store.begin_create(&spec("batch_m")).unwrap();
+    store.add_items(&mut b, &items(&["a"])).unwrap();
+    store.finish_create(&b).unwrap();
+    let p = store.pending(b.seq, item_key(b.seq, 0) - 1, 10).unwrap();
+    assert_eq!(p.len(), 1);
+    drop(store);
+    // Opening again finds the column there.
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.remote_pending(b.seq).unwrap(), 0);
+}

@@ -2,6 +2,7 @@
 //! requests in [`request`], responses in [`response`], stream events in
 //! [`stream`].
 
+mod batch;
 mod request;
 mod response;
 mod stream;
