@@ -329,6 +329,16 @@ def test_a_short_window_sends_items_one_by_one_and_a_cancel_reaches_the_provider
     while not [r for r in fake.requests() if r["path"] == "/v1/batches"]:
         assert time.monotonic() < deadline, "no provider batch was created"
         time.sleep(0.1)
+    # The runner shows the items as held by a provider batch.
+    auth = {"Authorization": f"Bearer {harness.CLIENT_KEY}"}
+    while True:
+        stats = gw.http("GET", "/api/v1/batches/stats", headers=auth).json()
+        running = [x for x in stats["runner"]["batches"] if x["id"] == b.id]
+        if running and running[0]["in_provider_batches"] == 3:
+            break
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.2)
+    assert stats["items"]["pending"] == 3, stats
     remote_id = None
     client.batches.cancel(b.id)
     done = wait_done(client, b.id, timeout=20)

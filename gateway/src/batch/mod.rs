@@ -280,6 +280,8 @@ pub struct RunningBatch {
     pub deadline_slack_s: Option<f64>,
     /// Items finished per second without going external, last 30 s.
     pub local_rate_per_s: f64,
+    /// Items collected for, or waiting in, provider batches.
+    pub in_provider_batches: i64,
 }
 
 /// Longest `custom_id`, bytes.

@@ -232,6 +232,7 @@ impl Active {
             overflow_quota: self.quota,
             deadline_slack_s: (rate > 0.0).then(|| left_s - self.remaining as f64 / rate),
             local_rate_per_s: rate,
+            in_provider_batches: self.remote_in_flight,
         }
     }
 }
