@@ -39,6 +39,8 @@ pub struct App {
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
     /// Durable batch jobs, when `[batch] enabled`.
     pub batches: Option<Arc<crate::batch::Batches>>,
+    /// `[metrics] enabled`: `/metrics` is served.
+    pub metrics: bool,
 }
 
 impl App {
@@ -70,6 +72,9 @@ impl App {
         let cache =
             crate::cache::Cache::build(&config.cache, &config.model_groups, &embeddings, env)
                 .map_err(ConfigError)?;
+        if config.metrics.enabled && crate::metrics::install().is_none() {
+            tracing::warn!("metrics: another recorder is installed; /metrics stays empty");
+        }
         let groups = ModelGroups::from_config(config, env)?;
         let fleet =
             crate::fleet::Fleet::build(config, &groups.iter().collect::<Vec<_>>())?.map(Arc::new);
@@ -86,6 +91,7 @@ impl App {
             None
         };
         Ok(Self {
+            metrics: config.metrics.enabled,
             batches,
             limits: Limits {
                 max_body_bytes: s.max_body_bytes,

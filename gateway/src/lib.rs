@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod error;
 pub mod fleet;
 pub mod logging;
+pub mod metrics;
 pub mod providers;
 pub mod routing;
 pub mod server;

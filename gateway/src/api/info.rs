@@ -98,6 +98,29 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("Method {method} is not allowed on {}.", uri.path()))
 }
 
+/// `GET /metrics`: Prometheus' text format (docs/operations.md); 404 when
+/// `[metrics] enabled = false`.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let text = if app.metrics {
+        crate::metrics::render(&app).await
+    } else {
+        None
+    };
+    match text {
+        Some(t) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            t,
+        )
+            .into_response(),
+        None => {
+            ApiError::Missing("Metrics are off ([metrics] enabled = false).".into()).into_response()
+        }
+    }
+}
+
 /// `GET /api/v1/fleet`: local backends (health, load, GPUs, engine
 /// metrics) and placement decisions by target and reason. Needs the client
 /// key like `/v1/*`.

@@ -26,6 +26,9 @@ pub struct RequestLog {
     pub cache: &'static str,
     /// Why the scheduler placed it where it went (placed groups only).
     pub placement: Option<&'static str>,
+    /// `model_group` names no configured group (labelled `unknown` in
+    /// metrics, where labels must come from a bounded set).
+    pub unknown_group: bool,
     started: Instant,
 }
 
@@ -44,6 +47,7 @@ impl RequestLog {
             outcome: "ok",
             cache: "-",
             placement: None,
+            unknown_group: false,
             started,
         }
     }
@@ -57,6 +61,22 @@ impl Drop for RequestLog {
             tracing::debug!(target: "switchyard::request", request_id = %self.request_id, "batch item deferred");
             return;
         }
+        let latency = self.started.elapsed();
+        crate::metrics::request(
+            self.endpoint,
+            match (&self.model_group, self.unknown_group) {
+                (_, true) => "unknown",
+                (Some(g), false) => g,
+                (None, false) => "-",
+            },
+            self.deployment.as_deref(),
+            self.status,
+            self.outcome,
+            self.cache,
+            latency,
+            self.overhead,
+            self.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+        );
         tracing::info!(
             target: "switchyard::request",
             request_id = %self.request_id,
@@ -69,7 +89,7 @@ impl Drop for RequestLog {
             placement = self.placement.unwrap_or("-"),
             stream = self.stream,
             attempts = self.attempts,
-            latency_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            latency_ms = latency.as_secs_f64() * 1e3,
             overhead_ms = self.overhead.map(|d| d.as_secs_f64() * 1e3),
             prompt_tokens = usage.prompt_tokens,
             completion_tokens = usage.completion_tokens,

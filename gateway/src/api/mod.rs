@@ -78,6 +78,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(v1)
         .merge(admin)
         .route("/healthz", get(info::healthz))
+        .route("/metrics", get(info::metrics))
         .route("/readyz", get(info::readyz))
         .fallback(info::not_found)
         .method_not_allowed_fallback(info::method_not_allowed)

@@ -98,6 +98,7 @@ pub async fn forward(
     log.model_group = Some(fwd.model.to_owned());
     log.stream = fwd.stream;
     let Some(group) = app.groups.get(fwd.model) else {
+        log.unknown_group = true;
         return fail(log, ApiError::ModelNotFound(fwd.model.to_owned()));
     };
     let request_id = log.request_id.clone();
@@ -186,10 +187,13 @@ pub async fn forward(
             }
             (Body::from(body), "application/json")
         }
-        Committed::Stream { first, rest } => (
-            sse::body(first, rest, log, deployment.clone(), fwd.cache, ticket),
-            "text/event-stream",
-        ),
+        Committed::Stream { first, rest } => {
+            crate::metrics::ttft(&deployment, started.elapsed());
+            (
+                sse::body(first, rest, log, deployment.clone(), fwd.cache, ticket),
+                "text/event-stream",
+            )
+        }
     };
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
@@ -290,10 +294,11 @@ pub fn cached(mut log: RequestLog, started: Instant, hit: Hit, stream: Option<bo
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(BACKEND, HeaderValue::from_static("cache"));
     h.insert(CACHE_HEADER, HeaderValue::from_static(log.cache));
-    if let HitKind::Semantic { similarity } = kind
-        && let Ok(v) = HeaderValue::from_str(&format!("{similarity:.4}"))
-    {
-        h.insert(SIMILARITY_HEADER, v);
+    if let HitKind::Semantic { similarity } = kind {
+        crate::metrics::similarity(similarity);
+        if let Ok(v) = HeaderValue::from_str(&format!("{similarity:.4}")) {
+            h.insert(SIMILARITY_HEADER, v);
+        }
     }
     insert_overhead(h, overhead);
     resp

@@ -24,6 +24,8 @@ struct State {
     /// The local backend's hold, released when the stream ends or is
     /// dropped.
     _ticket: Option<crate::fleet::Ticket>,
+    /// When the last chunk was sent (none yet: the first is already here).
+    last: Option<tokio::time::Instant>,
 }
 
 pub fn frame(payload: &[u8]) -> Bytes {
@@ -65,6 +67,7 @@ pub fn body(
         deployment,
         cache: cache.map(|w| (w, Assembler::default())),
         _ticket: ticket,
+        last: None,
     };
     let stream = futures_util::stream::unfold(Some(state), |state| async move {
         let mut st = state?;
@@ -74,6 +77,10 @@ pub fn body(
         };
         match next {
             Some(Ok(chunk)) => {
+                let now = tokio::time::Instant::now();
+                if let Some(last) = st.last.replace(now) {
+                    crate::metrics::inter_chunk(&st.deployment, now - last);
+                }
                 if let Some(u) = chunk_usage(&chunk) {
                     st.log.usage = Some(u);
                 }

@@ -54,6 +54,26 @@ pub struct Config {
     /// Batches API (docs/batch.md).
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Prometheus metrics (docs/operations.md).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus metrics on `GET /metrics` (docs/operations.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Record metrics and serve `/metrics` (no key needed: it shows no
+    /// prompt, answer or secret; keep the listener private or scrape
+    /// through a proxy). Off: `/metrics` answers 404 and nothing is
+    /// recorded.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// `[batch]`: durable batch jobs in SQLite under `dir`, run at batch
