@@ -78,6 +78,24 @@ impl App {
         let groups = ModelGroups::from_config(config, env)?;
         let fleet =
             crate::fleet::Fleet::build(config, &groups.iter().collect::<Vec<_>>())?.map(Arc::new);
+        if config.metrics.enabled {
+            let local = config
+                .providers
+                .iter()
+                .filter(|(_, p)| {
+                    matches!(
+                        p,
+                        crate::config::ProviderConfig::OpenaiCompat { local: Some(_), .. }
+                    )
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            let prices = fleet
+                .as_ref()
+                .map(|f| f.external_prices())
+                .unwrap_or_default();
+            crate::metrics::set_context(prices, local);
+        }
         let batches = if config.batch.enabled {
             let models = crate::batch::Models {
                 groups: groups.iter().map(|g| g.name.clone()).collect(),

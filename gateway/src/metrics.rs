@@ -19,6 +19,7 @@
 //! reason names. A model name a client made up is labelled `unknown`.
 //! Names and units are listed in docs/operations.md.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -27,7 +28,10 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use switchyard_scheduler::catalog::Price;
+
 use crate::app::App;
+use crate::dashboard::Answered;
 
 /// Latency buckets, seconds: 0.5 ms to 2 min.
 const SECONDS: [f64; 17] = [
@@ -44,6 +48,23 @@ const SIMILARITY: [f64; 11] = [
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// What recording needs to know of the configuration.
+#[derive(Debug, Default)]
+struct Context {
+    /// Prices of external deployments, by deployment id.
+    prices: HashMap<String, Price>,
+    /// Providers that are local GPU backends.
+    local: HashSet<String>,
+}
+
+static CONTEXT: OnceLock<Context> = OnceLock::new();
+
+/// Sets the deployments' prices and the local providers (once per
+/// process; the first gateway built wins).
+pub fn set_context(prices: HashMap<String, Price>, local: HashSet<String>) {
+    let _ = CONTEXT.set(Context { prices, local });
+}
 
 /// Installs the process-wide recorder once (later calls return the same
 /// handle). `None` if another recorder was installed first.
@@ -108,6 +129,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Kind::Counter,
         Unit::Count,
         "Tokens reported by upstreams (or the cache), by model group, provider and direction (input/output).",
+    ),
+    (
+        "switchyard_spend_usd",
+        Kind::Gauge,
+        Unit::Count,
+        "USD spent on external deployments with a known price (catalog or config), since the gateway started; monotonic (a gauge because the metrics facade counts in integers).",
     ),
     (
         "switchyard_time_to_first_token_seconds",
@@ -367,6 +394,32 @@ pub fn request(
     if let Some(o) = overhead {
         histogram!("switchyard_gateway_overhead_seconds", "endpoint" => endpoint)
             .record(o.as_secs_f64());
+    }
+    let ctx = CONTEXT.get();
+    let answered = if status >= 400 {
+        Some(Answered::Error)
+    } else if cache.starts_with("hit") {
+        Some(Answered::Cache)
+    } else if provider == "local" || ctx.is_some_and(|c| c.local.contains(&provider)) {
+        Some(Answered::Local)
+    } else if deployment.is_some() {
+        Some(Answered::External)
+    } else {
+        None
+    };
+    // What a priced external deployment charged for it.
+    let cost = match (answered, tokens, deployment, ctx) {
+        (Some(Answered::External), Some((i, o)), Some(d), Some(c)) => {
+            c.prices.get(d).map(|p| p.cost(i, 0, o, false))
+        }
+        _ => None,
+    };
+    if let Some(a) = answered {
+        crate::dashboard::record(a, duration, cost);
+    }
+    if let Some(usd) = cost {
+        gauge!("switchyard_spend_usd", "model_group" => group.clone(), "provider" => provider.clone())
+            .increment(usd);
     }
     if let Some((input, output)) = tokens {
         counter!("switchyard_tokens_total", "model_group" => group.clone(), "provider" => provider.clone(), "direction" => "input")

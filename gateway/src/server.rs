@@ -20,6 +20,9 @@ pub async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     if let Some(fleet) = &app.fleet {
         fleet.spawn_poller();
     }
+    if app.metrics {
+        crate::dashboard::spawn_sampler();
+    }
     if let Some(batches) = &app.batches {
         crate::batch::runner::spawn(app.clone(), batches.clone());
         if let Some(listen) = config.batch.grpc_listen {

@@ -115,10 +115,35 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             t,
         )
             .into_response(),
-        None => {
-            ApiError::Missing("Metrics are off ([metrics] enabled = false).".into()).into_response()
-        }
+        None => metrics_off(),
     }
+}
+
+fn metrics_off() -> Response {
+    ApiError::Missing("Metrics are off ([metrics] enabled = false).".into()).into_response()
+}
+
+/// `GET /dashboard`: the live page (docs/operations.md).
+pub async fn dashboard(State(app): State<Arc<App>>) -> Response {
+    if !app.metrics {
+        return metrics_off();
+    }
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        crate::dashboard::PAGE,
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/dashboard`: what the page polls.
+pub async fn dashboard_state(State(app): State<Arc<App>>) -> Response {
+    if !app.metrics {
+        return metrics_off();
+    }
+    Json(crate::dashboard::state(&app).await).into_response()
 }
 
 /// `GET /api/v1/fleet`: local backends (health, load, GPUs, engine

@@ -79,6 +79,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(admin)
         .route("/healthz", get(info::healthz))
         .route("/metrics", get(info::metrics))
+        .route("/dashboard", get(info::dashboard))
+        .route("/api/v1/dashboard", get(info::dashboard_state))
         .route("/readyz", get(info::readyz))
         .fallback(info::not_found)
         .method_not_allowed_fallback(info::method_not_allowed)
