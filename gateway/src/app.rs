@@ -78,7 +78,7 @@ impl App {
         let groups = ModelGroups::from_config(config, env)?;
         let fleet =
             crate::fleet::Fleet::build(config, &groups.iter().collect::<Vec<_>>())?.map(Arc::new);
-        if config.metrics.enabled {
+        {
             let local = config
                 .providers
                 .iter()

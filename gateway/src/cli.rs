@@ -221,7 +221,13 @@ async fn run(command: Command) -> ExitCode {
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
-            let _log_guard = crate::logging::init(&config.logging);
+            let _log_guard = match crate::logging::init_with(&config.logging, &config.tracing) {
+                Ok(g) => g,
+                Err((_g, e)) => return fail(&format!("tracing: {e}")),
+            };
+            if let Some(e) = &config.tracing.otlp_endpoint {
+                tracing::info!(endpoint = %e, sample_ratio = config.tracing.sample_ratio, "exporting request spans over OTLP");
+            }
             let app = match App::build(&config, &process_env) {
                 Ok(app) => app,
                 Err(e) => return fail(&e.to_string()),

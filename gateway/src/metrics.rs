@@ -364,7 +364,8 @@ fn describe() {
     }
 }
 
-/// Records one finished request (from its log line's fields).
+/// Records one finished request (from its log line's fields); returns
+/// what it cost when its deployment is external with a known price.
 #[allow(clippy::too_many_arguments, reason = "one call site: the request log")]
 pub fn request(
     endpoint: &'static str,
@@ -376,31 +377,14 @@ pub fn request(
     duration: Duration,
     overhead: Option<Duration>,
     tokens: Option<(u64, u64)>,
-) {
-    if HANDLE.get().is_none() {
-        return;
-    }
-    let provider = deployment
-        .map(|d| d.split_once('/').map_or(d, |(p, _)| p))
-        .unwrap_or("-")
-        .to_owned();
-    let group = group.to_owned();
-    counter!("switchyard_requests_total",
-        "endpoint" => endpoint, "model_group" => group.clone(), "provider" => provider.clone(),
-        "status" => status.to_string(), "outcome" => outcome, "cache" => cache)
-    .increment(1);
-    histogram!("switchyard_request_duration_seconds", "endpoint" => endpoint, "model_group" => group.clone())
-        .record(duration.as_secs_f64());
-    if let Some(o) = overhead {
-        histogram!("switchyard_gateway_overhead_seconds", "endpoint" => endpoint)
-            .record(o.as_secs_f64());
-    }
+) -> Option<f64> {
+    let provider = deployment.map_or("-", |d| d.split_once('/').map_or(d, |(p, _)| p));
     let ctx = CONTEXT.get();
     let answered = if status >= 400 {
         Some(Answered::Error)
     } else if cache.starts_with("hit") {
         Some(Answered::Cache)
-    } else if provider == "local" || ctx.is_some_and(|c| c.local.contains(&provider)) {
+    } else if provider == "local" || ctx.is_some_and(|c| c.local.contains(provider)) {
         Some(Answered::Local)
     } else if deployment.is_some() {
         Some(Answered::External)
@@ -414,6 +398,21 @@ pub fn request(
         }
         _ => None,
     };
+    if HANDLE.get().and_then(Option::as_ref).is_none() {
+        return cost;
+    }
+    let provider = provider.to_owned();
+    let group = group.to_owned();
+    counter!("switchyard_requests_total",
+        "endpoint" => endpoint, "model_group" => group.clone(), "provider" => provider.clone(),
+        "status" => status.to_string(), "outcome" => outcome, "cache" => cache)
+    .increment(1);
+    histogram!("switchyard_request_duration_seconds", "endpoint" => endpoint, "model_group" => group.clone())
+        .record(duration.as_secs_f64());
+    if let Some(o) = overhead {
+        histogram!("switchyard_gateway_overhead_seconds", "endpoint" => endpoint)
+            .record(o.as_secs_f64());
+    }
     if let Some(a) = answered {
         crate::dashboard::record(a, duration, cost);
     }
@@ -427,6 +426,7 @@ pub fn request(
         counter!("switchyard_tokens_total", "model_group" => group, "provider" => provider, "direction" => "output")
             .increment(output);
     }
+    cost
 }
 
 /// Time to the first chunk of a streamed answer.

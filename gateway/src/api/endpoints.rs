@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use tracing::Instrument as _;
 
 use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
@@ -66,7 +67,12 @@ async fn chat(
         Err(e) => return fail(log, e),
     };
     let (body, chat) = chat;
-    let write = match cache_lookup(app, headers, &body, &chat, &mut log).await {
+    let span = tracing::info_span!("cache.lookup", cache.result = tracing::field::Empty);
+    let looked = cache_lookup(app, headers, &body, &chat, &mut log)
+        .instrument(span.clone())
+        .await;
+    span.record("cache.result", log.cache);
+    let write = match looked {
         Ok(Lookup::Hit(hit)) => {
             let stream = chat.is_stream().then(|| chat.include_usage());
             return cached(log, started, hit, stream);

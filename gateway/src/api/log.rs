@@ -62,7 +62,7 @@ impl Drop for RequestLog {
             return;
         }
         let latency = self.started.elapsed();
-        crate::metrics::request(
+        let cost = crate::metrics::request(
             self.endpoint,
             match (&self.model_group, self.unknown_group) {
                 (_, true) => "unknown",
@@ -93,6 +93,7 @@ impl Drop for RequestLog {
             overhead_ms = self.overhead.map(|d| d.as_secs_f64() * 1e3),
             prompt_tokens = usage.prompt_tokens,
             completion_tokens = usage.completion_tokens,
+            cost_usd = cost,
             "request"
         );
     }

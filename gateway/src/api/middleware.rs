@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
+use tracing::Instrument as _;
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -27,7 +28,23 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut resp = next.run(req).await;
+    // One span per API request (the root of its trace when exported over
+    // OTLP): until the response head is sent (a stream's first chunk).
+    let mut resp = if req.uri().path().starts_with("/v1/") {
+        let span = tracing::info_span!(
+            "request",
+            otel.kind = "server",
+            http.request.method = %req.method(),
+            url.path = %req.uri().path(),
+            request_id = %id,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let resp = next.run(req).instrument(span.clone()).await;
+        span.record("http.response.status_code", resp.status().as_u16());
+        resp
+    } else {
+        next.run(req).await
+    };
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }

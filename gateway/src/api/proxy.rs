@@ -3,6 +3,7 @@
 //! (`x-switchyard-backend`, `x-switchyard-overhead-ms`).
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
@@ -110,7 +111,11 @@ pub async fn forward(
         request_id: &request_id,
     };
     let placed = match &app.fleet {
-        Some(fleet) => match fleet.place(group, fwd.body.map(), fwd.class).await {
+        Some(fleet) => match fleet
+            .place(group, fwd.body.map(), fwd.class)
+            .instrument(tracing::info_span!("placement", model_group = %group.name))
+            .await
+        {
             Some(Ok(p)) => Some(p),
             Some(Err(e)) => return fail(log, e),
             None => None,

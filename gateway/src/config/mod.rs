@@ -57,6 +57,34 @@ pub struct Config {
     /// Prometheus metrics (docs/operations.md).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// OpenTelemetry request spans (docs/operations.md).
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// `[tracing]`: OpenTelemetry spans of each request (gateway → cache →
+/// placement → upstream), exported over OTLP/gRPC (docs/operations.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector's OTLP/gRPC endpoint, e.g. `http://otel-collector:4317`.
+    /// Unset: no spans are exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of requests traced, 0 to 1 (a parent's decision is followed).
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "switchyard".into(),
+            sample_ratio: 1.0,
+        }
+    }
 }
 
 /// `[metrics]`: Prometheus metrics on `GET /metrics` (docs/operations.md).

@@ -48,6 +48,17 @@ impl Config {
                     .into(),
             );
         }
+        let t = &self.tracing;
+        if !(0.0..=1.0).contains(&t.sample_ratio) || t.service_name.is_empty() {
+            return err("tracing: sample_ratio must be 0 to 1 and service_name not empty".into());
+        }
+        if let Some(e) = &t.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return err(format!(
+                "tracing.otlp_endpoint: `{e}` must be an http:// or https:// URL (OTLP/gRPC)"
+            ));
+        }
         let c = &self.cache;
         if c.max_entries == 0 || c.ttl_secs == 0 {
             return err("cache: max_entries and ttl_secs must be at least 1".into());

@@ -10,6 +10,7 @@ mod backoff;
 pub mod breaker;
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -82,7 +83,14 @@ pub async fn dispatch<'g>(
             }
             attempts += 1;
             let started = Instant::now();
-            let result = attempt(dep, req).await;
+            let result = attempt(dep, req)
+                .instrument(tracing::info_span!(
+                    "upstream",
+                    deployment = %dep.id,
+                    attempt = retry + 1,
+                    otel.kind = "client"
+                ))
+                .await;
             upstream_time += started.elapsed();
             let error = match result {
                 Ok(reply) => {
