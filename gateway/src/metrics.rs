@@ -401,38 +401,185 @@ pub fn request(
     if HANDLE.get().and_then(Option::as_ref).is_none() {
         return cost;
     }
-    let provider = provider.to_owned();
-    let group = group.to_owned();
-    counter!("switchyard_requests_total",
-        "endpoint" => endpoint, "model_group" => group.clone(), "provider" => provider.clone(),
-        "status" => status.to_string(), "outcome" => outcome, "cache" => cache)
-    .increment(1);
-    histogram!("switchyard_request_duration_seconds", "endpoint" => endpoint, "model_group" => group.clone())
-        .record(duration.as_secs_f64());
+    let key = RequestKey {
+        endpoint,
+        group,
+        deployment,
+        status,
+        outcome,
+        cache,
+    };
+    let h = request_handles(&key);
+    h.requests.increment(1);
+    h.duration.record(duration.as_secs_f64());
     if let Some(o) = overhead {
-        histogram!("switchyard_gateway_overhead_seconds", "endpoint" => endpoint)
-            .record(o.as_secs_f64());
+        h.overhead.record(o.as_secs_f64());
     }
     if let Some(a) = answered {
         crate::dashboard::record(a, duration, cost);
     }
     if let Some(usd) = cost {
-        gauge!("switchyard_spend_usd", "model_group" => group.clone(), "provider" => provider.clone())
-            .increment(usd);
+        h.spend.increment(usd);
     }
     if let Some((input, output)) = tokens {
-        counter!("switchyard_tokens_total", "model_group" => group.clone(), "provider" => provider.clone(), "direction" => "input")
-            .increment(input);
-        counter!("switchyard_tokens_total", "model_group" => group, "provider" => provider, "direction" => "output")
-            .increment(output);
+        h.tokens_in.increment(input);
+        h.tokens_out.increment(output);
     }
     cost
+}
+
+/// The labels of one request's series, borrowed.
+#[derive(Debug, Clone, Copy, Hash)]
+struct RequestKey<'a> {
+    endpoint: &'static str,
+    group: &'a str,
+    deployment: Option<&'a str>,
+    status: u16,
+    outcome: &'static str,
+    cache: &'static str,
+}
+
+/// The same, owned (kept beside its handles).
+#[derive(Debug, PartialEq, Eq)]
+struct OwnedKey {
+    endpoint: &'static str,
+    group: Box<str>,
+    deployment: Option<Box<str>>,
+    status: u16,
+    outcome: &'static str,
+    cache: &'static str,
+}
+
+impl OwnedKey {
+    fn matches(&self, k: &RequestKey<'_>) -> bool {
+        self.endpoint == k.endpoint
+            && &*self.group == k.group
+            && self.deployment.as_deref() == k.deployment
+            && self.status == k.status
+            && self.outcome == k.outcome
+            && self.cache == k.cache
+    }
+}
+
+/// Every series one request touches, registered once per label set: a
+/// request then costs a hash, a read lock and a few atomic updates rather
+/// than the facade's label building and registry lookups (measured in
+/// benches/metrics_cost).
+struct RequestHandles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+    overhead: metrics::Histogram,
+    tokens_in: metrics::Counter,
+    tokens_out: metrics::Counter,
+    spend: metrics::Gauge,
+}
+
+type HandleMap = HashMap<u64, Vec<(OwnedKey, std::sync::Arc<RequestHandles>)>>;
+
+static REQUEST_HANDLES: std::sync::LazyLock<std::sync::RwLock<HandleMap>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn request_handles(k: &RequestKey<'_>) -> std::sync::Arc<RequestHandles> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    k.hash(&mut hasher);
+    let hash = hasher.finish();
+    let find = |m: &HandleMap| {
+        m.get(&hash)?
+            .iter()
+            .find(|(o, _)| o.matches(k))
+            .map(|(_, h)| h.clone())
+    };
+    if let Some(h) = find(
+        &REQUEST_HANDLES
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    ) {
+        return h;
+    }
+    let mut map = REQUEST_HANDLES
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(h) = find(&map) {
+        return h;
+    }
+    let provider = k
+        .deployment
+        .map_or("-", |d| d.split_once('/').map_or(d, |(p, _)| p))
+        .to_owned();
+    let group = k.group.to_owned();
+    let h = std::sync::Arc::new(RequestHandles {
+        requests: counter!("switchyard_requests_total",
+            "endpoint" => k.endpoint, "model_group" => group.clone(), "provider" => provider.clone(),
+            "status" => k.status.to_string(), "outcome" => k.outcome, "cache" => k.cache),
+        duration: histogram!("switchyard_request_duration_seconds",
+            "endpoint" => k.endpoint, "model_group" => group.clone()),
+        overhead: histogram!("switchyard_gateway_overhead_seconds", "endpoint" => k.endpoint),
+        tokens_in: counter!("switchyard_tokens_total", "model_group" => group.clone(),
+            "provider" => provider.clone(), "direction" => "input"),
+        tokens_out: counter!("switchyard_tokens_total", "model_group" => group.clone(),
+            "provider" => provider.clone(), "direction" => "output"),
+        spend: gauge!("switchyard_spend_usd", "model_group" => group, "provider" => provider),
+    });
+    map.entry(hash).or_default().push((
+        OwnedKey {
+            endpoint: k.endpoint,
+            group: k.group.into(),
+            deployment: k.deployment.map(Into::into),
+            status: k.status,
+            outcome: k.outcome,
+            cache: k.cache,
+        },
+        h.clone(),
+    ));
+    h
+}
+
+/// A histogram labelled by deployment, registered once per deployment.
+fn by_deployment(cache: &ByDeployment, name: &'static str, deployment: &str) -> metrics::Histogram {
+    if let Some(h) = cache
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(deployment)
+    {
+        return h.clone();
+    }
+    let h = histogram!(name, "deployment" => deployment.to_owned());
+    cache
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(deployment.into(), h.clone());
+    h
+}
+
+type ByDeployment = std::sync::LazyLock<std::sync::RwLock<HashMap<Box<str>, metrics::Histogram>>>;
+static TTFT: ByDeployment = std::sync::LazyLock::new(Default::default);
+static INTER_CHUNK: ByDeployment = std::sync::LazyLock::new(Default::default);
+
+/// Runs the exporter's upkeep (folding histogram samples into their
+/// buckets) every 5 s, so memory stays bounded between scrapes.
+pub fn spawn_upkeep() {
+    let Some(handle) = HANDLE.get().and_then(Option::as_ref) else {
+        return;
+    };
+    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if STARTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let handle = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
 }
 
 /// Time to the first chunk of a streamed answer.
 pub fn ttft(deployment: &str, t: Duration) {
     if HANDLE.get().is_some() {
-        histogram!("switchyard_time_to_first_token_seconds", "deployment" => deployment.to_owned())
+        by_deployment(&TTFT, "switchyard_time_to_first_token_seconds", deployment)
             .record(t.as_secs_f64());
     }
 }
@@ -440,7 +587,7 @@ pub fn ttft(deployment: &str, t: Duration) {
 /// Time between two chunks of a streamed answer.
 pub fn inter_chunk(deployment: &str, t: Duration) {
     if HANDLE.get().is_some() {
-        histogram!("switchyard_inter_chunk_seconds", "deployment" => deployment.to_owned())
+        by_deployment(&INTER_CHUNK, "switchyard_inter_chunk_seconds", deployment)
             .record(t.as_secs_f64());
     }
 }

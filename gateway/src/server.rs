@@ -21,6 +21,7 @@ pub async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
         fleet.spawn_poller();
     }
     if app.metrics {
+        crate::metrics::spawn_upkeep();
         crate::dashboard::spawn_sampler();
     }
     if let Some(batches) = &app.batches {

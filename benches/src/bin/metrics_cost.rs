@@ -107,61 +107,55 @@ async fn recording(args: &Args, dir: &std::path::Path) -> anyhow::Result<serde_j
         "[providers.fake]\ntype = \"openai_compat\"\nbase_url = \"http://{}/v1\"\napi_key = {{ env = \"BENCH_KEY\" }}\n\n[[model_groups]]\nname = \"{MODEL}\"\n[[model_groups.deployments]]\nprovider = \"fake\"\nmodel = \"fake-model\"\n",
         fake.addr
     );
-    // On: metrics recorded and every request's log line written (JSON,
-    // drained by this process). Off: neither.
-    let on = gateway(
-        &args.bin,
-        dir,
-        ("on", &format!("[metrics]\nenabled = true\n\n{base}")),
-        "info",
-    )?;
-    let off = gateway(
-        &args.bin,
-        dir,
-        ("off", &format!("[metrics]\nenabled = false\n\n{base}")),
-        "warn,switchyard_gateway::server=info",
-    )?;
-    for p in [&on, &off] {
+    // Metrics and the request log line (what ships by default); the
+    // request log line alone (issue #2's overhead benchmark); neither.
+    let variants = [
+        ("metrics + request log", true, "info"),
+        ("request log only (#2's setup)", false, "info"),
+        ("neither", false, "warn,switchyard_gateway::server=info"),
+    ];
+    let mut procs = Vec::new();
+    for (i, (_, metrics, log)) in variants.iter().enumerate() {
+        procs.push(gateway(
+            &args.bin,
+            dir,
+            (
+                &format!("v{i}"),
+                &format!("[metrics]\nenabled = {metrics}\n\n{base}"),
+            ),
+            log,
+        )?);
+    }
+    for p in &procs {
         run(target(p), args.connections, None, Duration::from_secs(2)).await;
     }
     let round = Duration::from_secs(args.duration) / args.rounds.max(1);
-    let (mut closed_on, mut closed_off, mut open_on, mut open_off): (
-        Option<Report>,
-        Option<Report>,
-        Option<Report>,
-        Option<Report>,
-    ) = (None, None, None, None);
+    let mut closed: Vec<Option<Report>> = vec![None, None, None];
+    let mut open: Vec<Option<Report>> = vec![None, None, None];
     let fold = |acc: &mut Option<Report>, r: Report| match acc {
         Some(a) => a.merge(r),
         None => *acc = Some(r),
     };
-    for i in 0..args.rounds {
-        // Alternate which goes first, so drift lands on both alike.
-        let order: [(&Proc, bool); 2] = if i % 2 == 0 {
-            [(&on, true), (&off, false)]
-        } else {
-            [(&off, false), (&on, true)]
-        };
-        for (p, is_on) in order {
-            let closed = run(target(p), args.connections, None, round).await;
-            let open = run(target(p), args.connections, Some(args.rate), round).await;
-            if is_on {
-                fold(&mut closed_on, closed);
-                fold(&mut open_on, open);
-            } else {
-                fold(&mut closed_off, closed);
-                fold(&mut open_off, open);
-            }
+    for i in 0..args.rounds as usize {
+        // Rotate which goes first, so drift lands on all alike.
+        for k in 0..procs.len() {
+            let v = (i + k) % procs.len();
+            let c = run(target(&procs[v]), args.connections, None, round).await;
+            let o = run(target(&procs[v]), args.connections, Some(args.rate), round).await;
+            fold(&mut closed[v], c);
+            fold(&mut open[v], o);
         }
     }
-    let (co, cf, oo, of) = (
-        closed_on.context("no run")?,
-        closed_off.context("no run")?,
-        open_on.context("no run")?,
-        open_off.context("no run")?,
-    );
+    let closed: Vec<Report> = closed
+        .into_iter()
+        .map(|r| r.context("no run"))
+        .collect::<anyhow::Result<_>>()?;
+    let open: Vec<Report> = open
+        .into_iter()
+        .map(|r| r.context("no run"))
+        .collect::<anyhow::Result<_>>()?;
     println!(
-        "\n## Recording: metrics and request logs on, against both off; {} rounds\n",
+        "\n## Recording: {} rounds, variants interleaved\n",
         args.rounds
     );
     println!(
@@ -169,7 +163,9 @@ async fn recording(args: &Args, dir: &std::path::Path) -> anyhow::Result<serde_j
         args.connections, args.rate
     );
     println!("|---|---:|---:|---:|---:|");
-    for (name, c, o) in [("metrics + request logs", &co, &oo), ("neither", &cf, &of)] {
+    let mut rows = Vec::new();
+    for (v, (name, _, _)) in variants.iter().enumerate() {
+        let (c, o) = (&closed[v], &open[v]);
         println!(
             "| {name} | {:.0} | {:.3} | {:.3} | {:.1} / {:.1} |",
             c.throughput(),
@@ -178,23 +174,18 @@ async fn recording(args: &Args, dir: &std::path::Path) -> anyhow::Result<serde_j
             o.overhead_pct_ms(0.5).unwrap_or(f64::NAN) * 1e3,
             o.overhead_pct_ms(0.99).unwrap_or(f64::NAN) * 1e3,
         );
+        rows.push(json!({"variant": name, "closed_rps": c.throughput(),
+            "open_p50_ms": o.pct_ms(0.5), "open_p99_ms": o.pct_ms(0.99),
+            "overhead_p50_ms": o.overhead_pct_ms(0.5), "overhead_p99_ms": o.overhead_pct_ms(0.99)}));
     }
-    let throughput_ratio = co.throughput() / cf.throughput();
-    let overhead_p50 = (
-        oo.overhead_pct_ms(0.5).unwrap_or(f64::NAN),
-        of.overhead_pct_ms(0.5).unwrap_or(f64::NAN),
-    );
+    let metrics_ratio = closed[0].throughput() / closed[1].throughput();
+    let both_ratio = closed[0].throughput() / closed[2].throughput();
     println!(
-        "\nthroughput on / off: {throughput_ratio:.3}; p50 latency on / off: {:.3}",
-        oo.pct_ms(0.5) / of.pct_ms(0.5)
+        "\nthroughput with metrics / #2's setup: {metrics_ratio:.3}; with metrics and log / neither: {both_ratio:.3}"
     );
-    Ok(json!({
-        "closed_on_rps": co.throughput(), "closed_off_rps": cf.throughput(),
-        "throughput_ratio": throughput_ratio,
-        "open_on_p50_ms": oo.pct_ms(0.5), "open_off_p50_ms": of.pct_ms(0.5),
-        "open_on_p99_ms": oo.pct_ms(0.99), "open_off_p99_ms": of.pct_ms(0.99),
-        "overhead_on_p50_ms": overhead_p50.0, "overhead_off_p50_ms": overhead_p50.1,
-    }))
+    Ok(
+        json!({"variants": rows, "metrics_over_log_only": metrics_ratio, "both_over_neither": both_ratio}),
+    )
 }
 
 async fn time_get(
