@@ -68,6 +68,11 @@ pub fn init_with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
+                    // One flat object per line, as before spans existed: a
+                    // line's own fields carry the request id; span context
+                    // goes to OTLP.
+                    .with_current_span(false)
+                    .with_span_list(false)
                     .with_writer(writer)
                     .with_target(false),
             ),
