@@ -409,7 +409,7 @@ pub fn request(
         outcome,
         cache,
     };
-    let h = request_handles(&key);
+    let h = request_handles(&key, provider);
     h.requests.increment(1);
     h.duration.record(duration.as_secs_f64());
     if let Some(o) = overhead {
@@ -479,7 +479,7 @@ type HandleMap = HashMap<u64, Vec<(OwnedKey, std::sync::Arc<RequestHandles>)>>;
 static REQUEST_HANDLES: std::sync::LazyLock<std::sync::RwLock<HandleMap>> =
     std::sync::LazyLock::new(Default::default);
 
-fn request_handles(k: &RequestKey<'_>) -> std::sync::Arc<RequestHandles> {
+fn request_handles(k: &RequestKey<'_>, provider: &str) -> std::sync::Arc<RequestHandles> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     k.hash(&mut hasher);
@@ -503,10 +503,7 @@ fn request_handles(k: &RequestKey<'_>) -> std::sync::Arc<RequestHandles> {
     if let Some(h) = find(&map) {
         return h;
     }
-    let provider = k
-        .deployment
-        .map_or("-", |d| d.split_once('/').map_or(d, |(p, _)| p))
-        .to_owned();
+    let provider = provider.to_owned();
     let group = k.group.to_owned();
     let h = std::sync::Arc::new(RequestHandles {
         requests: counter!("switchyard_requests_total",
