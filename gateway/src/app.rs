@@ -32,6 +32,11 @@ pub struct App {
     /// The response cache, when `[cache] enabled`.
     pub cache: Option<Arc<crate::cache::Cache>>,
     pub master_key: Option<SecretString>,
+    /// Virtual keys, limits, budgets and the usage ledger, when
+    /// `auth.master_key` is set.
+    pub access: Option<Arc<crate::access::Access>>,
+    /// DLP detectors and per-tenant, per-group policies, when `[dlp] enabled`.
+    pub dlp: Option<crate::access::DlpPolicies>,
     pub shutting_down: AtomicBool,
     /// Unix seconds at start-up (`created` of `/v1/models` entries).
     pub started_at: u64,
@@ -58,6 +63,18 @@ impl App {
                     .map_err(|e| ConfigError(format!("auth.master_key: {e}")))
             })
             .transpose()?;
+        let access = master_key
+            .clone()
+            .map(|k| {
+                crate::access::Access::open(config, k)
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        ConfigError(format!("auth.db ({}): {e}", config.auth.db.display()))
+                    })
+            })
+            .transpose()?;
+        let dlp = crate::access::DlpPolicies::build(config)
+            .map_err(|e| ConfigError(format!("dlp: {e}")))?;
         let s = &config.server;
         let embeddings: HashMap<String, Batcher> = config
             .embedding_models
@@ -122,6 +139,8 @@ impl App {
             embeddings,
             cache,
             master_key,
+            access,
+            dlp,
             shutting_down: AtomicBool::new(false),
             started_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

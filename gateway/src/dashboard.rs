@@ -32,6 +32,18 @@ pub enum Answered {
     Error,
 }
 
+impl Answered {
+    /// The usage ledger's `placement` (none for errors).
+    pub fn placement(self) -> Option<&'static str> {
+        match self {
+            Self::Local => Some("local"),
+            Self::External => Some("external"),
+            Self::Cache => Some("cache"),
+            Self::Error => None,
+        }
+    }
+}
+
 /// One second of traffic.
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {

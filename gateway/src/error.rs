@@ -50,6 +50,17 @@ pub enum ApiError {
     /// A fault inside the gateway (500).
     #[error("{0}")]
     Internal(String),
+    /// A rate limit of the caller's key or tenant (429); no `retry_after`:
+    /// the request alone exceeds the limit.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// A budget of the caller's key or tenant is spent (429,
+    /// `insufficient_quota`, not retried by the SDKs).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// Temporarily unable to serve (503), with a retry hint.
     #[error("{message}")]
     Unavailable {
@@ -98,6 +109,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } | Self::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream { error, .. } => match error {
                 ProviderError::Status { status, .. } => match status {
@@ -118,6 +130,9 @@ impl ApiError {
 
     /// OpenAI's `type` field.
     pub fn error_type(&self) -> &'static str {
+        if let Self::QuotaExceeded(_) = self {
+            return "insufficient_quota";
+        }
         match self.status_code().as_u16() {
             400 | 404 | 405 | 409 | 413 | 422 => "invalid_request_error",
             401 => "authentication_error",
@@ -140,6 +155,8 @@ impl ApiError {
             Self::MethodNotAllowed(_) => Some("method_not_allowed"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::Unavailable { code, .. } => Some(code),
+            Self::RateLimited { .. } => Some("rate_limit_exceeded"),
+            Self::QuotaExceeded(_) => Some("insufficient_quota"),
             Self::Internal(_) => None,
             Self::Upstream { error, .. } => Some(match error {
                 ProviderError::Status {
@@ -167,7 +184,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Unavailable { retry_after, .. } => *retry_after,
+            Self::Unavailable { retry_after, .. } | Self::RateLimited { retry_after, .. } => {
+                *retry_after
+            }
             Self::Upstream {
                 error: ProviderError::Status { retry_after, .. },
                 ..
@@ -190,8 +209,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status_code(), Json(self.body())).into_response();
-        if matches!(self, Self::Conflict(_)) {
-            // OpenAI's SDKs retry 409 (a lock time-out there) unless told not to.
+        if matches!(
+            self,
+            Self::Conflict(_)
+                | Self::QuotaExceeded(_)
+                | Self::RateLimited {
+                    retry_after: None,
+                    ..
+                }
+        ) {
+            // OpenAI's SDKs retry 409 (a lock time-out there) and 429 unless
+            // told not to; these will fail again.
             resp.headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("false"));
         }

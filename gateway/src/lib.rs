@@ -1,6 +1,7 @@
 //! Switchyard's gateway: the OpenAI-compatible HTTP API, configuration,
 //! providers and dispatch. `main.rs` is a thin wrapper over [`cli::main`].
 
+pub mod access;
 pub mod agent;
 pub mod api;
 pub mod app;

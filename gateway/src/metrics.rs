@@ -377,7 +377,7 @@ pub fn request(
     duration: Duration,
     overhead: Option<Duration>,
     tokens: Option<(u64, u64)>,
-) -> Option<f64> {
+) -> (Option<f64>, Option<Answered>) {
     let provider = deployment.map_or("-", |d| d.split_once('/').map_or(d, |(p, _)| p));
     let ctx = CONTEXT.get();
     let answered = if status >= 400 {
@@ -399,7 +399,7 @@ pub fn request(
         _ => None,
     };
     if HANDLE.get().and_then(Option::as_ref).is_none() {
-        return cost;
+        return (cost, answered);
     }
     let key = RequestKey {
         endpoint,
@@ -425,7 +425,7 @@ pub fn request(
         h.tokens_in.increment(input);
         h.tokens_out.increment(output);
     }
-    cost
+    (cost, answered)
 }
 
 /// The labels of one request's series, borrowed.

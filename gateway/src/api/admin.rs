@@ -48,6 +48,7 @@ struct PurgeRequest {
 /// from both tiers; answers how many went from each.
 pub async fn cache_purge(
     State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
     body: JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let request: PurgeRequest = view(&body)?;
@@ -68,5 +69,13 @@ pub async fn cache_purge(
         store = purged.store,
         "cache purged"
     );
+    if let Some(access) = &app.access {
+        access.store.audit(
+            &super::keys::actor(&headers),
+            "cache.purge",
+            None,
+            &json!({"tenant": request.tenant, "model": request.model, "purged": purged}),
+        );
+    }
     Ok(Json(json!({"purged": purged})))
 }

@@ -8,6 +8,7 @@ use tracing::Instrument as _;
 use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::extract::{JsonObject, view};
@@ -15,8 +16,8 @@ use super::log::RequestLog;
 use super::middleware::RequestId;
 use super::proxy::{CacheWrite, Forward, Hit, HitKind, cached, fail, forward};
 use super::types::{ChatCompletionRequest, CompletionRequest, EmbeddingInput, EmbeddingRequest};
+use crate::access::Principal;
 use crate::app::{App, Limits};
-use crate::cache::DEFAULT_TENANT;
 use crate::cache::http::{Directive, controls, now_secs};
 use crate::cache::key::chat_key;
 use crate::error::ApiError;
@@ -26,10 +27,99 @@ use crate::providers::Endpoint;
 pub async fn chat_completions(
     State(app): State<Arc<App>>,
     Extension(RequestId(id)): Extension<RequestId>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Result<JsonObject, ApiError>,
 ) -> Response {
-    chat(&app, &headers, body, id, Class::Interactive).await
+    let mut rate = HeaderMap::new();
+    let call = Call {
+        id,
+        class: Class::Interactive,
+        principal,
+        rate: &mut rate,
+    };
+    with_rate_headers(chat(&app, &headers, body, call).await, rate)
+}
+
+/// Who calls and how: what every endpoint needs besides the body.
+pub struct Call<'a> {
+    pub id: String,
+    pub class: Class,
+    pub principal: Principal,
+    /// `x-ratelimit-*` headers for the response, filled at admission.
+    pub rate: &'a mut HeaderMap,
+}
+
+fn with_rate_headers(mut resp: Response, rate: HeaderMap) -> Response {
+    resp.headers_mut().extend(rate);
+    resp
+}
+
+/// Sum of the lengths of every string in a JSON value.
+fn text_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.iter().map(text_bytes).sum(),
+        Value::Object(o) => o.values().map(text_bytes).sum(),
+        _ => 0,
+    }
+}
+
+/// What every model endpoint does between parsing and the cache: the
+/// caller's model check, DLP on the prompt (redacting in place), and
+/// admission against budgets and rate limits (the estimate: a token per
+/// four bytes of text, plus the completion's cap). Returns whether DLP
+/// changed the body.
+fn gate(
+    app: &App,
+    call: &mut Call<'_>,
+    model: &str,
+    body: &mut JsonObject,
+    log: &mut RequestLog,
+) -> Result<bool, ApiError> {
+    log.principal = Some(call.principal.clone());
+    log.access = app.access.clone();
+    log.model_group = Some(model.to_owned());
+    if let Some(access) = &app.access
+        && !access.allows(&call.principal, model)
+    {
+        return Err(ApiError::ModelNotFound(model.to_owned()));
+    }
+    let mut changed = false;
+    if let Some(dlp) = &app.dlp {
+        let policy = dlp.policy(&call.principal.tenant, model);
+        let found = dlp.dlp.scan_request(&mut body.0, policy);
+        if let Some(detector) = found.blocked {
+            log.dlp.push(format!("{detector}:block"));
+            return Err(ApiError::InvalidRequest {
+                message: format!(
+                    "The request contains data this gateway does not let through \
+                     (detector `{detector}`). Remove it and try again."
+                ),
+                param: None,
+                code: Some("dlp_blocked"),
+            });
+        }
+        changed = !found.redacted.is_empty();
+        log.dlp
+            .extend(found.redacted.into_iter().map(|d| format!("{d}:redact")));
+        log.dlp
+            .extend(found.logged.into_iter().map(|d| format!("{d}:log")));
+    }
+    if let Some(access) = &app.access {
+        let map = body.map();
+        let cap = map
+            .get("max_completion_tokens")
+            .or_else(|| map.get("max_tokens"))
+            .and_then(Value::as_u64)
+            .map(|m| m * map.get("n").and_then(Value::as_u64).unwrap_or(1).max(1));
+        let prompt = (text_bytes(&body.0) / 4 + 1) as u64;
+        let tokens = access.estimate(prompt, cap);
+        let admission = access.admit(&call.principal, tokens)?;
+        admission.headers(call.rate);
+        log.admission = Some(admission);
+    }
+    Ok(changed)
 }
 
 /// A request from inside the gateway (a batch item): the same validation,
@@ -42,10 +132,17 @@ pub async fn call(
     class: Class,
 ) -> Response {
     use crate::batch::Endpoint as E;
+    let mut rate = HeaderMap::new();
+    let call = Call {
+        id,
+        class,
+        principal: Principal::default_tenant(),
+        rate: &mut rate,
+    };
     match endpoint {
-        E::ChatCompletions => chat(app, &HeaderMap::new(), Ok(body), id, class).await,
-        E::Completions => completions_as(app, Ok(body), id, class).await,
-        E::Embeddings => embeddings_as(app, Ok(body), id, class).await,
+        E::ChatCompletions => chat(app, &HeaderMap::new(), Ok(body), call).await,
+        E::Completions => completions_as(app, Ok(body), call).await,
+        E::Embeddings => embeddings_as(app, Ok(body), call).await,
     }
 }
 
@@ -53,22 +150,25 @@ async fn chat(
     app: &App,
     headers: &HeaderMap,
     body: Result<JsonObject, ApiError>,
-    id: String,
-    class: Class,
+    mut call: Call<'_>,
 ) -> Response {
     let started = Instant::now();
-    let mut log = RequestLog::new(id, "chat.completions", started);
-    let chat = match body.and_then(|b| {
-        let chat = view::<ChatCompletionRequest>(&b)?;
+    let mut log = RequestLog::new(std::mem::take(&mut call.id), "chat.completions", started);
+    let chat = match body.and_then(|mut b| {
+        let mut chat = view::<ChatCompletionRequest>(&b)?;
         validate_chat(&chat, &app.limits)?;
+        if gate(app, &mut call, &chat.model.clone(), &mut b, &mut log)? {
+            chat = view::<ChatCompletionRequest>(&b)?;
+        }
         Ok((b, chat))
     }) {
         Ok(ok) => ok,
         Err(e) => return fail(log, e),
     };
     let (body, chat) = chat;
+    let tenant = call.principal.tenant.clone();
     let span = tracing::info_span!("cache.lookup", cache.result = tracing::field::Empty);
-    let looked = cache_lookup(app, headers, &body, &chat, &mut log)
+    let looked = cache_lookup(app, headers, &body, &chat, &tenant, &mut log)
         .instrument(span.clone())
         .await;
     span.record("cache.result", log.cache);
@@ -87,7 +187,8 @@ async fn chat(
         model: &chat.model,
         stream: chat.is_stream(),
         cache: write,
-        class,
+        class: call.class,
+        tenant: &tenant,
     };
     forward(app, log, started, fwd).await
 }
@@ -105,6 +206,7 @@ async fn cache_lookup(
     headers: &HeaderMap,
     body: &JsonObject,
     chat: &ChatCompletionRequest,
+    tenant: &Arc<str>,
     log: &mut RequestLog,
 ) -> Result<Lookup, ApiError> {
     let Some(cache) = &app.cache else {
@@ -114,13 +216,7 @@ async fn cache_lookup(
     log.cache = "bypass";
     let counters = &cache.counters;
     let settings = cache.settings(&chat.model);
-    let key = chat_key(
-        DEFAULT_TENANT,
-        &chat.model,
-        body.map(),
-        chat,
-        cache.max_temperature,
-    );
+    let key = chat_key(tenant, &chat.model, body.map(), chat, cache.max_temperature);
     let key = match key {
         Ok(key) if settings.enabled && controls.directive != Directive::NoStore => key,
         _ => {
@@ -185,6 +281,7 @@ async fn cache_lookup(
         cache: cache.clone(),
         key,
         vector,
+        tenant: tenant.clone(),
         group: chat.model.clone(),
         ttl_secs,
         semantic: semantic.is_some(),
@@ -260,27 +357,37 @@ fn check_n(n: Option<u32>, limits: &Limits) -> Result<(), ApiError> {
 pub async fn completions(
     State(app): State<Arc<App>>,
     Extension(RequestId(id)): Extension<RequestId>,
+    Extension(principal): Extension<Principal>,
     body: Result<JsonObject, ApiError>,
 ) -> Response {
-    completions_as(&app, body, id, Class::Interactive).await
+    let mut rate = HeaderMap::new();
+    let call = Call {
+        id,
+        class: Class::Interactive,
+        principal,
+        rate: &mut rate,
+    };
+    with_rate_headers(completions_as(&app, body, call).await, rate)
 }
 
 async fn completions_as(
     app: &App,
     body: Result<JsonObject, ApiError>,
-    id: String,
-    class: Class,
+    mut call: Call<'_>,
 ) -> Response {
     let started = Instant::now();
-    let log = RequestLog::new(id, "completions", started);
-    let parsed = body.and_then(|b| {
-        let req = view::<CompletionRequest>(&b)?;
+    let mut log = RequestLog::new(std::mem::take(&mut call.id), "completions", started);
+    let parsed = body.and_then(|mut b| {
+        let mut req = view::<CompletionRequest>(&b)?;
         check_n(req.n, &app.limits)?;
         if !(req.prompt.is_string() || req.prompt.is_array()) {
             return Err(ApiError::invalid(
                 "'prompt' must be a string, an array of strings or an array of tokens.",
                 Some("prompt"),
             ));
+        }
+        if gate(app, &mut call, &req.model.clone(), &mut b, &mut log)? {
+            req = view::<CompletionRequest>(&b)?;
         }
         Ok((b, req))
     });
@@ -295,7 +402,8 @@ async fn completions_as(
         model: &req.model,
         stream: req.stream.unwrap_or(false),
         cache: None,
-        class,
+        class: call.class,
+        tenant: &call.principal.tenant,
     };
     forward(app, log, started, fwd).await
 }
@@ -303,22 +411,32 @@ async fn completions_as(
 pub async fn embeddings(
     State(app): State<Arc<App>>,
     Extension(RequestId(id)): Extension<RequestId>,
+    Extension(principal): Extension<Principal>,
     body: Result<JsonObject, ApiError>,
 ) -> Response {
-    embeddings_as(&app, body, id, Class::Interactive).await
+    let mut rate = HeaderMap::new();
+    let call = Call {
+        id,
+        class: Class::Interactive,
+        principal,
+        rate: &mut rate,
+    };
+    with_rate_headers(embeddings_as(&app, body, call).await, rate)
 }
 
 async fn embeddings_as(
     app: &App,
     body: Result<JsonObject, ApiError>,
-    id: String,
-    class: Class,
+    mut call: Call<'_>,
 ) -> Response {
     let started = Instant::now();
-    let log = RequestLog::new(id, "embeddings", started);
-    let parsed = body.and_then(|b| {
-        let req = view::<EmbeddingRequest>(&b)?;
+    let mut log = RequestLog::new(std::mem::take(&mut call.id), "embeddings", started);
+    let parsed = body.and_then(|mut b| {
+        let mut req = view::<EmbeddingRequest>(&b)?;
         validate_embeddings(&req, &app.limits)?;
+        if gate(app, &mut call, &req.model.clone(), &mut b, &mut log)? {
+            req = view::<EmbeddingRequest>(&b)?;
+        }
         Ok((b, req))
     });
     let (body, req) = match parsed {
@@ -335,7 +453,8 @@ async fn embeddings_as(
         model: &req.model,
         stream: false,
         cache: None,
-        class,
+        class: call.class,
+        tenant: &call.principal.tenant,
     };
     forward(app, log, started, fwd).await
 }

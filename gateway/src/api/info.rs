@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::access::Principal;
 use crate::app::App;
 use crate::error::ApiError;
 
@@ -19,13 +20,24 @@ fn model_json(name: &str, created: u64) -> Value {
 }
 
 /// `GET /v1/models`: the configured model groups.
-pub async fn list_models(State(app): State<Arc<App>>) -> Json<Value> {
+/// `GET /v1/models`: the model groups and in-process embedding models the
+/// caller may use.
+pub async fn list_models(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
+) -> Json<Value> {
+    let allowed = |name: &str| {
+        app.access
+            .as_ref()
+            .is_none_or(|a| a.allows(&principal, name))
+    };
     let mut data: Vec<Value> = app
         .groups
         .iter()
+        .filter(|g| allowed(&g.name))
         .map(|g| model_json(&g.name, app.started_at))
         .collect();
-    let mut local: Vec<&String> = app.embeddings.keys().collect();
+    let mut local: Vec<&String> = app.embeddings.keys().filter(|n| allowed(n)).collect();
     local.sort();
     data.extend(
         local
@@ -38,9 +50,14 @@ pub async fn list_models(State(app): State<Arc<App>>) -> Json<Value> {
 /// `GET /v1/models/{model}` (model names may contain `/`).
 pub async fn get_model(
     State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let known = app.groups.get(&name).is_some() || app.embeddings.contains_key(&name);
+    let known = (app.groups.get(&name).is_some() || app.embeddings.contains_key(&name))
+        && app
+            .access
+            .as_ref()
+            .is_none_or(|a| a.allows(&principal, &name));
     if known {
         Ok(Json(model_json(&name, app.started_at)))
     } else {

@@ -62,6 +62,7 @@ pub async fn embed(batcher: &Batcher, req: EmbeddingRequest, mut log: RequestLog
     log.usage = Some(Usage {
         prompt_tokens: tokens,
         completion_tokens: 0,
+        prompt_tokens_details: None,
     });
     let mut resp = Json(json!({
         "object": "list",

@@ -29,6 +29,14 @@ pub struct RequestLog {
     /// `model_group` names no configured group (labelled `unknown` in
     /// metrics, where labels must come from a bounded set).
     pub unknown_group: bool,
+    /// Who called (set once authenticated).
+    pub principal: Option<crate::access::Principal>,
+    /// Where the ledger row goes (auth on).
+    pub access: Option<std::sync::Arc<crate::access::Access>>,
+    /// The request's hold on its limits, settled at the end.
+    pub admission: Option<crate::access::Admission>,
+    /// DLP detectors that redacted or logged something.
+    pub dlp: Vec<String>,
     started: Instant,
 }
 
@@ -48,6 +56,10 @@ impl RequestLog {
             cache: "-",
             placement: None,
             unknown_group: false,
+            principal: None,
+            access: None,
+            admission: None,
+            dlp: Vec::new(),
             started,
         }
     }
@@ -62,7 +74,7 @@ impl Drop for RequestLog {
             return;
         }
         let latency = self.started.elapsed();
-        let cost = crate::metrics::request(
+        let (cost, answered) = crate::metrics::request(
             self.endpoint,
             match (&self.model_group, self.unknown_group) {
                 (_, true) => "unknown",
@@ -77,9 +89,18 @@ impl Drop for RequestLog {
             self.overhead,
             self.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
         );
+        let tenant = self
+            .principal
+            .as_ref()
+            .map_or(crate::access::DEFAULT_TENANT, |p| &*p.tenant);
+        let key_id = self.principal.as_ref().and_then(|p| p.key_id());
+        let dlp = (!self.dlp.is_empty()).then(|| self.dlp.join(","));
         tracing::info!(
             target: "switchyard::request",
             request_id = %self.request_id,
+            tenant,
+            key_id,
+            dlp,
             endpoint = self.endpoint,
             model_group = self.model_group.as_deref().unwrap_or("-"),
             deployment = self.deployment.as_deref().unwrap_or("-"),
@@ -96,5 +117,34 @@ impl Drop for RequestLog {
             cost_usd = cost,
             "request"
         );
+        if let Some(access) = self.access.take() {
+            let record = crate::access::ledger::UsageRecord {
+                ts_ms: crate::access::store::now_ms(),
+                request_id: self.request_id.clone(),
+                tenant: tenant.to_owned(),
+                key_id: key_id.map(str::to_owned),
+                endpoint: self.endpoint,
+                model_group: self.model_group.clone(),
+                placement: answered.and_then(crate::dashboard::Answered::placement),
+                provider: self
+                    .deployment
+                    .as_deref()
+                    .filter(|d| *d != "cache")
+                    .map(|d| d.split_once('/').map_or(d, |(p, _)| p).to_owned()),
+                deployment: self.deployment.clone(),
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                cached_tokens: usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+                cost_usd: cost.unwrap_or(0.0),
+                cache: self.cache,
+                latency_ms: latency.as_secs_f64() * 1e3,
+                status: self.status,
+                outcome: self.outcome,
+            };
+            match self.admission.take() {
+                Some(admission) => admission.settle(record),
+                None => access.ledger.record(record),
+            }
+        }
     }
 }

@@ -64,24 +64,23 @@ fn bearer(req: &Request) -> Option<&str> {
         .map(str::trim)
 }
 
-/// `/v1/*`: when a master key is configured, the caller must present it.
-pub async fn require_client_key(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if let Some(master) = &app.master_key {
-        match bearer(&req) {
-            None => {
-                return ApiError::Unauthorized(
-                    "You didn't provide an API key. Send it as `Authorization: Bearer <key>`."
-                        .into(),
-                )
-                .into_response();
-            }
-            Some(k) if !same(k.as_bytes(), master.expose_secret().as_bytes()) => {
-                return ApiError::Unauthorized("Incorrect API key provided.".into())
-                    .into_response();
-            }
-            Some(_) => {}
-        }
-    }
+/// `/v1/*`: when a master key is configured, the caller must present it
+/// or a live virtual key; the caller becomes the request's
+/// [`Principal`](crate::access::Principal) (the `default` tenant when the
+/// gateway is open).
+pub async fn require_client_key(
+    State(app): State<Arc<App>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let principal = match &app.access {
+        Some(access) => match access.authenticate(bearer(&req)) {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        },
+        None => crate::access::Principal::default_tenant(),
+    };
+    req.extensions_mut().insert(principal);
     next.run(req).await
 }
 

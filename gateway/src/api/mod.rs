@@ -5,6 +5,7 @@ pub mod batches;
 pub mod endpoints;
 pub mod extract;
 mod info;
+mod keys;
 mod local_embeddings;
 pub mod log;
 pub mod middleware;
@@ -70,6 +71,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/deployments", get(info::deployments))
         .route("/admin/cache/stats", get(admin::cache_stats))
         .route("/admin/cache/purge", post(admin::cache_purge))
+        .route("/admin/keys", get(keys::list).post(keys::create))
+        .route("/admin/keys/{id}", get(keys::get).patch(keys::update))
+        .route("/admin/keys/{id}/rotate", post(keys::rotate))
+        .route("/admin/keys/{id}/revoke", post(keys::revoke))
+        .route("/admin/usage", get(keys::usage))
+        .route("/admin/audit", get(keys::audit))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             middleware::require_master_key,

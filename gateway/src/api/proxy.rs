@@ -15,12 +15,12 @@ use super::log::RequestLog;
 use super::sse;
 use super::types::ChatCompletionRequest;
 use crate::app::App;
+use crate::cache::Cache;
 use crate::cache::exact::CachedResponse;
 use crate::cache::http::{CACHE_HEADER, SIMILARITY_HEADER, finished_normally, now_secs};
 use crate::cache::key::CacheKey;
 use crate::cache::replay;
 use crate::cache::semantic::Answer;
-use crate::cache::{Cache, DEFAULT_TENANT};
 use crate::dispatch::{Committed, dispatch};
 use crate::error::ApiError;
 use crate::fleet::Class;
@@ -42,6 +42,8 @@ pub struct Forward<'a> {
     pub cache: Option<CacheWrite>,
     /// Interactive, or a batch item.
     pub class: Class,
+    /// The caller's tenant (DLP policy of answers).
+    pub tenant: &'a Arc<str>,
 }
 
 /// A cache miss to fill.
@@ -50,6 +52,8 @@ pub struct CacheWrite {
     pub key: CacheKey,
     /// The prompt's vector, when the semantic lookup computed it.
     pub vector: Option<Vec<f32>>,
+    /// The scope's tenant, stored with the entry.
+    pub tenant: Arc<str>,
     pub group: String,
     pub ttl_secs: u64,
     /// Store in the semantic tier too (the group's setting).
@@ -103,12 +107,20 @@ pub async fn forward(
         return fail(log, ApiError::ModelNotFound(fwd.model.to_owned()));
     };
     let request_id = log.request_id.clone();
+    let client_usage = fwd
+        .body
+        .map()
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
     let req = UpstreamRequest {
         endpoint: fwd.endpoint,
         body: fwd.body.map(),
         chat: fwd.chat,
         stream: fwd.stream,
         request_id: &request_id,
+        force_usage: fwd.stream && !client_usage,
     };
     let placed = match &app.fleet {
         Some(fleet) => match fleet
@@ -182,9 +194,12 @@ pub async fn forward(
     log.deployment = Some(deployment.clone());
     log.overhead = Some(overhead);
     let (body, content_type) = match done.reply {
-        Committed::Complete { body, usage } => {
+        Committed::Complete { mut body, usage } => {
             drop(ticket);
             log.usage = usage;
+            if let Some(dlp) = app.dlp.as_ref().filter(|d| d.dlp.responses) {
+                body = scan_answer(dlp, fwd.tenant, fwd.model, body, &mut log);
+            }
             if let Some(w) = fwd.cache
                 && finished_normally(&body)
             {
@@ -195,7 +210,15 @@ pub async fn forward(
         Committed::Stream { first, rest } => {
             crate::metrics::ttft(&deployment, started.elapsed());
             (
-                sse::body(first, rest, log, deployment.clone(), fwd.cache, ticket),
+                sse::body(
+                    first,
+                    rest,
+                    log,
+                    deployment.clone(),
+                    fwd.cache,
+                    ticket,
+                    !client_usage,
+                ),
                 "text/event-stream",
             )
         }
@@ -222,6 +245,35 @@ pub async fn forward(
     resp
 }
 
+/// DLP on a non-streamed answer (`dlp.responses`): matches are masked,
+/// whatever the detector's action (the answer is already paid for).
+fn scan_answer(
+    dlp: &crate::access::DlpPolicies,
+    tenant: &str,
+    model: &str,
+    body: bytes::Bytes,
+    log: &mut RequestLog,
+) -> bytes::Bytes {
+    let policy = dlp.policy(tenant, model).for_answers();
+    if policy.is_off() {
+        return body;
+    }
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    let found = dlp.dlp.scan_response(&mut value, &policy);
+    if found.redacted.is_empty() {
+        return body;
+    }
+    log.dlp.extend(
+        found
+            .redacted
+            .into_iter()
+            .map(|d| format!("{d}:redact_answer")),
+    );
+    bytes::Bytes::from(value.to_string())
+}
+
 /// Stores a complete answer: in the exact tier at once, in the semantic
 /// tier's store in the background (the client does not wait for it).
 pub fn store(w: CacheWrite, body: &bytes::Bytes) {
@@ -230,7 +282,7 @@ pub fn store(w: CacheWrite, body: &bytes::Bytes) {
         w.key.exact.clone(),
         CachedResponse {
             body: body.clone(),
-            tenant: DEFAULT_TENANT.into(),
+            tenant: w.tenant.to_string(),
             group: w.group.clone(),
             created_at: now,
             expires_at: now.saturating_add(w.ttl_secs),
@@ -241,6 +293,7 @@ pub fn store(w: CacheWrite, body: &bytes::Bytes) {
         let CacheWrite {
             key,
             vector,
+            tenant,
             group,
             ttl_secs,
             ..
@@ -248,7 +301,7 @@ pub fn store(w: CacheWrite, body: &bytes::Bytes) {
         tokio::spawn(async move {
             let answer = Answer {
                 response: &body,
-                tenant: DEFAULT_TENANT,
+                tenant: &tenant,
                 group: &group,
                 now,
                 ttl_secs,

@@ -26,6 +26,8 @@ struct State {
     _ticket: Option<crate::fleet::Ticket>,
     /// When the last chunk was sent (none yet: the first is already here).
     last: Option<tokio::time::Instant>,
+    /// The client did not ask for the usage chunk (the gateway did): drop it.
+    strip_usage: bool,
 }
 
 pub fn frame(payload: &[u8]) -> Bytes {
@@ -49,6 +51,15 @@ fn chunk_usage(chunk: &[u8]) -> Option<Usage> {
     serde_json::from_slice::<U>(chunk).ok()?.usage
 }
 
+/// The usage of a chunk that carries nothing else (`"choices": []`).
+fn usage_only(chunk: &[u8]) -> Option<Usage> {
+    const EMPTY: &[u8] = b"\"choices\":[]";
+    if !chunk.windows(EMPTY.len()).any(|w| w == EMPTY) {
+        return None;
+    }
+    chunk_usage(chunk)
+}
+
 pub fn body(
     first: Bytes,
     rest: ChunkStream,
@@ -56,6 +67,7 @@ pub fn body(
     deployment: String,
     cache: Option<CacheWrite>,
     ticket: Option<crate::fleet::Ticket>,
+    strip_usage: bool,
 ) -> Body {
     // Until the stream ends one way or another, a dropped body means the
     // client went away.
@@ -68,13 +80,25 @@ pub fn body(
         cache: cache.map(|w| (w, Assembler::default())),
         _ticket: ticket,
         last: None,
+        strip_usage,
     };
     let stream = futures_util::stream::unfold(Some(state), |state| async move {
         let mut st = state?;
-        let next = match st.first.take() {
+        let mut next = match st.first.take() {
             Some(first) => Some(Ok(first)),
             None => st.rest.next().await,
         };
+        // The usage chunk the client did not ask for is recorded, not sent.
+        while let Some(Ok(chunk)) = &next
+            && st.strip_usage
+            && let Some(u) = usage_only(chunk)
+        {
+            st.log.usage = Some(u);
+            if let Some((_, assembler)) = &mut st.cache {
+                assembler.push(chunk);
+            }
+            next = st.rest.next().await;
+        }
         match next {
             Some(Ok(chunk)) => {
                 let now = tokio::time::Instant::now();

@@ -60,6 +60,12 @@ pub struct Config {
     /// OpenTelemetry request spans (docs/operations.md).
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// Tenants: limits, budgets, allowed models, DLP (docs/access.md).
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// Secret and personal-data detection (docs/access.md).
+    #[serde(default)]
+    pub dlp: DlpConfig,
 }
 
 /// `[tracing]`: OpenTelemetry spans of each request (gateway → cache →
@@ -488,14 +494,133 @@ impl Default for ServerConfig {
     }
 }
 
-/// `[auth]`
+/// `[auth]`: the master key, virtual keys and the usage ledger
+/// (docs/access.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Master key. When set, every `/v1/*` call needs `Authorization: Bearer`
+    /// with the master key or a virtual key, and the admin API under
+    /// `/admin/` is enabled; when unset, `/v1/*` is open (one `default`
+    /// tenant, no limits, no ledger) and `/admin/` answers 404.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<SecretRef>,
+    /// SQLite database of virtual keys (hashed), the usage ledger and the
+    /// audit log; opened when `master_key` is set. One gateway process per
+    /// file.
+    pub db: std::path::PathBuf,
+    /// Completion tokens counted against a tokens-per-minute limit before
+    /// the answer is known, for a request that sets no `max_tokens`
+    /// (reconciled with the real count afterwards).
+    pub completion_estimate: u32,
+    /// Days of usage records kept in the ledger (older ones are deleted
+    /// hourly); 0 keeps them forever.
+    pub usage_retention_days: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            master_key: None,
+            db: "data/access.sqlite3".into(),
+            completion_estimate: 256,
+            usage_retention_days: 400,
+        }
+    }
+}
+
+/// Rate limits and budgets of a tenant (`[tenants.NAME.limits]`) or of a
+/// virtual key (its `limits` attribute). Unset: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests per minute (a sliding 60-second window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// Tokens (prompt + completion) per minute (a sliding 60-second window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// Requests in flight at once (a stream counts until it ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    /// Spend per UTC day, US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_daily_usd: Option<f64>,
+    /// Spend per UTC calendar month, US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_monthly_usd: Option<f64>,
+}
+
+/// `[tenants.NAME]`: a team or customer that virtual keys belong to.
+/// Tenants not listed here may still own keys; they have no tenant-wide
+/// limits.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Master key. When set, every `/v1/*` call needs `Authorization: Bearer
-    /// <master key>` and the admin API under `/admin/` is enabled; when unset,
-    /// `/v1/*` is open and `/admin/` answers 404.
-    pub master_key: Option<SecretRef>,
+pub struct TenantConfig {
+    /// Limits shared by all of the tenant's keys.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Model groups the tenant may use; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// DLP actions for this tenant's requests, by detector, over the
+    /// model group's and `[dlp.actions]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dlp: BTreeMap<String, DlpAction>,
+}
+
+/// What DLP does when a detector matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DlpAction {
+    /// Detector not run.
+    Off,
+    /// Log the detector's name (never the text) and go on.
+    Log,
+    /// Replace the match with `[REDACTED:<detector>]` before the prompt
+    /// leaves the gateway (and before it reaches the cache).
+    Redact,
+    /// Refuse the request: 400 naming the detector, never the match.
+    Block,
+}
+
+/// `[dlp]`: secret and personal-data detection (docs/access.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlpConfig {
+    /// Scan prompts (chat messages, completion prompts, embedding inputs).
+    pub enabled: bool,
+    /// Also scan non-streamed answers before they reach the client.
+    pub responses: bool,
+    /// Actions by detector name, over the built-in defaults (secrets:
+    /// `redact`; personal data: `off`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub actions: BTreeMap<String, DlpAction>,
+    /// Detectors of your own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub custom: Vec<CustomDetectorConfig>,
+}
+
+impl Default for DlpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            responses: false,
+            actions: BTreeMap::new(),
+            custom: Vec::new(),
+        }
+    }
+}
+
+/// `[[dlp.custom]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDetectorConfig {
+    /// Detector name (letters, digits, `_`), shown in errors and logs.
+    pub name: String,
+    /// Regular expression (Rust `regex` syntax).
+    pub pattern: String,
+    pub action: DlpAction,
 }
 
 /// `[logging]`
@@ -648,6 +773,9 @@ pub struct ModelGroupConfig {
     /// This group's placement policy, where it differs from `[scheduler]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<GroupPlacementConfig>,
+    /// DLP actions for this group, by detector, over `[dlp.actions]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dlp: BTreeMap<String, DlpAction>,
 }
 
 /// `[model_groups.cache]`: per-group overrides of `[cache]`; each unset

@@ -54,6 +54,10 @@ pub struct UpstreamRequest<'a> {
     pub chat: Option<&'a ChatCompletionRequest>,
     pub stream: bool,
     pub request_id: &'a str,
+    /// Ask the upstream for a final usage chunk (`stream_options.
+    /// include_usage`) though the client did not: the gateway needs the
+    /// counts, and strips that chunk from the client's stream.
+    pub force_usage: bool,
 }
 
 /// When one attempt must have produced its first byte, and finished.
@@ -80,6 +84,17 @@ pub struct Usage {
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    /// `prompt_tokens_details.cached_tokens`: prompt tokens the upstream
+    /// served from its prefix cache.
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 /// A stream of OpenAI chunk payloads (the JSON after `data: `). It ends

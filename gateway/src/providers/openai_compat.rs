@@ -94,21 +94,35 @@ impl OpenAiCompat {
     }
 }
 
-/// The client's body with `model` replaced, serialized without copying it.
+/// The client's body with `model` replaced (and, for `force_usage`,
+/// `stream_options.include_usage` set), serialized without copying it.
 struct WithModel<'a> {
     body: &'a Map<String, Value>,
     model: &'a str,
+    force_usage: bool,
 }
 
 impl Serialize for WithModel<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.body.len()))?;
+        let mut map = s.serialize_map(None)?;
         for (k, v) in self.body {
             if k == "model" {
                 map.serialize_entry(k, self.model)?;
+            } else if k == "stream_options" && self.force_usage {
+                continue;
             } else {
                 map.serialize_entry(k, v)?;
             }
+        }
+        if self.force_usage {
+            let mut options = self
+                .body
+                .get("stream_options")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            options.insert("include_usage".into(), Value::Bool(true));
+            map.serialize_entry("stream_options", &options)?;
         }
         map.end()
     }
@@ -130,6 +144,7 @@ impl Provider for OpenAiCompat {
         let body = serde_json::to_vec(&WithModel {
             body: req.body,
             model,
+            force_usage: req.force_usage && req.stream,
         })
         .map_err(|e| ProviderError::Protocol(e.to_string()))?;
         let request = self

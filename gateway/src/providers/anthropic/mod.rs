@@ -97,6 +97,8 @@ impl Provider for Anthropic {
         }
         let translator =
             StreamTranslator::new(now_secs(), chat.include_usage(), translated.json_tool);
+        // The final usage chunk always comes; the gateway strips it when
+        // the client did not ask for it.
         Ok(UpstreamReply::Stream(translate_stream(
             resp,
             deadlines,

@@ -85,6 +85,9 @@ pub(super) fn to_chat_completion(
         Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
+            prompt_tokens_details: (cached > 0).then_some(crate::providers::PromptTokensDetails {
+                cached_tokens: cached,
+            }),
         },
     )
 }

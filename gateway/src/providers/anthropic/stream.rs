@@ -121,7 +121,7 @@ impl StreamTranslator {
             }
             "message_stop" => {
                 self.done = true;
-                if self.include_usage {
+                {
                     let mut c = self.chunk(json!({}), None);
                     c["choices"] = json!([]);
                     c["usage"] = usage_json(
@@ -130,8 +130,6 @@ impl StreamTranslator {
                         self.cached_tokens,
                     );
                     vec![c]
-                } else {
-                    Vec::new()
                 }
             }
             "error" => {

@@ -46,7 +46,7 @@ impl OpenAiCompat {
                 "custom_id": it.custom_id,
                 "method": "POST",
                 "url": url,
-                "body": WithModel { body: &it.body, model },
+                "body": WithModel { body: &it.body, model, force_usage: false },
             });
             serde_json::to_writer(&mut file, &line).map_err(|e| protocol("batch file", e))?;
             file.push(b'\n');
