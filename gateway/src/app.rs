@@ -107,10 +107,8 @@ impl App {
                 })
                 .map(|(name, _)| name.clone())
                 .collect();
-            let prices = fleet
-                .as_ref()
-                .map(|f| f.external_prices())
-                .unwrap_or_default();
+            let prices =
+                crate::fleet::all_external_prices(config, &groups.iter().collect::<Vec<_>>());
             crate::metrics::set_context(prices, local);
         }
         let batches = if config.batch.enabled {

@@ -44,6 +44,36 @@ pub enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Virtual keys of a running gateway (`/admin/keys`, docs/access.md).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Usage from a running gateway's ledger, aggregated (`GET /admin/usage`).
+    Usage {
+        /// Comma-separated: tenant, key, model_group, provider, placement,
+        /// cache, day.
+        #[arg(long, default_value = "tenant")]
+        group_by: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Unix seconds, inclusive.
+        #[arg(long)]
+        start: Option<u64>,
+        /// Unix seconds, exclusive.
+        #[arg(long)]
+        end: Option<u64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// A running gateway's audit log of admin actions, newest first
+    /// (`GET /admin/audit`).
+    Audit {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Replay a request trace against a SIMULATED fleet in virtual time and
     /// compare placement policies (see docs/scheduling.md).
     Replay {
@@ -137,6 +167,144 @@ pub enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; its secret is printed once.
+    Create {
+        /// The tenant (team, customer) the key belongs to.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        attrs: KeyArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List keys (never their secrets), with today's and this month's spend.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Change a key's attributes; limits not given keep their values.
+    Update {
+        id: String,
+        /// Move the key to another tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        attrs: KeyArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// A new secret for the key (same id, limits and usage); the old one
+    /// stops working at once.
+    Rotate {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke a key for good.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// A key's attributes on the command line.
+#[derive(Debug, clap::Args)]
+pub struct KeyArgs {
+    #[arg(long)]
+    name: Option<String>,
+    /// Model groups the key may use (comma-separated); default: all.
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
+    /// Requests per minute.
+    #[arg(long)]
+    rpm: Option<u32>,
+    /// Tokens per minute.
+    #[arg(long)]
+    tpm: Option<u64>,
+    /// Requests in flight at once.
+    #[arg(long)]
+    max_concurrent: Option<u32>,
+    /// Spend per UTC day, USD.
+    #[arg(long)]
+    budget_daily_usd: Option<f64>,
+    /// Spend per UTC month, USD.
+    #[arg(long)]
+    budget_monthly_usd: Option<f64>,
+    /// The key stops working this many seconds from now.
+    #[arg(long)]
+    expires_in: Option<u64>,
+    /// Free-form JSON object kept with the key.
+    #[arg(long)]
+    metadata: Option<String>,
+}
+
+impl KeyArgs {
+    /// The admin API's body; `limits` merges the flags over `current`.
+    fn body(
+        &self,
+        tenant: Option<&str>,
+        current: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        let mut body = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            body.insert(k.into(), v);
+        };
+        if let Some(t) = tenant {
+            put("tenant", t.into());
+        }
+        if let Some(n) = &self.name {
+            put("name", n.as_str().into());
+        }
+        if let Some(m) = &self.models {
+            put("models", serde_json::json!(m));
+        }
+        if let Some(e) = self.expires_in {
+            put("expires_in", e.into());
+        }
+        if let Some(m) = &self.metadata {
+            let v: serde_json::Value =
+                serde_json::from_str(m).map_err(|e| format!("--metadata: not JSON: {e}"))?;
+            put("metadata", v);
+        }
+        let mut limits = current
+            .and_then(|c| c.get("limits"))
+            .and_then(serde_json::Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let flags = [
+            ("rpm", self.rpm.map(serde_json::Value::from)),
+            ("tpm", self.tpm.map(serde_json::Value::from)),
+            (
+                "max_concurrent",
+                self.max_concurrent.map(serde_json::Value::from),
+            ),
+            (
+                "budget_daily_usd",
+                self.budget_daily_usd.map(serde_json::Value::from),
+            ),
+            (
+                "budget_monthly_usd",
+                self.budget_monthly_usd.map(serde_json::Value::from),
+            ),
+        ];
+        let changed = flags.iter().any(|(_, v)| v.is_some());
+        for (k, v) in flags {
+            if let Some(v) = v {
+                limits.insert(k.into(), v);
+            }
+        }
+        if changed || current.is_none() {
+            put("limits", serde_json::Value::Object(limits));
+        }
+        Ok(serde_json::Value::Object(body))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,7 +437,36 @@ async fn run(command: Command) -> ExitCode {
         },
         Command::Cache {
             command: CacheCommand::Stats { admin },
-        } => print_admin(admin_call(&admin, reqwest::Method::GET, "stats", None).await),
+        } => print_admin(admin_call(&admin, reqwest::Method::GET, "cache/stats", None).await),
+        Command::Keys { command } => print_admin(keys_command(command).await),
+        Command::Usage {
+            group_by,
+            tenant,
+            start,
+            end,
+            admin,
+        } => {
+            let mut path = format!("usage?group_by={group_by}");
+            for (k, v) in [
+                ("tenant", tenant),
+                ("start", start.map(|s| s.to_string())),
+                ("end", end.map(|s| s.to_string())),
+            ] {
+                if let Some(v) = v {
+                    path.push_str(&format!("&{k}={v}"));
+                }
+            }
+            print_admin(admin_call(&admin, reqwest::Method::GET, &path, None).await)
+        }
+        Command::Audit { limit, admin } => print_admin(
+            admin_call(
+                &admin,
+                reqwest::Method::GET,
+                &format!("audit?limit={limit}"),
+                None,
+            )
+            .await,
+        ),
         Command::Cache {
             command:
                 CacheCommand::Purge {
@@ -279,7 +476,7 @@ async fn run(command: Command) -> ExitCode {
                 },
         } => {
             let body = serde_json::json!({"tenant": tenant, "model": model});
-            print_admin(admin_call(&admin, reqwest::Method::POST, "purge", Some(body)).await)
+            print_admin(admin_call(&admin, reqwest::Method::POST, "cache/purge", Some(body)).await)
         }
         Command::Replay {
             trace,
@@ -462,19 +659,61 @@ async fn start_sim(
     Ok(running)
 }
 
-/// Calls `/admin/cache/{action}` and returns the answer's JSON, or the
-/// gateway's error message.
+/// `switchyard keys …` through the admin API.
+async fn keys_command(command: KeysCommand) -> Result<serde_json::Value, String> {
+    use reqwest::Method;
+    match command {
+        KeysCommand::Create {
+            tenant,
+            attrs,
+            admin,
+        } => {
+            let body = attrs.body(Some(&tenant), None)?;
+            admin_call(&admin, Method::POST, "keys", Some(body)).await
+        }
+        KeysCommand::List { tenant, admin } => {
+            let path = match tenant {
+                Some(t) => format!("keys?tenant={t}"),
+                None => "keys".into(),
+            };
+            admin_call(&admin, Method::GET, &path, None).await
+        }
+        KeysCommand::Update {
+            id,
+            tenant,
+            attrs,
+            admin,
+        } => {
+            let current = admin_call(&admin, Method::GET, &format!("keys/{id}"), None).await?;
+            let body = attrs.body(tenant.as_deref(), Some(&current))?;
+            admin_call(&admin, Method::PATCH, &format!("keys/{id}"), Some(body)).await
+        }
+        KeysCommand::Rotate { id, admin } => {
+            admin_call(&admin, Method::POST, &format!("keys/{id}/rotate"), None).await
+        }
+        KeysCommand::Revoke { id, admin } => {
+            admin_call(&admin, Method::POST, &format!("keys/{id}/revoke"), None).await
+        }
+    }
+}
+
+/// Calls `/admin/{path}` and returns the answer's JSON, or the gateway's
+/// error message. The operator's login goes in `x-switchyard-actor` for
+/// the audit log.
 async fn admin_call(
     admin: &AdminArgs,
     method: reqwest::Method,
-    action: &str,
+    path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value, String> {
-    let url = format!("{}/admin/cache/{action}", admin.url.trim_end_matches('/'));
+    let url = format!("{}/admin/{path}", admin.url.trim_end_matches('/'));
     let mut request = reqwest::Client::new()
         .request(method, &url)
         .bearer_auth(&admin.master_key)
         .timeout(std::time::Duration::from_secs(60));
+    if let Some(who) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
+        request = request.header(crate::api::keys::ACTOR_HEADER, who);
+    }
     if let Some(body) = body {
         request = request.json(&body);
     }

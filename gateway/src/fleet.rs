@@ -786,6 +786,41 @@ fn local_backend(
 
 /// A deployment's price: explicit, as another catalog model, or its own
 /// (the catalog is loaded on first need).
+/// Prices of every external deployment of every group, by deployment id,
+/// for cost tracking and budgets; a deployment without a price (none
+/// configured, none in the catalog) is left out, with a warning.
+pub fn all_external_prices(config: &Config, groups: &[&ModelGroup]) -> HashMap<String, Price> {
+    let local = |name: &str| {
+        matches!(
+            config.providers.get(name),
+            Some(ProviderConfig::OpenaiCompat { local: Some(_), .. })
+        )
+    };
+    let mut catalog: Option<Catalog> = None;
+    let mut out = HashMap::new();
+    for (gc, group) in config.model_groups.iter().zip(groups) {
+        for (d, dc) in group.deployments.iter().zip(&gc.deployments) {
+            if local(&d.provider_name) || out.contains_key(&d.id) {
+                continue;
+            }
+            match external_price(&mut catalog, &config.scheduler.catalog, dc) {
+                Ok(Some(p)) => {
+                    out.insert(d.id.clone(), p);
+                }
+                Ok(None) => tracing::warn!(
+                    deployment = %d.id,
+                    "no price for this deployment (none configured, none in the catalog): its spend is not counted in costs or budgets"
+                ),
+                Err(e) => {
+                    tracing::warn!(deployment = %d.id, error = %e, "no price for this deployment: its spend is not counted");
+                    catalog = Some(Catalog::default());
+                }
+            }
+        }
+    }
+    out
+}
+
 fn external_price(
     catalog: &mut Option<Catalog>,
     path: &std::path::Path,

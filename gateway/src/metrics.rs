@@ -376,7 +376,8 @@ pub fn request(
     cache: &'static str,
     duration: Duration,
     overhead: Option<Duration>,
-    tokens: Option<(u64, u64)>,
+    // (prompt, of which cached, completion)
+    tokens: Option<(u64, u64, u64)>,
 ) -> (Option<f64>, Option<Answered>) {
     let provider = deployment.map_or("-", |d| d.split_once('/').map_or(d, |(p, _)| p));
     let ctx = CONTEXT.get();
@@ -393,8 +394,8 @@ pub fn request(
     };
     // What a priced external deployment charged for it.
     let cost = match (answered, tokens, deployment, ctx) {
-        (Some(Answered::External), Some((i, o)), Some(d), Some(c)) => {
-            c.prices.get(d).map(|p| p.cost(i, 0, o, false))
+        (Some(Answered::External), Some((i, cached, o)), Some(d), Some(c)) => {
+            c.prices.get(d).map(|p| p.cost(i, cached, o, false))
         }
         _ => None,
     };
@@ -421,7 +422,7 @@ pub fn request(
     if let Some(usd) = cost {
         h.spend.increment(usd);
     }
-    if let Some((input, output)) = tokens {
+    if let Some((input, _, output)) = tokens {
         h.tokens_in.increment(input);
         h.tokens_out.increment(output);
     }

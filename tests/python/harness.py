@@ -400,7 +400,10 @@ class Launcher:
         self._n += 1
         path = self.workdir / f"gateway-{self._n}.toml"
         path.write_text(config)
-        environment = {PROVIDER_KEY_ENV: PROVIDER_KEY}
+        # Each gateway its own access database, in the test's directory
+        # (a test that restarts one on the same file passes it in `env`).
+        environment = {PROVIDER_KEY_ENV: PROVIDER_KEY,
+                       "SWITCHYARD__AUTH__DB": str(self.workdir / f"access-{self._n}.sqlite3")}
         environment.update(env or {})
         proc = Process(
             f"gateway#{self._n}",

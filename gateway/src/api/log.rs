@@ -87,7 +87,10 @@ impl Drop for RequestLog {
             self.cache,
             latency,
             self.overhead,
-            self.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            self.usage.map(|u| {
+                let cached = u.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
+                (u.prompt_tokens, cached, u.completion_tokens)
+            }),
         );
         let tenant = self
             .principal

@@ -5,7 +5,7 @@ pub mod batches;
 pub mod endpoints;
 pub mod extract;
 mod info;
-mod keys;
+pub mod keys;
 mod local_embeddings;
 pub mod log;
 pub mod middleware;
