@@ -424,3 +424,38 @@ def test_an_open_gateway_has_one_tenant_and_no_database(launch, tmp_path):
     assert gw.request_log(r.headers["x-request-id"])["tenant"] == "default"
     assert gw.http("GET", "/admin/keys").status == 404
     assert not db.exists()
+
+
+def test_batches_and_files_belong_to_their_tenant(launch, tmp_path):
+    gw, fake = start(launch, section("batch", enabled=True, dir=str(tmp_path / "batch"), provider_batches=False),
+                     cache=True)
+    a_key = create_key(gw, tenant="a")
+    a = gw.client(api_key=a_key["key"])
+    b = gw.client(api_key=create_key(gw, tenant="b")["key"])
+    master = gw.client(api_key=MASTER_KEY)
+    body = {"model": "m", "messages": [{"role": "user", "content": "a batched question"}]}
+    content = json.dumps({"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": body})
+    f = a.files.create(file=("in.jsonl", (content + "\n").encode()), purpose="batch")
+    job = a.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    for other in (b, master):
+        assert other.batches.list().data == [] and other.files.list().data == []
+        for call in [lambda: other.batches.retrieve(job.id), lambda: other.files.retrieve(f.id),
+                     lambda: other.files.content(f.id), lambda: other.batches.cancel(job.id),
+                     lambda: other.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                                  completion_window="24h")]:
+            with pytest.raises(openai.NotFoundError):
+                call()
+    deadline = time.monotonic() + 30
+    while (done := a.batches.retrieve(job.id)).status != "completed":
+        assert time.monotonic() < deadline, done
+        time.sleep(0.1)
+    out = [json.loads(x) for x in a.files.content(done.output_file_id).text.splitlines()]
+    assert out[0]["response"]["status_code"] == 200
+    with pytest.raises(openai.NotFoundError):
+        b.files.content(done.output_file_id)
+    # The item ran as tenant `a`: its usage is `a`'s key's, and its cached
+    # answer serves `a` alone.
+    rows = usage(gw, "tenant,key")
+    assert [(r["tenant"], r["key"], r["requests"]) for r in rows] == [("a", a_key["id"], 1)]
+    assert a.chat.completions.with_raw_response.create(**body).headers["x-switchyard-cache"] == "hit-exact"
+    assert b.chat.completions.with_raw_response.create(**body).headers["x-switchyard-cache"] == "miss"

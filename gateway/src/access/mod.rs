@@ -208,9 +208,15 @@ impl Access {
         prompt_tokens + max_tokens.unwrap_or(u64::from(self.completion_estimate))
     }
 
-    /// Budgets, then rate limits, for one request of `tokens` estimated
-    /// tokens. The model check comes first, in [`Access::allows`].
-    pub fn admit(self: &Arc<Self>, p: &Principal, tokens: u64) -> Result<Admission, ApiError> {
+    /// Budgets, then (when `rated`) rate limits, for one request of
+    /// `tokens` estimated tokens. The model check comes first, in
+    /// [`Access::allows`].
+    pub fn admit(
+        self: &Arc<Self>,
+        p: &Principal,
+        tokens: u64,
+        rated: bool,
+    ) -> Result<Admission, ApiError> {
         let mut scopes: Vec<(String, LimitsConfig)> = Vec::with_capacity(2);
         if let Some(t) = self.tenants.get(&*p.tenant) {
             scopes.push((format!("tenant:{}", p.tenant), t.limits));
@@ -224,6 +230,7 @@ impl Access {
         self.check_budgets(&scopes)?;
         let checks: Vec<Check> = scopes
             .iter()
+            .filter(|_| rated)
             .filter(|(_, l)| l.rpm.is_some() || l.tpm.is_some() || l.max_concurrent.is_some())
             .map(|(scope, limits)| Check {
                 scope: scope.clone(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Extension, Multipart, Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use super::extract::JsonObject;
+use crate::access::Principal;
 use crate::app::App;
 use crate::batch::store::{BatchSpec, FileRow};
 use crate::batch::{
@@ -132,11 +133,15 @@ pub fn batch_json(b: &BatchRow) -> Value {
 
 /// `POST /v1/files` (multipart: `purpose`, `file`): the file goes to disk
 /// as it arrives, then its row is committed.
-pub async fn upload(State(app): State<Arc<App>>, mut form: Multipart) -> Response {
-    reply(upload_in(&app, &mut form).await)
+pub async fn upload(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Principal>,
+    mut form: Multipart,
+) -> Response {
+    reply(upload_in(&app, &mut form, &caller).await)
 }
 
-async fn upload_in(app: &App, form: &mut Multipart) -> Result<Value, ApiError> {
+async fn upload_in(app: &App, form: &mut Multipart, caller: &Principal) -> Result<Value, ApiError> {
     let batches = enabled(app)?;
     let limit = batches.settings.max_file_bytes;
     let id = format!("file-{}", uuid::Uuid::new_v4().simple());
@@ -230,6 +235,7 @@ async fn upload_in(app: &App, form: &mut Multipart) -> Result<Value, ApiError> {
             created_ms: now_ms(),
             kind: "upload".into(),
             batch: None,
+            owner: caller.tenant.to_string(),
         };
         let store = batches.store.clone();
         let r = row.clone();
@@ -255,20 +261,26 @@ impl Drop for PartFile {
     }
 }
 
-async fn file_row(batches: &Batches, id: &str) -> Result<FileRow, ApiError> {
+/// The caller's file `id`; another tenant's is as missing as none.
+async fn file_row(batches: &Batches, id: &str, caller: &Principal) -> Result<FileRow, ApiError> {
     let store = batches.store.clone();
     let key = id.to_owned();
     blocking(move || store.file(&key))
         .await?
+        .filter(|f| f.owner == *caller.tenant)
         .ok_or_else(|| ApiError::Missing(format!("No file with id `{id}`.")))
 }
 
 /// `GET /v1/files/{id}`.
-pub async fn file(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+pub async fn file(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     reply(
         async {
             let batches = enabled(&app)?;
-            let f = file_row(batches, &id).await?;
+            let f = file_row(batches, &id, &caller).await?;
             let bytes = match f.batch {
                 Some(seq) if f.kind != "upload" => {
                     let mut n = 0i64;
@@ -294,13 +306,18 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/files`.
-pub async fn files(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
+pub async fn files(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Principal>,
+    Query(q): Query<ListQuery>,
+) -> Response {
     reply(
         async {
             let batches = enabled(&app)?;
             let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
             let store = batches.store.clone();
-            let rows = blocking(move || store.files(limit, q.purpose.as_deref())).await?;
+            let rows =
+                blocking(move || store.files(limit, q.purpose.as_deref(), &caller.tenant)).await?;
             let data: Vec<Value> = rows.iter().map(|f| file_json(f, f.bytes)).collect();
             Ok(json!({"object": "list", "data": data, "has_more": false}))
         }
@@ -309,11 +326,15 @@ pub async fn files(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
 }
 
 /// `DELETE /v1/files/{id}`: uploads only.
-pub async fn delete_file(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+pub async fn delete_file(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     reply(
         async {
             let batches = enabled(&app)?;
-            let f = file_row(batches, &id).await?;
+            let f = file_row(batches, &id, &caller).await?;
             if f.kind != "upload" {
                 return Err(ApiError::Conflict(format!(
                     "File `{id}` is a batch's output; it goes with its batch."
@@ -371,10 +392,14 @@ fn output_lines(
 }
 
 /// `GET /v1/files/{id}/content`.
-pub async fn file_content(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+pub async fn file_content(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     let result = async {
         let batches = enabled(&app)?;
-        let f = file_row(batches, &id).await?;
+        let f = file_row(batches, &id, &caller).await?;
         let body = match f.batch {
             Some(seq) if f.kind != "upload" => {
                 let lines = output_lines(batches.clone(), seq, f.kind == "error");
@@ -444,11 +469,19 @@ struct CreateBatch {
 
 /// `POST /v1/batches`: reads the input file line by line into the store;
 /// the batch is returned once it is committed (durable).
-pub async fn create(State(app): State<Arc<App>>, body: Result<JsonObject, ApiError>) -> Response {
-    reply(create_in(&app, body).await)
+pub async fn create(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Principal>,
+    body: Result<JsonObject, ApiError>,
+) -> Response {
+    reply(create_in(&app, body, &caller).await)
 }
 
-async fn create_in(app: &App, body: Result<JsonObject, ApiError>) -> Result<Value, ApiError> {
+async fn create_in(
+    app: &App,
+    body: Result<JsonObject, ApiError>,
+    caller: &Principal,
+) -> Result<Value, ApiError> {
     let batches = enabled(app)?;
     let body = body?;
     let req: CreateBatch = super::extract::view(&body)?;
@@ -476,7 +509,7 @@ async fn create_in(app: &App, body: Result<JsonObject, ApiError>) -> Result<Valu
             Some("metadata"),
         ));
     }
-    let file = file_row(batches, &req.input_file_id).await?;
+    let file = file_row(batches, &req.input_file_id, caller).await?;
     if file.kind != "upload" || file.purpose != "batch" {
         return Err(ApiError::invalid(
             format!("File `{}` is not a purpose=batch upload.", file.id),
@@ -493,6 +526,8 @@ async fn create_in(app: &App, body: Result<JsonObject, ApiError>) -> Result<Valu
         completion_window: req.completion_window.clone(),
         created_ms,
         deadline_ms: created_ms + (window as i64) * 1_000,
+        owner: caller.tenant.to_string(),
+        owner_key: caller.key_id().map(str::to_owned),
     };
     let reader = tokio::fs::File::open(batches.store.file_path(&file.id))
         .await
@@ -673,19 +708,33 @@ fn parse_line(line: &str, n: u64, endpoint: Endpoint) -> NewItem {
     item(custom_id, body, invalid)
 }
 
-async fn batch_row(app: &App, id: &str) -> Result<BatchRow, ApiError> {
-    Ok(enabled(app)?.get(id).await?)
+/// The caller's batch `id`; another tenant's is as missing as none.
+async fn batch_row(app: &App, id: &str, caller: &Principal) -> Result<BatchRow, ApiError> {
+    let row = enabled(app)?.get(id).await?;
+    if row.owner != *caller.tenant {
+        return Err(ApiError::Missing(format!("No batch with id `{id}`.")));
+    }
+    Ok(row)
 }
 
 /// `GET /v1/batches/{id}`.
-pub async fn batch(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    reply(batch_row(&app, &id).await.map(|b| batch_json(&b)))
+pub async fn batch(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    reply(batch_row(&app, &id, &caller).await.map(|b| batch_json(&b)))
 }
 
 /// `POST /v1/batches/{id}/cancel`.
-pub async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     reply(
         async {
+            batch_row(&app, &id, &caller).await?;
             let row = enabled(&app)?.cancel(&id).await?;
             Ok(batch_json(&row))
         }
@@ -693,15 +742,20 @@ pub async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
     )
 }
 
-/// `GET /v1/batches?limit=&after=`: newest first.
-pub async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
+/// `GET /v1/batches?limit=&after=`: the caller's tenant's, newest first.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Principal>,
+    Query(q): Query<ListQuery>,
+) -> Response {
     reply(
         async {
             let batches = enabled(&app)?;
             let limit = q.limit.unwrap_or(20).clamp(1, 100);
             let store = batches.store.clone();
             let after = q.after.clone();
-            let mut rows = blocking(move || store.list(limit, after.as_deref())).await?;
+            let mut rows =
+                blocking(move || store.list(limit, after.as_deref(), &caller.tenant)).await?;
             let has_more = rows.len() > limit;
             rows.truncate(limit);
             let data: Vec<Value> = rows.iter().map(batch_json).collect();

@@ -115,7 +115,10 @@ fn gate(
             .map(|m| m * map.get("n").and_then(Value::as_u64).unwrap_or(1).max(1));
         let prompt = (text_bytes(&body.0) / 4 + 1) as u64;
         let tokens = access.estimate(prompt, cap);
-        let admission = access.admit(&call.principal, tokens)?;
+        // Batch items keep to their batch's pace, not the key's rate
+        // limits; budgets and usage count them all the same.
+        let rated = call.class == Class::Interactive;
+        let admission = access.admit(&call.principal, tokens, rated)?;
         admission.headers(call.rate);
         log.admission = Some(admission);
     }
@@ -129,6 +132,7 @@ pub async fn call(
     endpoint: crate::batch::Endpoint,
     body: JsonObject,
     id: String,
+    principal: Principal,
     class: Class,
 ) -> Response {
     use crate::batch::Endpoint as E;
@@ -136,7 +140,7 @@ pub async fn call(
     let call = Call {
         id,
         class,
-        principal: Principal::default_tenant(),
+        principal,
         rate: &mut rate,
     };
     match endpoint {

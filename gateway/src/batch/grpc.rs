@@ -166,6 +166,9 @@ pub fn spec_from_pb(spec: &pb::BatchSpec, default_window_secs: u64) -> Result<Ba
         completion_window: window,
         created_ms,
         deadline_ms,
+        // gRPC callers hold the master key: the default tenant.
+        owner: crate::access::DEFAULT_TENANT.into(),
+        owner_key: None,
     })
 }
 
@@ -252,9 +255,11 @@ impl BatchService for Service {
         };
         let store = self.batches.store.clone();
         let after = (!req.after.is_empty()).then_some(req.after);
-        let mut rows = super::blocking(move || store.list(limit, after.as_deref()))
-            .await
-            .map_err(BatchError::from)?;
+        let mut rows = super::blocking(move || {
+            store.list(limit, after.as_deref(), crate::access::DEFAULT_TENANT)
+        })
+        .await
+        .map_err(BatchError::from)?;
         let has_more = rows.len() > limit;
         rows.truncate(limit);
         Ok(Response::new(pb::ListBatchesResponse {

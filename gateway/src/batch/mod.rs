@@ -151,6 +151,10 @@ pub struct BatchRow {
     pub cursor: i64,
     pub output_file_id: Option<String>,
     pub error_file_id: Option<String>,
+    /// The tenant that created it.
+    pub owner: String,
+    /// The virtual key that created it, if one did.
+    pub owner_key: Option<String>,
 }
 
 /// A finished item, as results report it.

@@ -400,6 +400,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>)
                 let app = app.clone();
                 let done = done_tx.clone();
                 let batch_id = a.row.id.clone();
+                let owner = (a.row.owner.clone(), a.row.owner_key.clone());
                 let max_attempts = settings.max_attempts;
                 // If the attempt panics or is aborted, the item goes back
                 // (or fails, out of attempts) and its slot is freed.
@@ -413,6 +414,7 @@ async fn run(app: Arc<App>, batches: Arc<Batches>, results: mpsc::Sender<Write>)
                         &app,
                         seq,
                         &batch_id,
+                        owner,
                         item,
                         (overflow, urgent, remote_ok),
                         max_attempts,
@@ -631,6 +633,7 @@ async fn attempt(
     app: &App,
     seq: i64,
     batch_id: &str,
+    (tenant, key): (String, Option<String>),
     mut item: Item,
     (overflow, urgent, remote): (bool, bool, bool),
     max_attempts: u32,
@@ -649,11 +652,18 @@ async fn attempt(
             };
         }
     };
+    // The item runs as its batch's creator: that tenant's cache scope,
+    // budgets and usage.
+    let principal = crate::access::Principal {
+        tenant: std::sync::Arc::from(tenant.as_str()),
+        key: key.and_then(|k| app.access.as_ref()?.store.get(&k)),
+    };
     let resp = crate::api::endpoints::call(
         app,
         item.pending.endpoint,
         body,
         request_id,
+        principal,
         Class::Batch {
             overflow,
             urgent,

@@ -159,7 +159,7 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
 const BATCH_COLUMNS: &str = "seq, id, state, endpoint, priority, metadata, input_file_id, \
     completion_window, created_ms, deadline_ms, finished_ms, total, succeeded, failed, \
     cancelled, expired, placed_local, placed_external, from_cache, cursor, output_file_id, \
-    error_file_id";
+    error_file_id, COALESCE(owner, 'default'), owner_key";
 
 fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
     let state: String = r.get(2)?;
@@ -189,6 +189,8 @@ fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
         cursor: r.get(19)?,
         output_file_id: r.get(20)?,
         error_file_id: r.get(21)?,
+        owner: r.get(22)?,
+        owner_key: r.get(23)?,
     })
 }
 
@@ -214,6 +216,10 @@ pub struct BatchSpec {
     pub completion_window: String,
     pub created_ms: i64,
     pub deadline_ms: i64,
+    /// The tenant that created it (only its keys see it).
+    pub owner: String,
+    /// The virtual key that created it (its items' usage is that key's).
+    pub owner_key: Option<String>,
 }
 
 /// A stored file's row.
@@ -226,6 +232,8 @@ pub struct FileRow {
     pub created_ms: i64,
     pub kind: String,
     pub batch: Option<i64>,
+    /// The tenant that uploaded it (a batch's output: the batch's tenant).
+    pub owner: String,
 }
 
 fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
@@ -237,6 +245,7 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         created_ms: r.get(4)?,
         kind: r.get(5)?,
         batch: r.get(6)?,
+        owner: r.get(7)?,
     })
 }
 
@@ -334,7 +343,8 @@ impl Store {
         let conn = lock(&self.write);
         conn.execute(
             "INSERT INTO batches (id, state, endpoint, priority, metadata, input_file_id, \
-             completion_window, created_ms, deadline_ms) VALUES (?1, 'validating', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             completion_window, created_ms, deadline_ms, owner, owner_key) \
+             VALUES (?1, 'validating', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 spec.id,
                 spec.endpoint.path(),
@@ -343,7 +353,9 @@ impl Store {
                 spec.input_file_id,
                 spec.completion_window,
                 spec.created_ms,
-                spec.deadline_ms
+                spec.deadline_ms,
+                spec.owner,
+                spec.owner_key
             ],
         )
         .map_err(sql("insert batch"))?;
@@ -460,9 +472,14 @@ impl Store {
         .map_err(sql("get batch"))
     }
 
-    /// Newest first; `after`: a batch id, list older ones. Returns up to
-    /// `limit + 1` (the caller reports `has_more`).
-    pub fn list(&self, limit: usize, after: Option<&str>) -> Result<Vec<BatchRow>, StoreError> {
+    /// `owner`'s batches, newest first; `after`: a batch id, list older
+    /// ones. Returns up to `limit + 1` (the caller reports `has_more`).
+    pub fn list(
+        &self,
+        limit: usize,
+        after: Option<&str>,
+        owner: &str,
+    ) -> Result<Vec<BatchRow>, StoreError> {
         let conn = lock(&self.read);
         let before = match after {
             Some(id) => {
@@ -484,10 +501,10 @@ impl Store {
         let mut st = conn
             .prepare_cached(&format!(
                 "SELECT {BATCH_COLUMNS} FROM batches WHERE seq < ?1 AND state != 'validating' \
-                 ORDER BY seq DESC LIMIT ?2"
+                 AND COALESCE(owner, 'default') = ?3 ORDER BY seq DESC LIMIT ?2"
             ))
             .map_err(sql("list"))?;
-        st.query_map(params![before, (limit + 1) as i64], batch_row)
+        st.query_map(params![before, (limit + 1) as i64, owner], batch_row)
             .map_err(sql("list"))?
             .collect::<Result<_, _>>()
             .map_err(sql("list"))
@@ -705,8 +722,8 @@ impl Store {
     pub fn insert_file(&self, f: &FileRow) -> Result<(), StoreError> {
         let conn = lock(&self.write);
         conn.execute(
-            "INSERT INTO files (id, purpose, filename, bytes, created_ms, kind, batch) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO files (id, purpose, filename, bytes, created_ms, kind, batch, owner) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 f.id,
                 f.purpose,
@@ -714,7 +731,8 @@ impl Store {
                 f.bytes,
                 f.created_ms,
                 f.kind,
-                f.batch
+                f.batch,
+                f.owner
             ],
         )
         .map_err(sql("insert file"))?;
@@ -724,7 +742,8 @@ impl Store {
     pub fn file(&self, id: &str) -> Result<Option<FileRow>, StoreError> {
         let conn = lock(&self.read);
         conn.query_row(
-            "SELECT id, purpose, filename, bytes, created_ms, kind, batch FROM files WHERE id = ?1",
+            "SELECT id, purpose, filename, bytes, created_ms, kind, batch, COALESCE(owner, 'default') \
+             FROM files WHERE id = ?1",
             [id],
             file_row,
         )
@@ -732,16 +751,22 @@ impl Store {
         .map_err(sql("get file"))
     }
 
-    /// Newest first.
-    pub fn files(&self, limit: usize, purpose: Option<&str>) -> Result<Vec<FileRow>, StoreError> {
+    /// `owner`'s files, newest first.
+    pub fn files(
+        &self,
+        limit: usize,
+        purpose: Option<&str>,
+        owner: &str,
+    ) -> Result<Vec<FileRow>, StoreError> {
         let conn = lock(&self.read);
         let mut st = conn
             .prepare_cached(
-                "SELECT id, purpose, filename, bytes, created_ms, kind, batch FROM files \
-                 WHERE ?1 IS NULL OR purpose = ?1 ORDER BY rowid DESC LIMIT ?2",
+                "SELECT id, purpose, filename, bytes, created_ms, kind, batch, COALESCE(owner, 'default') \
+                 FROM files WHERE (?1 IS NULL OR purpose = ?1) AND COALESCE(owner, 'default') = ?3 \
+                 ORDER BY rowid DESC LIMIT ?2",
             )
             .map_err(sql("list files"))?;
-        st.query_map(params![purpose, limit as i64], file_row)
+        st.query_map(params![purpose, limit as i64, owner], file_row)
             .map_err(sql("list files"))?
             .collect::<Result<_, _>>()
             .map_err(sql("list files"))
@@ -837,8 +862,8 @@ fn finish_batch(tx: &Transaction<'_>, seq: i64, state: State, now: i64) -> Resul
     let errors = format!("file-{suffix}-errors");
     for (file, kind, name) in [(&output, "output", "output"), (&errors, "error", "errors")] {
         tx.execute(
-            "INSERT OR IGNORE INTO files (id, purpose, filename, bytes, created_ms, kind, batch) \
-             VALUES (?1, 'batch_output', ?2, 0, ?3, ?4, ?5)",
+            "INSERT OR IGNORE INTO files (id, purpose, filename, bytes, created_ms, kind, batch, owner) \
+             VALUES (?1, 'batch_output', ?2, 0, ?3, ?4, ?5, (SELECT owner FROM batches WHERE seq = ?5))",
             params![file, format!("{id}_{name}.jsonl"), now, kind, seq],
         )
         .map_err(sql("output file"))?;

@@ -107,6 +107,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_access()?;
         if self.breaker.failure_threshold == 0 {
             return err("breaker.failure_threshold: must be at least 1".into());
         }
@@ -250,6 +251,54 @@ impl Config {
                     "{at}: max_batch and queue_capacity must be at least 1"
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `[tenants]` and `[dlp]`: names, allow-lists and budgets.
+    fn validate_access(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        let known = |m: &str| {
+            self.model_groups.iter().any(|g| g.name == m)
+                || self.embedding_models.iter().any(|e| e.name == m)
+        };
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        };
+        for (name, t) in &self.tenants {
+            if !name_ok(name) {
+                return err(format!(
+                    "tenants.{name}: a tenant name is 1 to 64 letters, digits, `_`, `-` or `.`"
+                ));
+            }
+            if let Some(m) = t.models.iter().find(|m| !known(m)) {
+                return err(format!(
+                    "tenants.{name}.models: `{m}` is not a configured model"
+                ));
+            }
+            let l = &t.limits;
+            let bad = |v: Option<f64>| v.is_some_and(|v| !(v.is_finite() && v >= 0.0));
+            if bad(l.budget_daily_usd) || bad(l.budget_monthly_usd) {
+                return err(format!(
+                    "tenants.{name}.limits: budgets must be non-negative"
+                ));
+            }
+        }
+        for c in &self.dlp.custom {
+            if !name_ok(&c.name) || c.name.contains('.') {
+                return err(format!(
+                    "dlp.custom: detector name `{}` must be 1 to 64 letters, digits, `_` or `-`",
+                    c.name
+                ));
+            }
+        }
+        if self.auth.db.as_os_str().is_empty() {
+            return err("auth.db: must not be empty".into());
         }
         Ok(())
     }

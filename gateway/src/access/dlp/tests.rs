@@ -195,3 +195,27 @@ fn non_ascii_text_around_matches_survives() {
     let (s, _) = scan(&d, "Grüße an zoe@example.de — danke, ☎ +49 30 1234567");
     assert_eq!(s, "Grüße an [REDACTED:email] — danke, ☎ +49 30 1234567");
 }
+
+#[test]
+fn answers_are_masked_even_where_prompts_would_be_blocked() {
+    let d = dlp(&[("email", DlpAction::Block), ("phone", DlpAction::Log)]);
+    let policy = d.defaults.for_answers();
+    let mut chat = serde_json::json!({"choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "write to ann@corp.example, call 415-555-0132"}},
+        {"index": 1, "message": {"role": "assistant", "content": null, "tool_calls": []}}]});
+    let out = d.scan_response(&mut chat, &policy);
+    assert_eq!(
+        chat["choices"][0]["message"]["content"],
+        "write to [REDACTED:email], call 415-555-0132"
+    );
+    assert_eq!(
+        (out.redacted, out.logged, out.blocked),
+        (vec!["email".to_owned()], vec!["phone".to_owned()], None)
+    );
+    let mut completion = serde_json::json!({"choices": [{"index": 0, "text": "key sk-abcdefghijklmnopqrstuvwx0123"}]});
+    d.scan_response(&mut completion, &policy);
+    assert_eq!(
+        completion["choices"][0]["text"],
+        "key [REDACTED:openai_key]"
+    );
+}

@@ -56,7 +56,26 @@ pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS items_remote ON items (remote) WHERE remote IS NOT NULL",
     )
-    .map_err(sql("migrate"))
+    .map_err(sql("migrate"))?;
+    // Owners (tenants, issue #8); rows from before have none: `default`.
+    for (table, column) in [
+        ("files", "owner"),
+        ("batches", "owner"),
+        ("batches", "owner_key"),
+    ] {
+        let has: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get(0),
+            )
+            .map_err(sql("migrate"))?;
+        if has == 0 {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))
+                .map_err(sql("migrate"))?;
+        }
+    }
+    Ok(())
 }
 
 impl Store {

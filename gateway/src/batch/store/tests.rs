@@ -11,6 +11,8 @@ fn spec(id: &str) -> BatchSpec {
         completion_window: "60s".into(),
         created_ms: now_ms(),
         deadline_ms: now_ms() + 60_000,
+        owner: "default".into(),
+        owner_key: None,
     }
 }
 
@@ -139,7 +141,7 @@ fn duplicates_are_refused_and_unfinished_creates_vanish_on_reopen() {
     }
     let store = Store::open(dir.path()).unwrap();
     let ids: Vec<String> = store
-        .list(10, None)
+        .list(10, None, "default")
         .unwrap()
         .into_iter()
         .map(|b| b.id)
