@@ -2,6 +2,7 @@
 //! coordinated-omission-corrected latencies, and helpers to run the real
 //! binaries as separate processes.
 
+pub mod compare;
 pub mod load;
 pub mod procs;
 

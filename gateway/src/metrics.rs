@@ -317,6 +317,18 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Finished batch items by where they ran (local, external, cache).",
     ),
     (
+        "switchyard_access_refusals_total",
+        Kind::Counter,
+        Unit::Count,
+        "Requests refused by a rate limit or budget, by scope and limit.",
+    ),
+    (
+        "switchyard_dlp_findings_total",
+        Kind::Counter,
+        Unit::Count,
+        "Requests in which a DLP detector matched, by detector and action.",
+    ),
+    (
         "switchyard_batch_queue_depth",
         Kind::Gauge,
         Unit::Count,
@@ -587,6 +599,24 @@ pub fn inter_chunk(deployment: &str, t: Duration) {
     if HANDLE.get().is_some() {
         by_deployment(&INTER_CHUNK, "switchyard_inter_chunk_seconds", deployment)
             .record(t.as_secs_f64());
+    }
+}
+
+/// A request refused by a limit: `scope` is `key` or `tenant`; `limit`
+/// one of `requests`, `tokens`, `concurrency`, `budget_daily`,
+/// `budget_monthly`.
+pub fn access_refusal(scope: &'static str, limit: &'static str) {
+    if HANDLE.get().is_some() {
+        counter!("switchyard_access_refusals_total", "scope" => scope, "limit" => limit)
+            .increment(1);
+    }
+}
+
+/// A DLP detector matched (`action`: `redact`, `block`, `log`).
+pub fn dlp_finding(detector: &str, action: &'static str) {
+    if HANDLE.get().is_some() {
+        counter!("switchyard_dlp_findings_total", "detector" => detector.to_owned(), "action" => action)
+            .increment(1);
     }
 }
 

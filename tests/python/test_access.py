@@ -165,6 +165,8 @@ def test_requests_per_minute_are_exact_under_concurrency(launch):
     assert e.status_code == 429 and e.code == "rate_limit_exceeded"
     assert 1 <= int(e.response.headers["retry-after"]) <= 60
     assert "7 requests per minute" in e.message
+    metrics = gw.http("GET", "/metrics").body.decode()
+    assert 'switchyard_access_refusals_total{scope="key",limit="requests"} 23' in metrics
 
 
 def test_a_tenant_limit_is_shared_by_its_keys(launch):
@@ -335,6 +337,10 @@ def test_dlp_redacts_blocks_and_logs_before_anything_leaves(launch):
         strict.chat.completions.create(model="m", messages=[{"role": "user", "content": "a@b.io"}])
     assert "email" in exc.value.message
     assert len(fake.requests()) == n + 1
+    metrics = gw.http("GET", "/metrics").body.decode()
+    for series in ['{detector="openai_key",action="redact"} 2', '{detector="credit_card",action="block"} 2',
+                   '{detector="email",action="log"} 1', '{detector="email",action="block"} 1']:
+        assert f"switchyard_dlp_findings_total{series}" in metrics, series
 
 
 def test_no_secret_reaches_logs_metrics_errors_or_storage(launch, tmp_path):

@@ -20,12 +20,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use switchyard_benches::load::{Report, Target, run};
-use switchyard_benches::procs::{Proc, start_switchyard};
+use switchyard_benches::compare::{MODEL, Plan, Variant, compare, gateway, table};
 use switchyard_fakes::sim::{SimConfig, SimEngine};
 use switchyard_scheduler::profile::GpuProfile;
 
@@ -56,130 +54,36 @@ struct Args {
     out: String,
 }
 
-const MODEL: &str = "bench";
-
-fn target(p: &Proc) -> Target {
-    Target {
-        addr: p.addr,
-        path: "/v1/chat/completions".into(),
-        body: Bytes::from(
-            json!({"model": MODEL, "max_tokens": 16,
-                   "messages": [{"role": "user", "content": "Say hello to the benchmark"}]})
-            .to_string(),
-        ),
-        bearer: Some("sk-bench".into()),
-    }
-}
-
-fn gateway(
-    bin: &str,
-    dir: &std::path::Path,
-    (name, config): (&str, &str),
-    log: &str,
-) -> anyhow::Result<Proc> {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, config)?;
-    let path = path.to_string_lossy().into_owned();
-    start_switchyard(
-        bin,
-        &["serve", "--listen", "127.0.0.1:0", "--config", &path],
-        &[("BENCH_KEY", "sk-bench"), ("RUST_LOG", log)],
-        None,
-    )
-    .with_context(|| format!("cannot start {bin}"))
-}
-
 async fn recording(args: &Args, dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
-    let fake = start_switchyard(
-        &args.bin,
-        &[
-            "fake-upstream",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-record",
-            "--threads",
-            "1",
-        ],
-        &[],
-        None,
-    )?;
-    let base = format!(
-        "[providers.fake]\ntype = \"openai_compat\"\nbase_url = \"http://{}/v1\"\napi_key = {{ env = \"BENCH_KEY\" }}\n\n[[model_groups]]\nname = \"{MODEL}\"\n[[model_groups.deployments]]\nprovider = \"fake\"\nmodel = \"fake-model\"\n",
-        fake.addr
-    );
     // Metrics and the request log line (what ships by default); the
     // request log line alone (issue #2's overhead benchmark); neither.
-    let variants = [
-        ("metrics + request log", true, "info"),
-        ("request log only (#2's setup)", false, "info"),
-        ("neither", false, "warn,switchyard_gateway::server=info"),
-    ];
-    let mut procs = Vec::new();
-    for (i, (_, metrics, log)) in variants.iter().enumerate() {
-        procs.push(gateway(
-            &args.bin,
-            dir,
-            (
-                &format!("v{i}"),
-                &format!("[metrics]\nenabled = {metrics}\n\n{base}"),
-            ),
-            log,
-        )?);
-    }
-    for p in &procs {
-        run(target(p), args.connections, None, Duration::from_secs(2)).await;
-    }
-    let round = Duration::from_secs(args.duration) / args.rounds.max(1);
-    let mut closed: Vec<Option<Report>> = vec![None, None, None];
-    let mut open: Vec<Option<Report>> = vec![None, None, None];
-    let fold = |acc: &mut Option<Report>, r: Report| match acc {
-        Some(a) => a.merge(r),
-        None => *acc = Some(r),
+    let variant = |name: &str, metrics: bool, log: &str| Variant {
+        name: name.into(),
+        config: format!("[metrics]\nenabled = {metrics}\n"),
+        log: log.into(),
+        bearer: "sk-bench".into(),
+        env: Vec::new(),
+        key: None,
     };
-    for i in 0..args.rounds as usize {
-        // Rotate which goes first, so drift lands on all alike.
-        for k in 0..procs.len() {
-            let v = (i + k) % procs.len();
-            let c = run(target(&procs[v]), args.connections, None, round).await;
-            let o = run(target(&procs[v]), args.connections, Some(args.rate), round).await;
-            fold(&mut closed[v], c);
-            fold(&mut open[v], o);
-        }
-    }
-    let closed: Vec<Report> = closed
-        .into_iter()
-        .map(|r| r.context("no run"))
-        .collect::<anyhow::Result<_>>()?;
-    let open: Vec<Report> = open
-        .into_iter()
-        .map(|r| r.context("no run"))
-        .collect::<anyhow::Result<_>>()?;
+    let variants = [
+        variant("metrics + request log", true, "info"),
+        variant("request log only (#2's setup)", false, "info"),
+        variant("neither", false, "warn,switchyard_gateway::server=info"),
+    ];
+    let plan = Plan {
+        duration: Duration::from_secs(args.duration),
+        rounds: args.rounds,
+        rate: args.rate,
+        connections: args.connections,
+    };
+    let results = compare(&args.bin, dir, &variants, plan).await?;
     println!(
         "\n## Recording: {} rounds, variants interleaved\n",
         args.rounds
     );
-    println!(
-        "| gateway | max req/s (closed, {} conns) | p50 ms at {} req/s | p99 ms | own overhead p50 / p99 µs |",
-        args.connections, args.rate
-    );
-    println!("|---|---:|---:|---:|---:|");
-    let mut rows = Vec::new();
-    for (v, (name, _, _)) in variants.iter().enumerate() {
-        let (c, o) = (&closed[v], &open[v]);
-        println!(
-            "| {name} | {:.0} | {:.3} | {:.3} | {:.1} / {:.1} |",
-            c.throughput(),
-            o.pct_ms(0.5),
-            o.pct_ms(0.99),
-            o.overhead_pct_ms(0.5).unwrap_or(f64::NAN) * 1e3,
-            o.overhead_pct_ms(0.99).unwrap_or(f64::NAN) * 1e3,
-        );
-        rows.push(json!({"variant": name, "closed_rps": c.throughput(),
-            "open_p50_ms": o.pct_ms(0.5), "open_p99_ms": o.pct_ms(0.99),
-            "overhead_p50_ms": o.overhead_pct_ms(0.5), "overhead_p99_ms": o.overhead_pct_ms(0.99)}));
-    }
-    let metrics_ratio = closed[0].throughput() / closed[1].throughput();
-    let both_ratio = closed[0].throughput() / closed[2].throughput();
+    let rows = table(&results, plan);
+    let metrics_ratio = results[0].closed.throughput() / results[1].closed.throughput();
+    let both_ratio = results[0].closed.throughput() / results[2].closed.throughput();
     println!(
         "\nthroughput with metrics / #2's setup: {metrics_ratio:.3}; with metrics and log / neither: {both_ratio:.3}"
     );
@@ -247,6 +151,7 @@ async fn scraping(args: &Args, dir: &std::path::Path) -> anyhow::Result<serde_js
         dir,
         ("fleet", &config),
         "warn,switchyard_gateway::server=info",
+        &[],
     )?;
     let url = format!("http://{}", gw.addr);
     // Streamed load in the background for the whole measurement.

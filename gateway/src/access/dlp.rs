@@ -117,6 +117,14 @@ pub fn builtin_names() -> impl Iterator<Item = &'static str> {
     BUILTINS.iter().map(|b| b.name)
 }
 
+/// The built-in detectors' (name, pattern), as compiled (for benchmarks
+/// that compare scanning strategies).
+pub fn builtin_patterns() -> impl Iterator<Item = (&'static str, String)> {
+    BUILTINS
+        .iter()
+        .map(|b| (b.name, format!("(?-u){}", b.pattern)))
+}
+
 /// Luhn checksum over the digits of a candidate card number.
 fn luhn(s: &[u8]) -> bool {
     let digits: Vec<u32> = s

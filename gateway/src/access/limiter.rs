@@ -58,6 +58,8 @@ pub struct Remaining {
 #[derive(Debug)]
 pub struct Grant {
     pub(crate) id: u64,
+    /// The estimate it was admitted with.
+    pub(crate) tokens: u64,
     pub(crate) scopes: Vec<String>,
     pub remaining: Remaining,
 }
@@ -207,6 +209,7 @@ impl CounterStore for MemoryCounters {
         }
         Ok(Grant {
             id,
+            tokens,
             scopes: checks.iter().map(|c| c.scope.clone()).collect(),
             remaining,
         })

@@ -266,6 +266,14 @@ impl Access {
                 _ => None,
             };
             if let Some((period, budget, spent)) = over {
+                crate::metrics::access_refusal(
+                    scope_kind(scope),
+                    if period == "daily" {
+                        "budget_daily"
+                    } else {
+                        "budget_monthly"
+                    },
+                );
                 return Err(ApiError::QuotaExceeded(format!(
                     "The {period} budget of {} (${budget:.2}) is used up (${spent:.4} spent); \
                      it resets at the start of the next UTC {}.",
@@ -319,8 +327,24 @@ fn describe(scope: &str) -> String {
     }
 }
 
+fn scope_kind(scope: &str) -> &'static str {
+    if scope.starts_with("key:") {
+        "key"
+    } else {
+        "tenant"
+    }
+}
+
 /// A rate-limit refusal in OpenAI's words.
 fn refusal(d: &Denied) -> ApiError {
+    crate::metrics::access_refusal(
+        scope_kind(&d.scope),
+        match d.limit {
+            Limit::Requests => "requests",
+            Limit::Tokens => "tokens",
+            Limit::Concurrency => "concurrency",
+        },
+    );
     let what = describe(&d.scope);
     let message = match (d.limit, d.retry_after) {
         (Limit::Tokens, None) => format!(
@@ -393,17 +417,27 @@ impl Admission {
     }
 
     /// The request ended: settle tokens and spend, write the ledger row.
-    pub fn settle(self, record: UsageRecord) {
-        if let Some(g) = &self.grant {
+    pub fn settle(mut self, record: UsageRecord) {
+        if let Some(g) = self.grant.take() {
             let tokens = if record.cache.starts_with("hit") {
                 0
             } else {
                 record.prompt_tokens + record.completion_tokens
             };
-            self.access.counters.finish(g, tokens);
+            self.access.counters.finish(&g, tokens);
         }
         self.access.add_spend(&self.scopes, record.cost_usd);
         self.access.ledger.record(record);
+    }
+}
+
+impl Drop for Admission {
+    /// Never settled (a panic on the way): the slot is released and the
+    /// estimate stands.
+    fn drop(&mut self) {
+        if let Some(g) = self.grant.take() {
+            self.access.counters.finish(&g, g.tokens);
+        }
     }
 }
 

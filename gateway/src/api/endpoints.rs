@@ -89,7 +89,14 @@ fn gate(
     if let Some(dlp) = &app.dlp {
         let policy = dlp.policy(&call.principal.tenant, model);
         let found = dlp.dlp.scan_request(&mut body.0, policy);
+        for d in &found.redacted {
+            crate::metrics::dlp_finding(d, "redact");
+        }
+        for d in &found.logged {
+            crate::metrics::dlp_finding(d, "log");
+        }
         if let Some(detector) = found.blocked {
+            crate::metrics::dlp_finding(&detector, "block");
             log.dlp.push(format!("{detector}:block"));
             return Err(ApiError::InvalidRequest {
                 message: format!(
