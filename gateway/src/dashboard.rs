@@ -68,6 +68,8 @@ struct Live {
     latency: Mutex<Option<Histogram<u64>>>,
     /// Spend on priced external deployments since start, nano-USD.
     spend_nano_usd: AtomicU64,
+    /// What cache hits would have cost, nano-USD.
+    saved_nano_usd: AtomicU64,
     totals: [AtomicU64; 4],
     series: Mutex<VecDeque<Point>>,
 }
@@ -80,6 +82,7 @@ static LIVE: LazyLock<Live> = LazyLock::new(|| Live {
     errors: AtomicU64::new(0),
     latency: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 2).ok()),
     spend_nano_usd: AtomicU64::new(0),
+    saved_nano_usd: AtomicU64::new(0),
     totals: Default::default(),
     series: Mutex::new(VecDeque::with_capacity(HISTORY)),
 });
@@ -110,6 +113,14 @@ pub fn record(answered: Answered, latency: Duration, cost_usd: Option<f64>) {
     if let Some(c) = cost_usd.filter(|c| c.is_finite() && *c > 0.0) {
         live.spend_nano_usd
             .fetch_add((c * 1e9).round() as u64, Ordering::Relaxed);
+    }
+}
+
+/// A cache hit that saved `usd` (its answer's cost at the group's price).
+pub fn saved(usd: f64) {
+    if usd.is_finite() && usd > 0.0 {
+        LIVE.saved_nano_usd
+            .fetch_add((usd * 1e9).round() as u64, Ordering::Relaxed);
     }
 }
 
@@ -205,9 +216,17 @@ pub async fn state(app: &App) -> Value {
         "series": series,
         "totals": {"local": totals[0], "external": totals[1], "cache": totals[2], "errors": totals[3]},
         "spend_usd": spend_usd(),
-        // One tenant until virtual keys (issue #8) attribute spend.
-        "tenants": [{"tenant": "default", "spend_usd": spend_usd(),
-                     "requests": totals.iter().sum::<u64>()}],
+        "saved_usd": LIVE.saved_nano_usd.load(Ordering::Relaxed) as f64 / 1e9,
+        // Today's, from the access layer; an open gateway has one tenant.
+        "tenants": match &app.access {
+            Some(access) => access
+                .top_tenants(10)
+                .into_iter()
+                .map(|(tenant, requests, spend)| json!({"tenant": tenant, "requests": requests, "spend_usd": spend}))
+                .collect::<Vec<_>>(),
+            None => vec![json!({"tenant": crate::access::DEFAULT_TENANT, "spend_usd": spend_usd(),
+                                "requests": totals.iter().sum::<u64>()})],
+        },
         "fleet": fleet,
         "cache": cache,
         "batches": batches,

@@ -317,6 +317,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Finished batch items by where they ran (local, external, cache).",
     ),
     (
+        "switchyard_cache_saved_usd",
+        Kind::Gauge,
+        Unit::Count,
+        "Estimated spend the cache avoided since start: each hit's stored usage at the price of the group's first priced external deployment, US dollars (monotonic).",
+    ),
+    (
         "switchyard_access_refusals_total",
         Kind::Counter,
         Unit::Count,
@@ -600,6 +606,31 @@ pub fn inter_chunk(deployment: &str, t: Duration) {
         by_deployment(&INTER_CHUNK, "switchyard_inter_chunk_seconds", deployment)
             .record(t.as_secs_f64());
     }
+}
+
+/// What a cache hit saved: the stored answer's usage at the price of the
+/// first deployment of `deployments` (in the group's order) that has one.
+/// `None` when none is priced (a local-only group) or the body has no
+/// usage.
+pub fn cache_saved<'a>(
+    group: &str,
+    mut deployments: impl Iterator<Item = &'a str>,
+    body: &[u8],
+) -> Option<f64> {
+    #[derive(serde::Deserialize)]
+    struct U {
+        usage: Option<crate::providers::Usage>,
+    }
+    let ctx = CONTEXT.get()?;
+    let price = deployments.find_map(|d| ctx.prices.get(d))?;
+    let u = serde_json::from_slice::<U>(body).ok()?.usage?;
+    let cached = u.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
+    let usd = price.cost(u.prompt_tokens, cached, u.completion_tokens, false);
+    if HANDLE.get().is_some() {
+        gauge!("switchyard_cache_saved_usd", "model_group" => group.to_owned()).increment(usd);
+    }
+    crate::dashboard::saved(usd);
+    Some(usd)
 }
 
 /// A request refused by a limit: `scope` is `key` or `tenant`; `limit`

@@ -274,6 +274,10 @@ def test_the_ledger_counts_streamed_and_cached_answers(launch):
 
     rows = {r["cache"]: r for r in usage(gw, "cache")}
     assert rows["hit-exact"]["requests"] == 1 and rows["hit-exact"]["cost_usd"] == 0
+    plain_cost = (plain.usage.prompt_tokens * PRICE["input_per_million"]
+                  + plain.usage.completion_tokens * PRICE["output_per_million"]) / 1e6
+    assert rows["hit-exact"]["saved_usd"] == pytest.approx(plain_cost), "what the hit would have cost"
+    assert gw.request_log(hit.headers["x-request-id"])["saved_usd"] == pytest.approx(plain_cost)
     miss = rows["miss"]
     assert miss["requests"] == 3
     expected_in = plain.usage.prompt_tokens + asked[-1].usage.prompt_tokens
@@ -287,6 +291,9 @@ def test_the_ledger_counts_streamed_and_cached_answers(launch):
     assert {(r["tenant"], r["key"], r["model_group"]) for r in by} == {("acme", key["id"], "m")}
     assert {r["provider"] for r in by} == {"up", None}
     assert by[0]["day"] == time.strftime("%Y-%m-%d", time.gmtime())
+    # The dashboard's top tenants come from the same accounting.
+    tenants = gw.http("GET", "/api/v1/dashboard").json()["tenants"]
+    assert tenants == [{"tenant": "acme", "requests": 4, "spend_usd": pytest.approx(miss["cost_usd"])}]
 
 
 def test_tenants_never_share_cached_answers(launch):

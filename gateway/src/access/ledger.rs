@@ -30,6 +30,8 @@ pub struct UsageRecord {
     pub completion_tokens: u64,
     pub cached_tokens: u64,
     pub cost_usd: f64,
+    /// A cache hit's estimated saving.
+    pub saved_usd: f64,
     pub cache: &'static str,
     pub latency_ms: f64,
     pub status: u16,
@@ -122,8 +124,8 @@ fn insert(conn: &mut Connection, records: &[Box<UsageRecord>]) -> rusqlite::Resu
         let mut stmt = tx.prepare_cached(
             "INSERT INTO usage (ts_ms, request_id, tenant, key_id, endpoint, model_group,
                placement, provider, deployment, prompt_tokens, completion_tokens,
-               cached_tokens, cost_usd, cache, latency_ms, status, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+               cached_tokens, cost_usd, saved_usd, cache, latency_ms, status, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?;
         for r in records {
             stmt.execute(params![
@@ -140,6 +142,7 @@ fn insert(conn: &mut Connection, records: &[Box<UsageRecord>]) -> rusqlite::Resu
                 r.completion_tokens as i64,
                 r.cached_tokens as i64,
                 r.cost_usd,
+                r.saved_usd,
                 r.cache,
                 r.latency_ms,
                 r.status,
@@ -248,7 +251,8 @@ pub fn report(store: &Store, q: &UsageQuery) -> Result<Vec<serde_json::Value>, S
     }
     sql.push_str(
         "COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens),
-         SUM(cost_usd), SUM(status >= 400), SUM(cache LIKE 'hit%'), AVG(latency_ms)
+         SUM(cost_usd), SUM(status >= 400), SUM(cache LIKE 'hit%'), AVG(latency_ms),
+         SUM(saved_usd)
          FROM usage WHERE ts_ms >= ?1 AND ts_ms < ?2
            AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR key_id = ?4)
            AND (?5 IS NULL OR model_group = ?5)",
@@ -287,6 +291,10 @@ pub fn report(store: &Store, q: &UsageQuery) -> Result<Vec<serde_json::Value>, S
                     row.insert(
                         "mean_latency_ms".into(),
                         r.get::<_, Option<f64>>(n + 7)?.unwrap_or(0.0).into(),
+                    );
+                    row.insert(
+                        "saved_usd".into(),
+                        r.get::<_, Option<f64>>(n + 8)?.unwrap_or(0.0).into(),
                     );
                     Ok(serde_json::Value::Object(row))
                 },

@@ -64,6 +64,8 @@ struct Tenant {
 struct Spend {
     day: u64,
     day_usd: f64,
+    /// Requests settled today (since start, for the dashboard).
+    day_requests: u64,
     month: u64,
     month_usd: f64,
 }
@@ -125,6 +127,7 @@ impl Access {
                     Spend {
                         day,
                         day_usd,
+                        day_requests: 0,
                         month,
                         month_usd,
                     },
@@ -218,12 +221,13 @@ impl Access {
         rated: bool,
     ) -> Result<Admission, ApiError> {
         let mut scopes: Vec<(String, LimitsConfig)> = Vec::with_capacity(2);
-        if let Some(t) = self.tenants.get(&*p.tenant) {
-            scopes.push((format!("tenant:{}", p.tenant), t.limits));
-        } else if p.key.is_some() {
-            // Unlisted tenants still have their spend tracked.
-            scopes.push((format!("tenant:{}", p.tenant), LimitsConfig::default()));
-        }
+        // Unlisted tenants (`default` included) still have their spend
+        // tracked.
+        let tenant_limits = self
+            .tenants
+            .get(&*p.tenant)
+            .map_or_else(LimitsConfig::default, |t| t.limits);
+        scopes.push((format!("tenant:{}", p.tenant), tenant_limits));
         if let Some(k) = &p.key {
             scopes.push((format!("key:{}", k.id), k.limits));
         }
@@ -286,9 +290,7 @@ impl Access {
     }
 
     fn add_spend(&self, scopes: &[String], usd: f64) {
-        if usd <= 0.0 {
-            return;
-        }
+        let usd = if usd.is_finite() { usd.max(0.0) } else { 0.0 };
         let (day, month) = day_and_month(store::now_secs());
         let mut spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
         for scope in scopes {
@@ -296,14 +298,37 @@ impl Access {
             if s.day != day {
                 s.day = day;
                 s.day_usd = 0.0;
+                s.day_requests = 0;
             }
             if s.month != month {
                 s.month = month;
                 s.month_usd = 0.0;
             }
             s.day_usd += usd;
+            s.day_requests += 1;
             s.month_usd += usd;
         }
+    }
+
+    /// Tenants by today's spend, most first: (tenant, requests settled
+    /// today since start, USD today).
+    pub fn top_tenants(&self, n: usize) -> Vec<(String, u64, f64)> {
+        let (day, _) = day_and_month(store::now_secs());
+        let spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, u64, f64)> = spend
+            .iter()
+            .filter(|(_, s)| s.day == day)
+            .filter_map(|(scope, s)| {
+                Some((
+                    scope.strip_prefix("tenant:")?.to_owned(),
+                    s.day_requests,
+                    s.day_usd,
+                ))
+            })
+            .collect();
+        out.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.1.cmp(&a.1)));
+        out.truncate(n);
+        out
     }
 
     /// Spend today and this month of a scope (`key:<id>`, `tenant:<name>`).

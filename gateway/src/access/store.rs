@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS usage (
   completion_tokens INTEGER NOT NULL,
   cached_tokens INTEGER NOT NULL,
   cost_usd REAL NOT NULL,
+  -- a cache hit: what its answer would have cost (docs/access.md)
+  saved_usd REAL NOT NULL DEFAULT 0,
   cache TEXT NOT NULL,
   latency_ms REAL NOT NULL,
   status INTEGER NOT NULL,

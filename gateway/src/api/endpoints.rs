@@ -186,6 +186,13 @@ async fn chat(
     let write = match looked {
         Ok(Lookup::Hit(hit)) => {
             let stream = chat.is_stream().then(|| chat.include_usage());
+            if let Some(group) = app.groups.get(&hit.group) {
+                log.saved_usd = crate::metrics::cache_saved(
+                    &group.name,
+                    group.deployments.iter().map(|d| d.id.as_str()),
+                    &hit.body,
+                );
+            }
             return cached(log, started, hit, stream);
         }
         Ok(Lookup::Miss(write)) => write,

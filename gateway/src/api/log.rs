@@ -37,6 +37,8 @@ pub struct RequestLog {
     pub admission: Option<crate::access::Admission>,
     /// DLP detectors that redacted or logged something.
     pub dlp: Vec<String>,
+    /// A cache hit's estimated saving (its answer at the group's price).
+    pub saved_usd: Option<f64>,
     started: Instant,
 }
 
@@ -60,6 +62,7 @@ impl RequestLog {
             access: None,
             admission: None,
             dlp: Vec::new(),
+            saved_usd: None,
             started,
         }
     }
@@ -118,6 +121,7 @@ impl Drop for RequestLog {
             prompt_tokens = usage.prompt_tokens,
             completion_tokens = usage.completion_tokens,
             cost_usd = cost,
+            saved_usd = self.saved_usd,
             "request"
         );
         if let Some(access) = self.access.take() {
@@ -139,6 +143,7 @@ impl Drop for RequestLog {
                 completion_tokens: usage.completion_tokens,
                 cached_tokens: usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
                 cost_usd: cost.unwrap_or(0.0),
+                saved_usd: self.saved_usd.unwrap_or(0.0),
                 cache: self.cache,
                 latency_ms: latency.as_secs_f64() * 1e3,
                 status: self.status,

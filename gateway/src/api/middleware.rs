@@ -37,6 +37,7 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
             http.request.method = %req.method(),
             url.path = %req.uri().path(),
             request_id = %id,
+            tenant = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );
         let resp = next.run(req).instrument(span.clone()).await;
@@ -80,6 +81,7 @@ pub async fn require_client_key(
         },
         None => crate::access::Principal::default_tenant(),
     };
+    tracing::Span::current().record("tenant", &*principal.tenant);
     req.extensions_mut().insert(principal);
     next.run(req).await
 }
