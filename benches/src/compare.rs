@@ -43,6 +43,32 @@ pub struct Plan {
     pub connections: usize,
 }
 
+/// The command-line arguments of a side-by-side comparison.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanArgs {
+    /// Seconds per variant, split in rounds.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// Open-loop rate.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+}
+
+impl PlanArgs {
+    pub fn plan(&self) -> Plan {
+        Plan {
+            duration: Duration::from_secs(self.duration),
+            rounds: self.rounds,
+            rate: self.rate,
+            connections: self.connections,
+        }
+    }
+}
+
 /// Closed- and open-loop results of one variant.
 #[derive(Debug)]
 pub struct Measured {

@@ -19,26 +19,16 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its report")]
 
-use std::time::Duration;
-
 use clap::Parser;
 use serde_json::json;
-use switchyard_benches::compare::{Plan, Variant, compare, table};
+use switchyard_benches::compare::{PlanArgs, Variant, compare, table};
 
 #[derive(Debug, Parser)]
 struct Args {
     #[arg(long, default_value = "target/release/switchyard")]
     bin: String,
-    /// Seconds per variant, split in rounds.
-    #[arg(long, default_value_t = 20)]
-    duration: u64,
-    #[arg(long, default_value_t = 5)]
-    rounds: u32,
-    /// Open-loop rate.
-    #[arg(long, default_value_t = 1000.0)]
-    rate: f64,
-    #[arg(long, default_value_t = 64)]
-    connections: usize,
+    #[command(flatten)]
+    load: PlanArgs,
     #[arg(long, default_value = "bench-results/access_overhead.json")]
     out: String,
 }
@@ -76,16 +66,11 @@ async fn main() -> anyhow::Result<()> {
             )
         },
     ];
-    let plan = Plan {
-        duration: Duration::from_secs(args.duration),
-        rounds: args.rounds,
-        rate: args.rate,
-        connections: args.connections,
-    };
+    let plan = args.load.plan();
     let results = compare(&args.bin, dir.path(), &variants, plan).await?;
     println!(
         "\n## Access path: {} rounds, variants interleaved\n",
-        args.rounds
+        plan.rounds
     );
     let rows = table(&results, plan);
     let dlp = results[1].closed.throughput() / results[0].closed.throughput();

@@ -23,7 +23,7 @@ use anyhow::Context;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use switchyard_benches::compare::{MODEL, Plan, Variant, compare, gateway, table};
+use switchyard_benches::compare::{MODEL, PlanArgs, Variant, compare, gateway, table};
 use switchyard_fakes::sim::{SimConfig, SimEngine};
 use switchyard_scheduler::profile::GpuProfile;
 
@@ -31,16 +31,9 @@ use switchyard_scheduler::profile::GpuProfile;
 struct Args {
     #[arg(long, default_value = "target/release/switchyard")]
     bin: String,
-    /// Seconds per target for the recording comparison, split in rounds.
-    #[arg(long, default_value_t = 20)]
-    duration: u64,
-    #[arg(long, default_value_t = 5)]
-    rounds: u32,
-    /// Open-loop rate of the recording comparison.
-    #[arg(long, default_value_t = 1000.0)]
-    rate: f64,
-    #[arg(long, default_value_t = 64)]
-    connections: usize,
+    /// The recording comparison.
+    #[command(flatten)]
+    load: PlanArgs,
     /// Simulated GPUs (one backend each) for the scrape measurement.
     #[arg(long, default_value_t = 64)]
     gpus: usize,
@@ -70,16 +63,11 @@ async fn recording(args: &Args, dir: &std::path::Path) -> anyhow::Result<serde_j
         variant("request log only (#2's setup)", false, "info"),
         variant("neither", false, "warn,switchyard_gateway::server=info"),
     ];
-    let plan = Plan {
-        duration: Duration::from_secs(args.duration),
-        rounds: args.rounds,
-        rate: args.rate,
-        connections: args.connections,
-    };
+    let plan = args.load.plan();
     let results = compare(&args.bin, dir, &variants, plan).await?;
     println!(
         "\n## Recording: {} rounds, variants interleaved\n",
-        args.rounds
+        plan.rounds
     );
     let rows = table(&results, plan);
     let metrics_ratio = results[0].closed.throughput() / results[1].closed.throughput();

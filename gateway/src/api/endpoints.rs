@@ -32,12 +32,7 @@ pub async fn chat_completions(
     body: Result<JsonObject, ApiError>,
 ) -> Response {
     let mut rate = HeaderMap::new();
-    let call = Call {
-        id,
-        class: Class::Interactive,
-        principal,
-        rate: &mut rate,
-    };
+    let call = Call::interactive(id, principal, &mut rate);
     with_rate_headers(chat(&app, &headers, body, call).await, rate)
 }
 
@@ -48,6 +43,18 @@ pub struct Call<'a> {
     pub principal: Principal,
     /// `x-ratelimit-*` headers for the response, filled at admission.
     pub rate: &'a mut HeaderMap,
+}
+
+impl<'a> Call<'a> {
+    /// A client's request through the HTTP API.
+    fn interactive(id: String, principal: Principal, rate: &'a mut HeaderMap) -> Self {
+        Self {
+            id,
+            class: Class::Interactive,
+            principal,
+            rate,
+        }
+    }
 }
 
 fn with_rate_headers(mut resp: Response, rate: HeaderMap) -> Response {
@@ -379,12 +386,7 @@ pub async fn completions(
     body: Result<JsonObject, ApiError>,
 ) -> Response {
     let mut rate = HeaderMap::new();
-    let call = Call {
-        id,
-        class: Class::Interactive,
-        principal,
-        rate: &mut rate,
-    };
+    let call = Call::interactive(id, principal, &mut rate);
     with_rate_headers(completions_as(&app, body, call).await, rate)
 }
 
@@ -433,12 +435,7 @@ pub async fn embeddings(
     body: Result<JsonObject, ApiError>,
 ) -> Response {
     let mut rate = HeaderMap::new();
-    let call = Call {
-        id,
-        class: Class::Interactive,
-        principal,
-        rate: &mut rate,
-    };
+    let call = Call::interactive(id, principal, &mut rate);
     with_rate_headers(embeddings_as(&app, body, call).await, rate)
 }
 

@@ -81,6 +81,13 @@ fn key_json(access: &Access, k: &KeyRecord) -> Value {
     v
 }
 
+/// A key's attributes and, this once, its secret.
+fn with_secret(access: &Access, k: &KeyRecord, secret: &str) -> Json<Value> {
+    let mut v = key_json(access, k);
+    v["key"] = json!(secret);
+    Json(v)
+}
+
 /// Model groups a key may name must exist (a typo would lock it out).
 fn check_models(app: &App, patch: &KeyPatch) -> Result<(), ApiError> {
     for m in patch.models.iter().flatten() {
@@ -107,9 +114,7 @@ pub async fn create(
         .create(patch, &actor(&headers))
         .map_err(store_error)?;
     tracing::info!(key_id = %record.id, tenant = %record.tenant, "virtual key created");
-    let mut v = key_json(access, &record);
-    v["key"] = json!(secret);
-    Ok(Json(v))
+    Ok(with_secret(access, &record, &secret))
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,9 +177,7 @@ pub async fn rotate(
         .rotate(&id, &actor(&headers))
         .map_err(store_error)?;
     tracing::info!(key_id = %record.id, "virtual key rotated");
-    let mut v = key_json(access, &record);
-    v["key"] = json!(secret);
-    Ok(Json(v))
+    Ok(with_secret(access, &record, &secret))
 }
 
 pub async fn revoke(
