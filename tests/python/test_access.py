@@ -240,7 +240,10 @@ def test_a_spent_budget_refuses_until_it_resets_even_after_a_restart(launch, tmp
     key = gw.http("GET", f"/admin/keys/{made['id']}", headers=ADMIN).json()
     assert key["spend_today_usd"] == pytest.approx(cost)
     assert len(fake.requests()) == 1
-    # The spend is in the ledger: a restarted gateway still refuses.
+    # The spend is in the ledger (committed: `/admin/usage` waits for the
+    # writer; a SIGKILL loses at most its last 25 ms window): a restarted
+    # gateway still refuses.
+    assert usage(gw, "key")[0]["cost_usd"] == pytest.approx(cost)
     gw.process.kill()
     gw2, _ = start(launch, env={"SWITCHYARD__AUTH__DB": str(db)}, fake=fake)
     with pytest.raises(openai.RateLimitError):
