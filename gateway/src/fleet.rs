@@ -468,14 +468,6 @@ impl Fleet {
         })
     }
 
-    /// Prices of the placed groups' external deployments, by deployment id.
-    pub fn external_prices(&self) -> HashMap<String, Price> {
-        self.groups
-            .values()
-            .flat_map(|g| g.externals.iter().map(|(_, id, p, _)| (id.clone(), *p)))
-            .collect()
-    }
-
     /// Takes a permit on backend `b` (waiting up to the queue bound) and
     /// records the job in its ledger.
     async fn admit(

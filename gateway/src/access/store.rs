@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use rand::Rng as _;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -371,16 +371,6 @@ impl Store {
     ) -> Result<T, StoreError> {
         Ok(f(&self.conn())?)
     }
-
-    /// Whether a key id exists (for reports that filter by key).
-    pub fn exists(&self, id: &str) -> bool {
-        self.conn()
-            .query_row("SELECT 1 FROM keys WHERE id = ?1", [id], |_| Ok(()))
-            .optional()
-            .ok()
-            .flatten()
-            .is_some()
-    }
 }
 
 fn insert_audit(
@@ -396,7 +386,8 @@ fn insert_audit(
     )
 }
 
-fn valid_name(s: &str) -> bool {
+/// A tenant name: 1 to 64 letters, digits, `_`, `-` or `.`.
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

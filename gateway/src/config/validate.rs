@@ -264,12 +264,7 @@ impl Config {
             self.model_groups.iter().any(|g| g.name == m)
                 || self.embedding_models.iter().any(|e| e.name == m)
         };
-        let name_ok = |n: &str| {
-            !n.is_empty()
-                && n.len() <= 64
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        };
+        let name_ok = crate::access::store::valid_name;
         for (name, t) in &self.tenants {
             if !name_ok(name) {
                 return err(format!(
