@@ -1,6 +1,7 @@
 //! Serving: bind, log the address, and shut down gracefully on SIGTERM or
 //! SIGINT: stop accepting, let in-flight requests (streams included) finish
-//! within `server.shutdown_grace_secs`, then exit regardless.
+//! within `server.shutdown_grace_secs`, then commit the usage ledger's
+//! last rows and exit.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -44,16 +45,19 @@ pub async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
         .into_future();
     tokio::pin!(server);
     tokio::select! {
-        result = &mut server => return Ok(result?),
+        result = &mut server => {
+            flush_ledger(&app).await;
+            return Ok(result?);
+        }
         signal = shutdown_signal() => tracing::info!(signal, "shutting down: no new connections; waiting for in-flight requests"),
     }
     app.shutting_down.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    match tokio::time::timeout(grace, &mut server).await {
+    let result = match tokio::time::timeout(grace, &mut server).await {
         Ok(result) => {
-            tracing::info!("shutdown complete");
-            Ok(result?)
+            tracing::info!("in-flight requests finished");
+            result
         }
         Err(_) => {
             tracing::warn!(
@@ -62,6 +66,17 @@ pub async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    };
+    flush_ledger(&app).await;
+    tracing::info!("shutdown complete");
+    Ok(result?)
+}
+
+/// Commit the usage rows still in the ledger writer's window, so a clean
+/// shutdown loses none (budgets are reloaded from them at start).
+async fn flush_ledger(app: &Arc<App>) {
+    if let Some(access) = app.access.clone() {
+        let _ = tokio::task::spawn_blocking(move || access.ledger.flush()).await;
     }
 }
 

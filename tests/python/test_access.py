@@ -6,6 +6,8 @@ provider."""
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -252,6 +254,20 @@ def test_a_spent_budget_refuses_until_it_resets_even_after_a_restart(launch, tmp
     r = gw2.http("PATCH", f"/admin/keys/{made['id']}", {"limits": {"budget_daily_usd": 1.0}}, headers=ADMIN)
     assert r.status == 200, r
     gw2.client(api_key=made["key"]).chat.completions.create(model="m", messages=HI)
+
+
+def test_a_clean_shutdown_commits_the_last_usage_rows(launch, tmp_path):
+    # SIGTERM right after an answer, before the ledger writer's 25 ms window
+    # has closed: the shutdown commits the row anyway.
+    db = tmp_path / "shutdown.sqlite3"
+    gw, _ = start(launch, env={"SWITCHYARD__AUTH__DB": str(db)})
+    made = create_key(gw)
+    gw.client(api_key=made["key"]).chat.completions.create(model="m", messages=HI)
+    gw.process.send_signal(signal.SIGTERM)
+    assert gw.process.wait_exit(30) == 0
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT key_id, status FROM usage").fetchall()
+    assert rows == [(made["id"], 200)]
 
 
 def test_the_ledger_counts_streamed_and_cached_answers(launch):
