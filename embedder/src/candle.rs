@@ -99,6 +99,21 @@ pub struct CandleEmbedder {
     pad_id: u32,
     cls_id: u32,
     sep_id: u32,
+    /// The threads a forward pass runs on. The whole pass is one job on
+    /// this pool, so its dozens of parallel steps split among the pool's
+    /// own workers instead of each being handed over from the caller's
+    /// thread and waited for (see `docs/embeddings.md`, Speed).
+    workers: rayon::ThreadPool,
+}
+
+/// A pool of `threads` workers (0: one per available core) for forward
+/// passes.
+fn inference_pool(threads: usize) -> Result<rayon::ThreadPool, EmbedError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("embed-{i}"))
+        .build()
+        .map_err(|e| EmbedError::Model(format!("embedding threads: {e}")))
 }
 
 impl std::fmt::Debug for CandleEmbedder {
@@ -108,6 +123,7 @@ impl std::fmt::Debug for CandleEmbedder {
             .field("pooling", &self.pooling)
             .field("dimension", &self.dimension)
             .field("max_tokens", &self.max_tokens)
+            .field("threads", &self.workers.current_num_threads())
             .finish()
     }
 }
@@ -189,7 +205,20 @@ impl CandleEmbedder {
             pad_id,
             cls_id,
             sep_id,
+            workers: inference_pool(0)?,
         })
+    }
+
+    /// Runs forward passes on `threads` threads (0: one per available core,
+    /// the default).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, EmbedError> {
+        self.workers = inference_pool(threads)?;
+        Ok(self)
+    }
+
+    /// The threads forward passes run on.
+    pub fn threads(&self) -> usize {
+        self.workers.current_num_threads()
     }
 
     /// Pooled (and, if the model says so, normalised) vectors, from the
@@ -308,7 +337,7 @@ impl Embedder for CandleEmbedder {
             .collect();
         let model = match &self.model {
             Encoder::Cpu(model) => {
-                let hidden = model.forward(sequences)?;
+                let hidden = self.workers.install(|| model.forward(sequences))?;
                 return Ok(Embeddings {
                     vectors: self.pool(&hidden, sequences),
                     token_counts,
@@ -327,7 +356,8 @@ impl Embedder for CandleEmbedder {
             mask.extend(std::iter::repeat_n(0u32, cols - seq.len()));
         }
         let vectors = self
-            .forward_padded(model, ids, mask, rows, cols)
+            .workers
+            .install(|| self.forward_padded(model, ids, mask, rows, cols))
             .map_err(inference)?;
         Ok(Embeddings {
             vectors,

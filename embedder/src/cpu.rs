@@ -35,6 +35,9 @@ use crate::packed::{
 
 /// Rows per rayon task in the element-wise passes (layer norm).
 const NORM_ROWS: usize = 32;
+/// Fewest multiply-adds (both attention products) per rayon task: a few
+/// microseconds of work, above what handing a task to another thread costs.
+const ATTENTION_TASK_MACS: usize = 256 * 1024;
 
 /// A layer norm's scale and shift.
 struct Norm {
@@ -303,8 +306,13 @@ impl CpuBert {
             }
             start += n;
         }
+        // A short text's heads are too small to be a task each (splitting
+        // costs more than the work): at least ATTENTION_TASK_MACS per task.
+        let macs = 2 * d * n_heads * lens.iter().map(|&n| n * n).sum::<usize>();
+        let per_task = (tasks.len() * ATTENTION_TASK_MACS).div_ceil(macs.max(1));
         tasks
             .into_par_iter()
+            .with_min_len(per_task.max(1))
             .for_each_init(Scratch::default, |scratch, (rows, n, head, out)| {
                 self.arch.dispatch(AttentionHead {
                     rows,

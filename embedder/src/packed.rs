@@ -20,8 +20,11 @@ use rayon::prelude::*;
 
 /// Output columns per panel: 4 AVX-512 or 8 AVX2 registers per row.
 pub const PANEL: usize = 64;
+/// Columns per strip of an F32 panel: one AVX-512 register, two AVX2 ones.
+const STRIP: usize = 16;
 /// Rows of the input handled together: 6 rows × 4 AVX-512 registers of
-/// accumulators (24 of 32 registers), or 1 row × 8 AVX2 registers.
+/// accumulators (24 of 32 registers), or 6 rows × 2 AVX2 registers (12 of
+/// 16) per 16-column strip of a panel.
 pub(crate) const ROWS: usize = 6;
 
 /// How a [`PackedLinear`] stores its weights. The arithmetic is F32 in
@@ -41,9 +44,12 @@ pub struct PackedLinear {
     bias: Vec<f32>,
 }
 
-/// `outputs / PANEL` panels, each `[inputs, PANEL]` weights, row-major.
+/// `outputs / PANEL` panels of `inputs × PANEL` weights.
 #[derive(Debug, Clone)]
 enum Panels {
+    /// Each panel as `PANEL / STRIP` strips of `[inputs, STRIP]`, row-major:
+    /// every strip is one sequential stream for the prefetcher, read as one
+    /// AVX-512 register or two AVX2 registers per step (see [`strips`]).
     F32(Vec<f32>),
     /// Two BF16 weights per `u32`, placed by [`bf16_slot`]: `PANEL / 2`
     /// words per panel row.
@@ -108,8 +114,10 @@ impl PackedLinear {
                 let mut panels = vec![0f32; outputs * inputs];
                 for (j, row) in weight.chunks_exact(inputs).enumerate() {
                     let panel = &mut panels[(j / PANEL) * inputs * PANEL..][..inputs * PANEL];
+                    let strip =
+                        &mut panel[(j % PANEL) / STRIP * inputs * STRIP..][..inputs * STRIP];
                     for (k, &w) in row.iter().enumerate() {
-                        panel[k * PANEL + j % PANEL] = w;
+                        strip[k * STRIP + j % STRIP] = w;
                     }
                 }
                 Panels::F32(panels)
@@ -253,9 +261,8 @@ impl PackedLinear {
     }
 }
 
-/// Rows per kernel block for an instruction set: [`ROWS`] with AVX-512;
-/// one with AVX2 (16 registers hold one row of accumulators) and scalar
-/// code.
+/// Rows per kernel block for an instruction set: [`ROWS`] with AVX-512 and
+/// AVX2; one for scalar code.
 struct BlockRows;
 
 impl pulp::WithSimd for BlockRows {
@@ -263,10 +270,9 @@ impl pulp::WithSimd for BlockRows {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) -> usize {
-        if core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>() == 16 {
-            ROWS
-        } else {
-            1
+        match core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>() {
+            8 | 16 => ROWS,
+            _ => 1,
         }
     }
 }
@@ -403,23 +409,16 @@ impl pulp::WithSimd for PanelKernel<'_> {
             let r = block.len() / k;
             let out = &mut out[b * block_rows * stride..];
             match (lanes, r, panel) {
-                (16, _, Panel::F32(panel)) => {
-                    tile_rows::<S, 4>(simd, r, block, panel, Some(bias), out, stride)
-                }
+                (16, _, Panel::F32(_)) => strip_rows(simd, r, block, panel, bias, out, stride),
                 (16, _, Panel::Bf16(panel)) => {
                     tile_rows_bf16::<S, 4, 2>(simd, r, block, panel, bias, out, stride)
                 }
-                // AVX2: blocks of one row, which is `x`'s row as it is.
-                (8, 1, Panel::F32(panel)) => {
-                    tile::<S, 1, 8>(simd, block, panel, Some(bias), out, stride)
-                }
-                (8, 1, Panel::Bf16(panel)) => {
-                    tile_bf16::<S, 1, 8, 4>(simd, block, panel, bias, out, stride)
-                }
+                // AVX2: the panel in strips of 16 columns.
+                (8, _, _) => strip_rows(simd, r, block, panel, bias, out, stride),
                 _ => {
                     // No SIMD worth the name (pulp's scalar fallback).
                     let weight = |kk: usize, j: usize| match panel {
-                        Panel::F32(p) => p[kk * PANEL + j],
+                        Panel::F32(p) => p[(j / STRIP) * k * STRIP + kk * STRIP + j % STRIP],
                         Panel::Bf16(p) => bf16_at(p, kk, j),
                     };
                     for i in 0..r {
@@ -493,6 +492,116 @@ fn tile<S: pulp::Simd, const R: usize, const V: usize>(
                 }
             }
             None => o.copy_from_slice(acc),
+        }
+    }
+}
+
+/// [`strips`] for `r` (1 to [`ROWS`]) rows.
+#[inline(always)]
+fn strip_rows<S: pulp::Simd>(
+    simd: S,
+    r: usize,
+    xt: &[f32],
+    panel: Panel<'_>,
+    bias: &[f32],
+    out: &mut [f32],
+    stride: usize,
+) {
+    match r {
+        6 => strips::<S, 6>(simd, xt, panel, bias, out, stride),
+        5 => strips::<S, 5>(simd, xt, panel, bias, out, stride),
+        4 => strips::<S, 4>(simd, xt, panel, bias, out, stride),
+        3 => strips::<S, 3>(simd, xt, panel, bias, out, stride),
+        2 => strips::<S, 2>(simd, xt, panel, bias, out, stride),
+        _ => strips::<S, 1>(simd, xt, panel, bias, out, stride),
+    }
+}
+
+/// One F32 panel (either instruction set) or a BF16 panel with AVX2, from
+/// its strips of 16 columns. AVX-512: the four strips at once, 4 registers
+/// per row, 24 accumulators for 6 rows. AVX2 (16 registers): one strip at a
+/// time, 2 registers per row; with 6 rows that is 12 accumulators, 2 weight
+/// registers and a broadcast, BLIS's 6 × 16 tile. (A whole panel row per
+/// row would fit one row of accumulators, so every row would read the
+/// panel again.)
+#[inline(always)]
+fn strips<S: pulp::Simd, const R: usize>(
+    simd: S,
+    xt: &[f32],
+    panel: Panel<'_>,
+    bias: &[f32],
+    out: &mut [f32],
+    stride: usize,
+) {
+    let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+    match (lanes, panel) {
+        (16, Panel::F32(panel)) => {
+            let (w, _) = S::as_simd_f32s(panel);
+            let k = w.len() / 4;
+            let (a, w) = w.split_at(k);
+            let (b, w) = w.split_at(k);
+            let (c, d) = w.split_at(k);
+            let rows = a.iter().zip(b).zip(c).zip(d);
+            let rows = rows.map(|(((&a, &b), &c), &d)| [a, b, c, d]);
+            strip::<S, R, 4>(simd, xt, rows, bias, out, stride);
+        }
+        (8, Panel::F32(panel)) => {
+            let (w, _) = S::as_simd_f32s(panel);
+            let per_strip = w.len() / (PANEL / STRIP);
+            for (s, w) in w.chunks_exact(per_strip).enumerate() {
+                let rows = w.chunks_exact(2).map(|w| [w[0], w[1]]);
+                let (out, bias) = (&mut out[s * STRIP..], &bias[s * STRIP..][..STRIP]);
+                strip::<S, R, 2>(simd, xt, rows, bias, out, stride);
+            }
+        }
+        (8, Panel::Bf16(panel)) => {
+            // Word register `s` of a panel row holds columns 16s..16s + 8 in
+            // its high halves and 16s + 8..16s + 16 in its low ones
+            // (`bf16_slot`).
+            let (w, _) = S::as_simd_u32s(panel);
+            let high = simd.splat_u32s(0xFFFF_0000);
+            let sixteen = simd.splat_u32s(16);
+            for s in 0..PANEL / STRIP {
+                let rows = w.chunks_exact(PANEL / 2 / 8).map(|w| {
+                    [
+                        simd.transmute_f32s_u32s(simd.and_u32s(w[s], high)),
+                        simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(w[s], sixteen)),
+                    ]
+                });
+                let (out, bias) = (&mut out[s * STRIP..], &bias[s * STRIP..][..STRIP]);
+                strip::<S, R, 2>(simd, xt, rows, bias, out, stride);
+            }
+        }
+        _ => unreachable!("strips are for 8- and 16-lane registers"),
+    }
+}
+
+/// `out[r * stride..][..V · lanes] = xt · weights + bias` for `R` rows,
+/// `weights` giving `V` registers of one strip row per step of `k`.
+#[inline(always)]
+fn strip<S: pulp::Simd, const R: usize, const V: usize>(
+    simd: S,
+    xt: &[f32],
+    weights: impl Iterator<Item = [S::f32s; V]>,
+    bias: &[f32],
+    out: &mut [f32],
+    stride: usize,
+) {
+    let (xs, _) = pulp::as_arrays::<R, _>(xt);
+    let mut acc = [[simd.splat_f32s(0.0); V]; R];
+    for (w, x) in weights.zip(xs) {
+        for r in 0..R {
+            let a = simd.splat_f32s(x[r]);
+            for v in 0..V {
+                acc[r][v] = simd.mul_add_e_f32s(a, w[v], acc[r][v]);
+            }
+        }
+    }
+    let (b, _) = S::as_simd_f32s(bias);
+    for (r, acc) in acc.iter().enumerate() {
+        let (o, _) = S::as_mut_simd_f32s(&mut out[r * stride..][..bias.len()]);
+        for ((o, &acc), &b) in o.iter_mut().zip(acc).zip(b) {
+            *o = simd.add_f32s(acc, b);
         }
     }
 }

@@ -157,7 +157,9 @@ fn load_embedder(m: &EmbeddingModelConfig) -> Result<Batcher, String> {
         EmbeddingPrecision::Bf16 => Precision::Bf16,
     };
     let dir = ModelDir::open(&m.path).map_err(|e| e.to_string())?;
-    let model = CandleEmbedder::load(&dir, device, precision).map_err(|e| e.to_string())?;
+    let model = CandleEmbedder::load(&dir, device, precision)
+        .and_then(|model| model.with_threads(m.threads))
+        .map_err(|e| e.to_string())?;
     tracing::info!(model = %m.name, path = %m.path.display(), device = %m.device, ?model, "embedding model loaded");
     let config = BatcherConfig {
         max_batch: m.max_batch,

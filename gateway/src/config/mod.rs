@@ -437,6 +437,10 @@ pub struct EmbeddingModelConfig {
     /// Most requests waiting; beyond it requests get 503 with `retry-after`.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Threads a forward pass on the CPU runs on; 0 (the default): one per
+    /// available core.
+    #[serde(default)]
+    pub threads: usize,
 }
 
 /// Precision of an in-process embedding model.
