@@ -42,6 +42,12 @@ const SECONDS: [f64; 17] = [
 const OVERHEAD_SECONDS: [f64; 12] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
 ];
+/// A semantic lookup's phases, against a budget of tens of milliseconds
+/// and a 3 ms target: millisecond steps.
+const LOOKUP_SECONDS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05,
+    0.1,
+];
 /// Cosine similarity of semantic hits.
 const SIMILARITY: [f64; 11] = [
     0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99,
@@ -80,6 +86,12 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                     b.set_buckets_for_metric(
                         Matcher::Full("switchyard_cache_similarity".into()),
                         &SIMILARITY,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("switchyard_cache_lookup_seconds".into()),
+                        &LOOKUP_SECONDS,
                     )
                 })
                 .and_then(|b| {
@@ -153,6 +165,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Kind::Histogram,
         Unit::Count,
         "Cosine similarity of semantic-cache hits (verified), 0 to 1.",
+    ),
+    (
+        "switchyard_cache_lookup_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time of each phase of a semantic-cache lookup (embed, search, verify), seconds.",
     ),
     (
         "switchyard_cache_lookups_total",
@@ -655,6 +673,15 @@ pub fn dlp_finding(detector: &str, action: &'static str) {
 pub fn similarity(s: f32) {
     if HANDLE.get().is_some() {
         histogram!("switchyard_cache_similarity").record(f64::from(s));
+    }
+}
+
+/// How long one phase of a semantic lookup took (`embed`: the prompt's
+/// vector; `search`: the vector store, payloads included; `verify`: the
+/// checks on the candidates).
+pub fn lookup_phase(phase: &'static str, took: std::time::Duration) {
+    if HANDLE.get().is_some() {
+        histogram!("switchyard_cache_lookup_seconds", "phase" => phase).record(took.as_secs_f64());
     }
 }
 

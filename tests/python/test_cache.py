@@ -236,6 +236,15 @@ def test_a_paraphrase_is_answered_by_the_semantic_tier(sem):
     assert hit.parse().choices[0].message.content == answer_to("What is the boiling point of water?")
     log = gw.request_log(hit.headers["x-request-id"])
     assert log["cache"] == "hit-semantic"
+    # Each phase of every semantic lookup (the miss's and the hit's) is timed.
+    from test_metrics import families, scrape, value
+    fams = families(scrape(gw))
+    for phase in ("embed", "search", "verify"):
+        count = value(fams, "switchyard_cache_lookup_seconds", "switchyard_cache_lookup_seconds_count",
+                      phase=phase)
+        total = value(fams, "switchyard_cache_lookup_seconds", "switchyard_cache_lookup_seconds_sum",
+                      phase=phase)
+        assert count >= 2 and 0 < total < count * 5.0, (phase, count, total)
 
 
 def test_a_changed_specific_is_not_a_hit(sem):

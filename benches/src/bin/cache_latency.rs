@@ -209,6 +209,62 @@ impl Client {
         anyhow::ensure!(status.is_success(), "HTTP {status}");
         Ok((elapsed, cache))
     }
+
+    /// The gateway's `switchyard_cache_lookup_seconds` sums and counts by
+    /// phase, from `/metrics`.
+    async fn phases(&mut self) -> anyhow::Result<Phases> {
+        let req = hyper::Request::get("/metrics")
+            .header("host", self.addr.to_string())
+            .header("authorization", format!("Bearer {MASTER}"))
+            .body(Full::new(Bytes::new()))?;
+        let resp = self.sender.send_request(req).await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "/metrics: HTTP {}",
+            resp.status()
+        );
+        let text = String::from_utf8(resp.into_body().collect().await?.to_bytes().to_vec())?;
+        let mut phases = Phases::default();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("switchyard_cache_lookup_seconds_") else {
+                continue;
+            };
+            let (series, value) = rest.rsplit_once(' ').unwrap_or((rest, ""));
+            let value: f64 = value.parse().unwrap_or(0.0);
+            for (i, phase) in PHASES.iter().enumerate() {
+                if series == format!("sum{{phase=\"{phase}\"}}") {
+                    phases.sum[i] = value;
+                } else if series == format!("count{{phase=\"{phase}\"}}") {
+                    phases.count[i] = value;
+                }
+            }
+        }
+        Ok(phases)
+    }
+}
+
+const PHASES: [&str; 3] = ["embed", "search", "verify"];
+
+/// Seconds spent and lookups counted, by phase of [`PHASES`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Phases {
+    sum: [f64; 3],
+    count: [f64; 3],
+}
+
+impl Phases {
+    /// Mean milliseconds per lookup of each phase between `before` and
+    /// `self`.
+    fn mean_ms_since(&self, before: &Self) -> [f64; 3] {
+        std::array::from_fn(|i| {
+            let n = self.count[i] - before.count[i];
+            if n > 0.0 {
+                (self.sum[i] - before.sum[i]) / n * 1e3
+            } else {
+                f64::NAN
+            }
+        })
+    }
 }
 
 struct Measure {
@@ -335,11 +391,13 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let mut semantic = Measure::new()?;
     let mut k = 0usize;
+    let before = c.phases().await?;
     measure(&mut c, &mut semantic, d, "hit-semantic", false, || {
         k += 1;
         paraphrase(&seeds[k % seeds.len()])
     })
     .await?;
+    let phase_ms = c.phases().await?.mean_ms_since(&before);
 
     // Misses against uncached, alternating; every prompt is new (a number
     // makes it so: the verifier refuses a changed number).
@@ -392,7 +450,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let added = miss.ms(0.5) - uncached.ms(0.5);
     println!("\na miss adds {added:.3} ms at p50 to an uncached request; gateway RSS {rss:.0} MB");
+    let [embed, search, verify] = phase_ms;
+    println!(
+        "semantic hits, mean per lookup (the gateway's switchyard_cache_lookup_seconds): \
+         embed {embed:.3} ms, search {search:.3} ms, verify {verify:.3} ms"
+    );
     let results = json!({"fill": args.fill, "hit_exact": exact.json(), "hit_semantic": semantic.json(),
+        "hit_semantic_phases_mean_ms": {"embed": embed, "search": search, "verify": verify},
         "miss": miss.json(), "uncached": uncached.json(), "direct": direct.json(),
         "miss_added_p50_ms": added, "gateway_rss_mb": rss});
     switchyard_benches::write_results(&args.out, &results)?;

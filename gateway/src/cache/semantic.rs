@@ -3,7 +3,7 @@
 //! that is similar enough **and** passes the [`Verifier`]. Entries carry
 //! their response in the store's payload, so they survive a restart.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -89,12 +89,17 @@ impl Semantic {
         verifier: Verifier,
         now: f64,
     ) -> Result<Looked, String> {
+        let started = Instant::now();
         let vector = self.embed(&key.text).await?;
+        let embedded = Instant::now();
+        crate::metrics::lookup_phase("embed", embedded - started);
         let neighbours = self
             .store
             .nearest(&key.scope, vector.clone(), CANDIDATES, now)
             .await
             .map_err(|e| e.to_string())?;
+        let searched = Instant::now();
+        crate::metrics::lookup_phase("search", searched - embedded);
         let found = neighbours.into_iter().find_map(|n| {
             let prompt = n.data.get("prompt").and_then(Value::as_str)?;
             let body = n.data.get("response").and_then(Value::as_str)?;
@@ -111,6 +116,7 @@ impl Semantic {
                 (n.id, found)
             })
         });
+        crate::metrics::lookup_phase("verify", searched.elapsed());
         let found = found.map(|(id, found)| {
             // Recency for eviction, off the request's path.
             let store = self.store.clone();
