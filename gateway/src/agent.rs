@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::Stream;
+use secrecy::{ExposeSecret, SecretString};
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::telemetry_service_server::{TelemetryService, TelemetryServiceServer};
 use switchyard_scheduler::telemetry::{GpuSample, GpuTelemetry, Nvml};
@@ -67,6 +68,9 @@ pub struct AgentConfig {
     pub node: String,
     pub source: AgentSource,
     pub interval: Duration,
+    /// Subscribers must send `authorization: Bearer <token>`; `None`
+    /// serves anyone who can connect.
+    pub token: Option<SecretString>,
 }
 
 /// A running agent: its gRPC address. Dropping it stops the server (and
@@ -91,6 +95,25 @@ impl RunningAgent {
 impl Drop for RunningAgent {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Refuses a subscriber without the agent's token (when it has one).
+#[derive(Clone)]
+struct TokenCheck(Option<Arc<SecretString>>);
+
+impl tonic::service::Interceptor for TokenCheck {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(token) = &self.0 else {
+            return Ok(req);
+        };
+        crate::api::middleware::grpc_bearer(
+            req.metadata(),
+            token,
+            "this agent requires `authorization: Bearer <token>` (the gateway's agent_token)",
+            "incorrect agent token",
+        )?;
+        Ok(req)
     }
 }
 
@@ -135,7 +158,10 @@ pub async fn start(listen: SocketAddr, config: AgentConfig) -> Result<RunningAge
             source
         }
     };
-    let service = TelemetryServiceServer::new(Agent { latest: rx });
+    let service = TelemetryServiceServer::with_interceptor(
+        Agent { latest: rx },
+        TokenCheck(config.token.map(Arc::new)),
+    );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let task = tokio::spawn(
         tonic::transport::Server::builder()
@@ -314,10 +340,15 @@ sample_conversions!(
     simulated,
 );
 
-/// Subscribes to the agent at `url` for as long as the receiver lives.
+/// Subscribes to the agent at `url` for as long as the receiver lives,
+/// sending `token` as `authorization: Bearer …` when given.
 /// `stale_after`: silence longer than this drops the connection and
 /// reconnects.
-pub fn subscribe(url: String, stale_after: Duration) -> watch::Receiver<Feed> {
+pub fn subscribe(
+    url: String,
+    token: Option<SecretString>,
+    stale_after: Duration,
+) -> watch::Receiver<Feed> {
     let (tx, rx) = watch::channel(Feed::waiting(&format!("agent {url}")));
     tokio::spawn(async move {
         let mut sequence = 0;
@@ -331,6 +362,7 @@ pub fn subscribe(url: String, stale_after: Duration) -> watch::Receiver<Feed> {
         loop {
             let lost = follow(
                 &url,
+                token.as_ref(),
                 stale_after,
                 &tx,
                 &mut sequence,
@@ -370,6 +402,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// One connection: publishes samples until it fails; returns why.
 async fn follow(
     url: &str,
+    token: Option<&SecretString>,
     stale_after: Duration,
     tx: &watch::Sender<Feed>,
     sequence: &mut u64,
@@ -388,8 +421,15 @@ async fn follow(
             .connect()
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        let mut request = Request::new(pb::WatchRequest {});
+        if let Some(token) = token {
+            let value = format!("Bearer {}", token.expose_secret())
+                .parse()
+                .map_err(|_| "agent_token: not a valid header value".to_owned())?;
+            request.metadata_mut().insert("authorization", value);
+        }
         TelemetryServiceClient::new(channel)
-            .watch(pb::WatchRequest {})
+            .watch(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| format!("watch: {}", status.message()))

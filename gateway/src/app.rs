@@ -93,8 +93,8 @@ impl App {
             tracing::warn!("metrics: another recorder is installed; /metrics stays empty");
         }
         let groups = ModelGroups::from_config(config, env)?;
-        let fleet =
-            crate::fleet::Fleet::build(config, &groups.iter().collect::<Vec<_>>())?.map(Arc::new);
+        let fleet = crate::fleet::Fleet::build(config, &groups.iter().collect::<Vec<_>>(), env)?
+            .map(Arc::new);
         {
             let local = config
                 .providers

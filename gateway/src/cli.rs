@@ -144,6 +144,11 @@ pub enum Command {
         /// Milliseconds between samples.
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..))]
         interval_ms: u64,
+        /// Require subscribers to send `authorization: Bearer <token>`, the
+        /// token read from this environment variable (gateways set it as
+        /// the backend's `agent_token`).
+        #[arg(long)]
+        token_env: Option<String>,
     },
     /// Run a FAKE upstream (OpenAI, Azure OpenAI and Anthropic wire formats)
     /// for demos and tests. It is not a model: it answers deterministically.
@@ -532,8 +537,23 @@ async fn run(command: Command) -> ExitCode {
             sims,
             node,
             interval_ms,
+            token_env,
         } => {
             let _log_guard = crate::logging::init(&LoggingConfig::default());
+            let token = match token_env.as_deref() {
+                None => None,
+                Some(name) => match std::env::var(name) {
+                    Ok(t) if !t.trim().is_empty() => Some(secrecy::SecretString::from(t)),
+                    _ => {
+                        return fail(&format!(
+                            "--token-env {name}: the variable is unset or empty"
+                        ));
+                    }
+                },
+            };
+            if token.is_none() && !listen.ip().is_loopback() {
+                tracing::warn!(%listen, "no --token-env: any host that can reach this port can read the GPU telemetry");
+            }
             let source = match (telemetry.as_str(), sims.is_empty()) {
                 ("sim", false) => AgentSource::Sim(sims),
                 ("sim", true) => return fail("--telemetry sim needs at least one --sim URL"),
@@ -546,6 +566,7 @@ async fn run(command: Command) -> ExitCode {
                 node: node.clone(),
                 source,
                 interval: Duration::from_millis(interval_ms),
+                token,
             };
             match crate::agent::start(listen, config).await {
                 Ok(agent) => {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use switchyard_scheduler::catalog::{Catalog, Price};
@@ -62,6 +63,8 @@ pub struct LocalBackend {
     telemetry_url: Option<String>,
     /// The node agent's address (`telemetry = "agent"`).
     agent: Option<String>,
+    /// Sent to the agent as `authorization: Bearer …` when set.
+    agent_token: Option<SecretString>,
     metrics_url: String,
     gpus: Vec<String>,
     permits: Arc<Semaphore>,
@@ -211,7 +214,12 @@ fn server_root(base_url: &str) -> &str {
 
 impl Fleet {
     /// Builds the fleet from `config`; `None` when no provider is local.
-    pub fn build(config: &Config, groups: &[&ModelGroup]) -> Result<Option<Self>, ConfigError> {
+    /// `env` resolves secrets (the agents' tokens).
+    pub fn build(
+        config: &Config,
+        groups: &[&ModelGroup],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
         let sc = &config.scheduler;
         let mut backends = Vec::new();
         let mut by_provider = HashMap::new();
@@ -225,7 +233,7 @@ impl Fleet {
                 continue;
             };
             by_provider.insert(name.clone(), backends.len());
-            backends.push(local_backend(name, base_url, l)?);
+            backends.push(local_backend(name, base_url, l, env)?);
         }
         if backends.is_empty() {
             return Ok(None);
@@ -533,9 +541,9 @@ impl Fleet {
                 TelemetryKind::Agent => {
                     if let Some(url) = &b.agent {
                         let stale = Duration::from_secs_f64(self.health.stale_after_s);
-                        feeds
-                            .entry(Some(url.clone()))
-                            .or_insert_with(|| agent::subscribe(url.clone(), stale));
+                        feeds.entry(Some(url.clone())).or_insert_with(|| {
+                            agent::subscribe(url.clone(), b.agent_token.clone(), stale)
+                        });
                     }
                 }
                 TelemetryKind::None | TelemetryKind::Sim => {}
@@ -751,12 +759,19 @@ fn local_backend(
     name: &str,
     base_url: &str,
     l: &LocalBackendConfig,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LocalBackend, ConfigError> {
     let profile = GpuProfile::named(&l.gpu)
         .ok_or_else(|| ConfigError(format!("providers.{name}.local.gpu: unknown `{}`", l.gpu)))?;
     let root = server_root(base_url);
     let host_kv = switchyard_scheduler::profile::kv_tokens_in_gb(l.host_kv_gb)
         .map_err(|e| ConfigError(format!("providers.{name}.local.host_kv_gb: {e}")))?;
+    let agent_token = l
+        .agent_token
+        .as_ref()
+        .map(|t| t.resolve(env))
+        .transpose()
+        .map_err(|e| ConfigError(format!("providers.{name}.local.agent_token: {e}")))?;
     let ledger = BackendLedger::new(name, Vec::new(), profile.clone(), l.permits, l.gpu_hour_usd)
         .with_host_kv_tokens(host_kv);
     Ok(LocalBackend {
@@ -765,6 +780,7 @@ fn local_backend(
         telemetry: l.telemetry,
         telemetry_url: (l.telemetry == TelemetryKind::Sim).then(|| format!("{root}/sim/telemetry")),
         agent: l.agent.clone(),
+        agent_token,
         metrics_url: l
             .metrics_url
             .clone()
@@ -885,7 +901,7 @@ mod tests {
         );
         let config = Config::parse(&text, Vec::new())?;
         let groups = ModelGroups::from_config(&config, &|_| None)?;
-        Fleet::build(&config, &groups.iter().collect::<Vec<_>>())
+        Fleet::build(&config, &groups.iter().collect::<Vec<_>>(), &|_| None)
     }
 
     #[test]

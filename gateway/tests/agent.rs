@@ -42,6 +42,11 @@ async fn sim(name: &str, gpu_index: u32) -> SimEngine {
 
 /// `switchyard agent` on `listen`, relaying the given simulated engines.
 fn agent(listen: &str, sims: &[&SimEngine]) -> Gateway {
+    agent_with(listen, sims, &[], &[])
+}
+
+/// [`agent`] with more arguments and environment.
+fn agent_with(listen: &str, sims: &[&SimEngine], extra: &[&str], env: &[(&str, &str)]) -> Gateway {
     let mut args = vec![
         "agent".to_owned(),
         "--listen".into(),
@@ -56,8 +61,9 @@ fn agent(listen: &str, sims: &[&SimEngine]) -> Gateway {
     for s in sims {
         args.extend(["--sim".into(), s.url()]);
     }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Gateway::spawn(&args, &[], tempfile::tempdir().unwrap())
+    Gateway::spawn(&args, env, tempfile::tempdir().unwrap())
 }
 
 /// Polls the fleet view until `ok` holds for it (10 s at most).
@@ -349,4 +355,97 @@ async fn a_silent_agent_goes_stale_and_a_configured_gpu_it_never_reports_is_drai
     })
     .await;
     assert_eq!(health(&f, 0).1, "no_telemetry", "{f}");
+}
+
+const AGENT_TOKEN: &str = "agent-token-5bd1c0e2";
+
+#[tokio::test]
+async fn an_agent_with_a_token_serves_only_subscribers_that_send_it() {
+    let a = sim("sim-e", 0).await;
+    let node = agent_with(
+        "127.0.0.1:0",
+        &[&a],
+        &["--token-env", "NODE_AGENT_TOKEN"],
+        &[("NODE_AGENT_TOKEN", AGENT_TOKEN)],
+    );
+    let url = format!("http://{}", node.addr);
+    let watch = |token: Option<&str>| {
+        let url = url.clone();
+        let token = token.map(|t| format!("Bearer {t}"));
+        async move {
+            let mut client = TelemetryServiceClient::connect(url).await.unwrap();
+            let mut request = tonic::Request::new(WatchRequest {});
+            if let Some(t) = token {
+                request
+                    .metadata_mut()
+                    .insert("authorization", t.parse().unwrap());
+            }
+            client.watch(request).await
+        }
+    };
+    let refused = watch(None).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert!(refused.message().contains("agent_token"), "{refused:?}");
+    let refused = watch(Some("agent-token-wrong")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert_eq!(refused.message(), "incorrect agent token");
+    assert!(!format!("{refused:?}").contains(AGENT_TOKEN));
+    let mut stream = watch(Some(AGENT_TOKEN)).await.unwrap().into_inner();
+    let s = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a sample every 100 ms")
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.gpus.len(), 1);
+
+    // A gateway with the token sees the GPU; one with another token
+    // drains the backend and says why, without printing either token.
+    let config = |token_env: &str| {
+        one_backend(&a, node.addr, "\"0\"").replace(
+            "gpus = [",
+            &format!("agent_token = {{ env = \"{token_env}\" }}, gpus = ["),
+        )
+    };
+    let gw = Gateway::start(
+        &config("GW_AGENT_TOKEN"),
+        &[("GW_AGENT_TOKEN", AGENT_TOKEN)],
+    );
+    until(&gw, "healthy with the agent's token", |f| {
+        health(f, 0).0 == "healthy"
+    })
+    .await;
+    let wrong = Gateway::start(
+        &config("GW_AGENT_TOKEN"),
+        &[("GW_AGENT_TOKEN", "agent-token-wrong")],
+    );
+    until(&wrong, "drained with a wrong token", |f| {
+        health(f, 0).0 == "drained"
+    })
+    .await;
+    let logs: Vec<String> =
+        std::iter::from_fn(|| wrong.logs.recv_timeout(Duration::from_millis(500)).ok())
+            .take(50)
+            .collect();
+    let logs = logs.join("\n");
+    assert!(logs.contains("incorrect agent token"), "{logs}");
+    assert!(
+        !logs.contains(AGENT_TOKEN) && !logs.contains("agent-token-wrong"),
+        "{logs}"
+    );
+
+    // An agent told to require a token it cannot read does not start.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--token-env",
+            "NO_SUCH_TOKEN_VAR",
+        ])
+        .env_remove("NO_SUCH_TOKEN_VAR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NO_SUCH_TOKEN_VAR"), "{err}");
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::batch_service_server::{BatchService, BatchServiceServer};
 use tokio_stream::StreamExt;
@@ -346,26 +346,13 @@ impl tonic::service::Interceptor for Auth {
         let Some(master) = &self.0 else {
             return Ok(req);
         };
-        let given = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match given {
-            None => Err(Status::unauthenticated(
-                "missing `authorization: Bearer <key>` metadata",
-            )),
-            Some(k)
-                if crate::api::middleware::same(
-                    k.as_bytes(),
-                    master.expose_secret().as_bytes(),
-                ) =>
-            {
-                Ok(req)
-            }
-            Some(_) => Err(Status::unauthenticated("incorrect API key")),
-        }
+        crate::api::middleware::grpc_bearer(
+            req.metadata(),
+            master,
+            "missing `authorization: Bearer <key>` metadata",
+            "incorrect API key",
+        )?;
+        Ok(req)
     }
 }
 

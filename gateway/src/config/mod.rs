@@ -253,6 +253,10 @@ pub struct LocalBackendConfig {
     /// (`telemetry = "agent"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The token the node agent requires (its `--token-env`), sent as
+    /// `authorization: Bearer <token>`; e.g. `{ env = "AGENT_TOKEN" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<SecretRef>,
     /// GB of host memory the engine keeps evicted KV blocks in (LMCache,
     /// SGLang's HiCache); the ledger remembers prefixes sent here that much
     /// longer. 0: none.
