@@ -101,9 +101,10 @@ def test_a_key_is_created_used_rotated_and_revoked(launch):
 
 def test_expired_unknown_and_missing_keys_are_401(launch):
     gw, fake = start(launch)
-    short = create_key(gw, expires_in=1)["key"]
+    # Expiry is in whole seconds: 2 s leave at least one for the first call.
+    short = create_key(gw, expires_in=2)["key"]
     gw.client(api_key=short).chat.completions.create(model="m", messages=HI)
-    time.sleep(1.1)
+    time.sleep(2.1)
     with pytest.raises(openai.AuthenticationError) as exc:
         gw.client(api_key=short).chat.completions.create(model="m", messages=HI)
     assert "expired" in exc.value.message
@@ -383,7 +384,8 @@ def test_no_secret_reaches_logs_metrics_errors_or_storage(launch, tmp_path):
             client.chat.completions.create(model="other", messages=HI)
         bodies.append(exc.value.response.text)
     with pytest.raises(openai.AuthenticationError) as exc:
-        gw.client(api_key=made["key"][:-1] + "Z").models.list()
+        # One character off (never the same one: that would be the key).
+        gw.client(api_key=made["key"][:-1] + ("Y" if made["key"].endswith("Z") else "Z")).models.list()
     bodies.append(exc.value.response.text)
     admin = [gw.http("GET", p, headers=ADMIN).body.decode() for p in
              ["/admin/keys", "/admin/usage?group_by=key,provider", "/admin/audit", "/admin/deployments"]]
