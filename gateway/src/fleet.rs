@@ -30,6 +30,7 @@ use switchyard_scheduler::telemetry::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::access::TenantPlacement;
 use crate::agent::{self, Feed};
 use crate::config::{Config, ConfigError, LocalBackendConfig, ProviderConfig, TelemetryKind};
 use crate::error::ApiError;
@@ -312,6 +313,19 @@ impl Fleet {
                 },
             );
         }
+        for (t, tc) in &config.tenants {
+            let listed = tc.placement.iter().flat_map(|p| &p.allowed_external);
+            for id in listed {
+                if !plans
+                    .values()
+                    .any(|p| p.externals.iter().any(|(_, e, _, _)| e == id))
+                {
+                    return Err(ConfigError(format!(
+                        "tenants.{t}.placement.allowed_external: `{id}` is not an external deployment of any placed model group"
+                    )));
+                }
+            }
+        }
         Ok(Some(Self {
             backends: backends.into_iter().map(Arc::new).collect(),
             groups: plans,
@@ -336,14 +350,16 @@ impl Fleet {
     /// Places a request for `group`; `None` when the group is not placed
     /// (no local deployment). Waits up to the group's queue bound for a
     /// permit when every local backend is full and nothing else may serve.
+    /// `tenant`: the caller's tenant's policy over the group's.
     pub async fn place(
         &self,
         group: &ModelGroup,
         body: &Map<String, Value>,
         class: Class,
+        tenant: &TenantPlacement,
     ) -> Option<Result<Placed, ApiError>> {
         let plan = self.groups.get(&group.name)?;
-        Some(self.place_in(plan, group, body, class).await)
+        Some(self.place_in(plan, group, body, class, tenant).await)
     }
 
     async fn place_in(
@@ -352,6 +368,7 @@ impl Fleet {
         group: &ModelGroup,
         body: &Map<String, Value>,
         class: Class,
+        tenant: &TenantPlacement,
     ) -> Result<Placed, ApiError> {
         let shape = prompt::from_request(body);
         let output = prompt::max_output_tokens(body).map_or(self.default_output_tokens, |m| {
@@ -368,6 +385,7 @@ impl Fleet {
             },
         };
         let now = self.now();
+        let (mode, allowed_external) = tenant_policy(plan, tenant);
         let decision = {
             let guards: Vec<MutexGuard<'_, BackendLedger>> = plan
                 .locals
@@ -386,11 +404,11 @@ impl Fleet {
                 })
                 .collect();
             let policy = Policy {
-                mode: plan.mode,
+                mode,
                 ttft_slo_s: plan.ttft_slo_s,
                 max_queue_wait_s: plan.max_queue_wait_s,
-                allowed_external: &plan.allowed_external,
-                budget_left_usd: None,
+                allowed_external: &allowed_external,
+                budget_left_usd: tenant.budget_left_usd,
                 // An urgent item takes no local backend: none counts as idle.
                 batch_idle_share: match class {
                     Class::Batch { urgent: true, .. } => 0.0,
@@ -454,7 +472,7 @@ impl Fleet {
         self.count(&plan.labels[chosen], reason);
         // Batch work falls back to external deployments only when its
         // deadline allows spending on it.
-        let local_only = plan.mode == Mode::LocalOnly
+        let local_only = mode == Mode::LocalOnly
             || matches!(
                 class,
                 Class::Batch {
@@ -465,7 +483,26 @@ impl Fleet {
         let mut order = vec![chosen];
         order.extend(plan.locals.iter().map(|l| l.0).filter(|&i| i != chosen));
         if !local_only {
-            order.extend(plan.externals.iter().map(|e| e.0).filter(|&i| i != chosen));
+            // Only what the tenant may use and can pay for.
+            order.extend(
+                plan.externals
+                    .iter()
+                    .filter(|(_, id, _, _)| {
+                        allowed_external.is_empty() || allowed_external.contains(id)
+                    })
+                    .filter(|(_, _, price, _)| {
+                        tenant.budget_left_usd.is_none_or(|left| {
+                            price.cost(
+                                u64::from(job.prompt_tokens),
+                                0,
+                                u64::from(job.output_tokens),
+                                false,
+                            ) <= left
+                        })
+                    })
+                    .map(|e| e.0)
+                    .filter(|&i| i != chosen),
+            );
         }
         Ok(Placed {
             order,
@@ -750,6 +787,33 @@ impl Fleet {
     }
 }
 
+/// The mode and external deployments of `plan` for a tenant: its mode
+/// replaces the group's; its list narrows the group's (an empty list
+/// allows all), and when the two share no deployment nothing external is
+/// allowed, so the request stays local.
+fn tenant_policy(
+    plan: &GroupPlan,
+    tenant: &TenantPlacement,
+) -> (switchyard_scheduler::placement::Mode, Vec<String>) {
+    let mode = tenant.mode.unwrap_or(plan.mode);
+    if tenant.allowed_external.is_empty() {
+        return (mode, plan.allowed_external.clone());
+    }
+    let allowed: Vec<String> = plan
+        .externals
+        .iter()
+        .map(|(_, id, _, _)| id)
+        .filter(|id| tenant.allowed_external.contains(id))
+        .filter(|id| plan.allowed_external.is_empty() || plan.allowed_external.contains(id))
+        .cloned()
+        .collect();
+    if allowed.is_empty() {
+        (switchyard_scheduler::placement::Mode::LocalOnly, allowed)
+    } else {
+        (mode, allowed)
+    }
+}
+
 /// Whether a configured GPU id (an index or a UUID) is this sample's GPU.
 fn names_gpu(id: &str, s: &GpuSample) -> bool {
     id == s.uuid || id.parse::<u32>() == Ok(s.index)
@@ -927,5 +991,42 @@ mod tests {
         };
         assert!(e.0.contains("`nope`") && e.0.contains("ext/x"), "{e}");
         build(priced, "placement = { allowed_external = [\"ext/x\"] }").unwrap();
+    }
+
+    #[test]
+    fn a_tenant_narrows_the_groups_placement() {
+        use switchyard_scheduler::placement::Mode;
+        let priced = "price = { input_per_million = 1.0, output_per_million = 2.0 }";
+        let unknown = format!("{priced}\n[tenants.t.placement]\nallowed_external = [\"nope\"]");
+        let Err(e) = build(&unknown, "") else {
+            unreachable!("a tenant naming an unknown deployment must not load")
+        };
+        assert!(
+            e.0.contains("tenants.t.placement.allowed_external") && e.0.contains("`nope`"),
+            "{e}"
+        );
+        let known = format!("{priced}\n[tenants.t.placement]\nallowed_external = [\"ext/x\"]");
+        let fleet = build(&known, "").unwrap().unwrap();
+        let plan = &fleet.groups["m"];
+        let tenant = |mode, allowed: &[&str]| TenantPlacement {
+            mode,
+            allowed_external: allowed.iter().map(|s| (*s).to_owned()).collect(),
+            budget_left_usd: None,
+        };
+        assert_eq!(tenant_policy(plan, &tenant(None, &[])), (plan.mode, vec![]));
+        assert_eq!(
+            tenant_policy(plan, &tenant(Some(Mode::LocalOnly), &[])),
+            (Mode::LocalOnly, vec![])
+        );
+        assert_eq!(
+            tenant_policy(plan, &tenant(Some(Mode::Cheapest), &["ext/x"])),
+            (Mode::Cheapest, vec!["ext/x".to_owned()])
+        );
+        // Only other groups' deployments: nothing external for this one
+        // (an empty list must not read as "all").
+        assert_eq!(
+            tenant_policy(plan, &tenant(Some(Mode::Cheapest), &["other/y"])),
+            (Mode::LocalOnly, vec![])
+        );
     }
 }

@@ -3,7 +3,8 @@ of SIMULATED engines (`switchyard sim`) and a FAKE external provider."""
 
 from __future__ import annotations
 
-from harness import fleet_config
+from harness import (MASTER_KEY, MASTER_KEY_ENV, fleet_config, model_group, openai_provider,
+                     section)
 
 
 def test_sdk_streams_from_a_simulated_gpu_with_placement_headers(launch):
@@ -66,3 +67,53 @@ def test_simulated_engine_reports_vllm_metrics_and_nvml_like_telemetry(launch):
     gpu = tel["gpus"][0]
     assert gpu["simulated"] is True and "(simulated)" in gpu["name"]
     assert gpu["memory_total_bytes"] == 80_000_000_000
+
+
+def test_a_tenants_policy_and_budget_bound_where_its_requests_go(launch):
+    # The long prompt cannot meet the 1 s SLO on the L4, so the group
+    # overflows it to the cheapest external (`cheap`), unless the caller's
+    # tenant says otherwise.
+    sim = launch.sim("l4:llama")
+    fake = launch.fake()
+    config = (
+        section("auth", master_key={"env": MASTER_KEY_ENV})
+        + section("scheduler", ttft_slo_ms=1000, telemetry_interval_ms=100, stale_after_ms=1000)
+        + section("providers.sim-l4-0", type="openai_compat", base_url=f"{sim.url}/v1",
+                  local={"gpu": "l4", "gpu_hour_usd": 2.0, "permits": 8, "telemetry": "sim"})
+        + openai_provider("ext", fake)
+        + openai_provider("cheap", fake)
+        + section("tenants.onprem.placement", mode="local_only")
+        + section("tenants.pinned.placement", allowed_external=["ext/fake-mini"])
+        # Less than the long prompt costs at either price.
+        + section("tenants.thrifty.limits", budget_daily_usd=0.0001)
+        + model_group(
+            "llama",
+            {"provider": "sim-l4-0", "model": "llama"},
+            {"provider": "ext", "model": "fake-mini",
+             "price": {"input_per_million": 0.15, "output_per_million": 0.6}},
+            {"provider": "cheap", "model": "fake-nano",
+             "price": {"input_per_million": 0.05, "output_per_million": 0.2}},
+        )
+    )
+    gw = launch.gateway(config, env={MASTER_KEY_ENV: MASTER_KEY})
+
+    def placed(tenant: str) -> tuple[str, str]:
+        r = gw.http("POST", "/admin/keys", {"tenant": tenant},
+                    headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        assert r.status == 200, r
+        raw = gw.client(api_key=r.json()["key"]).chat.completions.with_raw_response.create(
+            model="llama",
+            # Each tenant's own text: a prompt the engine has seen would be
+            # a prefix-cache hit, fast enough for the SLO.
+            messages=[{"role": "user", "content": f"{tenant}: " + "long context " * 2000}],
+            max_tokens=5,
+        )
+        assert raw.parse().choices[0].message.content
+        return raw.headers["x-switchyard-placement"], raw.headers["x-switchyard-placement-reason"]
+
+    assert placed("anyone") == ("external:cheap", "overflow")
+    assert placed("pinned") == ("external:ext", "overflow")
+    assert placed("onprem") == ("local:sim-l4-0/l4", "queued_local")
+    assert placed("thrifty") == ("local:sim-l4-0/l4", "queued_local")
+    models = [r["body"]["model"] for r in fake.requests()]
+    assert models == ["fake-nano", "fake-mini"], models

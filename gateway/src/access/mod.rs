@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{Config, DlpAction, LimitsConfig};
+use crate::config::{Config, DlpAction, LimitsConfig, TenantPlacementConfig};
 use crate::error::ApiError;
 use ledger::{Ledger, UsageRecord};
 use limiter::{Check, CounterStore, Denied, Grant, Limit, MemoryCounters};
@@ -57,6 +57,19 @@ impl Principal {
 struct Tenant {
     limits: LimitsConfig,
     models: Vec<String>,
+    placement: TenantPlacementConfig,
+}
+
+/// What placement must respect for one tenant's request.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPlacement {
+    /// Replaces the group's mode.
+    pub mode: Option<switchyard_scheduler::placement::Mode>,
+    /// Narrows the group's external deployments; empty: no narrowing.
+    pub allowed_external: Vec<String>,
+    /// USD the tenant may still spend today and this month (the lesser);
+    /// `None` without a budget.
+    pub budget_left_usd: Option<f64>,
 }
 
 /// Money spent in the current UTC day and month by one scope.
@@ -143,6 +156,7 @@ impl Access {
                     Tenant {
                         limits: t.limits,
                         models: t.models.clone(),
+                        placement: t.placement.clone().unwrap_or_default(),
                     },
                 )
             })
@@ -329,6 +343,27 @@ impl Access {
         out.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.1.cmp(&a.1)));
         out.truncate(n);
         out
+    }
+
+    /// `tenant`'s placement policy and what is left of its budgets.
+    pub fn placement(&self, tenant: &str) -> TenantPlacement {
+        let Some(t) = self.tenants.get(tenant) else {
+            return TenantPlacement::default();
+        };
+        let (today, this_month) = self.spent(&format!("tenant:{tenant}"));
+        let left = [
+            t.limits.budget_daily_usd.map(|b| b - today),
+            t.limits.budget_monthly_usd.map(|b| b - this_month),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|l| l.max(0.0))
+        .min_by(f64::total_cmp);
+        TenantPlacement {
+            mode: t.placement.mode,
+            allowed_external: t.placement.allowed_external.clone(),
+            budget_left_usd: left,
+        }
     }
 
     /// Spend today and this month of a scope (`key:<id>`, `tenant:<name>`).

@@ -124,7 +124,15 @@ pub async fn forward(
     };
     let placed = match &app.fleet {
         Some(fleet) => match fleet
-            .place(group, fwd.body.map(), fwd.class)
+            .place(
+                group,
+                fwd.body.map(),
+                fwd.class,
+                &app.access
+                    .as_ref()
+                    .map(|a| a.placement(fwd.tenant))
+                    .unwrap_or_default(),
+            )
             .instrument(tracing::info_span!("placement", model_group = %group.name))
             .await
         {

@@ -575,6 +575,23 @@ pub struct TenantConfig {
     /// model group's and `[dlp.actions]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dlp: BTreeMap<String, DlpAction>,
+    /// This tenant's placement policy, over its model groups'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<TenantPlacementConfig>,
+}
+
+/// `[tenants.NAME.placement]`: where a tenant's requests may go, over the
+/// model group's policy (docs/scheduling.md).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPlacementConfig {
+    /// Replaces the group's `mode` (e.g. `local_only`: never external).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<switchyard_scheduler::placement::Mode>,
+    /// External deployments (by id, `provider/model`) this tenant's requests
+    /// may go to, on top of the group's own list; empty: the group's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_external: Vec<String>,
 }
 
 /// What DLP does when a detector matches.
