@@ -44,11 +44,14 @@ impl Gateway {
         )
     }
 
-    /// Start `switchyard ARGS…` (any server subcommand) and wait for its
+    /// Start `switchyard ARGS…` (any server subcommand) in `dir` and wait for its
     /// `listening…` log line, which carries its address.
     pub fn spawn(args: &[&str], env: &[(&str, &str)], dir: tempfile::TempDir) -> Gateway {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        // In its own directory: relative defaults (`data/access.sqlite3`)
+        // land there, never in the source tree.
         cmd.args(args)
+            .current_dir(dir.path())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
