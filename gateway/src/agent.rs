@@ -31,6 +31,8 @@ use switchyard_scheduler::telemetry::{GpuSample, GpuTelemetry, Nvml};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::api::middleware::GrpcBearer;
+
 /// The latest GPU samples from one source, numbered so a reader can tell a
 /// new sample from one it has already seen.
 #[derive(Debug, Clone)]
@@ -98,25 +100,6 @@ impl Drop for RunningAgent {
     }
 }
 
-/// Refuses a subscriber without the agent's token (when it has one).
-#[derive(Clone)]
-struct TokenCheck(Option<Arc<SecretString>>);
-
-impl tonic::service::Interceptor for TokenCheck {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(token) = &self.0 else {
-            return Ok(req);
-        };
-        crate::api::middleware::grpc_bearer(
-            req.metadata(),
-            token,
-            "this agent requires `authorization: Bearer <token>` (the gateway's agent_token)",
-            "incorrect agent token",
-        )?;
-        Ok(req)
-    }
-}
-
 /// Binds `listen`, starts sampling and serves `TelemetryService`.
 pub async fn start(listen: SocketAddr, config: AgentConfig) -> Result<RunningAgent, String> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -160,7 +143,11 @@ pub async fn start(listen: SocketAddr, config: AgentConfig) -> Result<RunningAge
     };
     let service = TelemetryServiceServer::with_interceptor(
         Agent { latest: rx },
-        TokenCheck(config.token.map(Arc::new)),
+        GrpcBearer {
+            secret: config.token.map(Arc::new),
+            missing: "this agent requires `authorization: Bearer <token>` (the gateway's agent_token)",
+            wrong: "incorrect agent token",
+        },
     );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let task = tokio::spawn(

@@ -540,16 +540,12 @@ async fn run(command: Command) -> ExitCode {
             token_env,
         } => {
             let _log_guard = crate::logging::init(&LoggingConfig::default());
-            let token = match token_env.as_deref() {
-                None => None,
-                Some(name) => match std::env::var(name) {
-                    Ok(t) if !t.trim().is_empty() => Some(secrecy::SecretString::from(t)),
-                    _ => {
-                        return fail(&format!(
-                            "--token-env {name}: the variable is unset or empty"
-                        ));
-                    }
-                },
+            let token = match token_env
+                .map(|name| crate::config::SecretRef::Env(name).resolve(&|k| std::env::var(k).ok()))
+                .transpose()
+            {
+                Ok(token) => token,
+                Err(e) => return fail(&format!("--token-env: {e}")),
             };
             if token.is_none() && !listen.ip().is_loopback() {
                 tracing::warn!(%listen, "no --token-env: any host that can reach this port can read the GPU telemetry");

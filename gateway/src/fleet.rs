@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use switchyard_scheduler::catalog::{Catalog, Price};
 use switchyard_scheduler::ledger::BackendLedger;
 use switchyard_scheduler::placement::{
-    External, Health, Job, Mode, Policy, Priority, Reason, Target, place,
+    External, Health, Job, Mode, Policy, Priority, Reason, Target, affordable_externals, place,
 };
 use switchyard_scheduler::profile::GpuProfile;
 use switchyard_scheduler::prompt;
@@ -386,6 +386,32 @@ impl Fleet {
         };
         let now = self.now();
         let (mode, allowed_external) = tenant_policy(plan, tenant);
+        let externals: Vec<External<'_>> = plan
+            .externals
+            .iter()
+            .map(|(_, id, price, ttft)| External {
+                name: id,
+                models: &plan.models,
+                price: *price,
+                ttft_s: *ttft,
+            })
+            .collect();
+        let policy = Policy {
+            mode,
+            ttft_slo_s: plan.ttft_slo_s,
+            max_queue_wait_s: plan.max_queue_wait_s,
+            allowed_external: &allowed_external,
+            budget_left_usd: tenant.budget_left_usd,
+            // An urgent item takes no local backend: none counts as idle.
+            batch_idle_share: match class {
+                Class::Batch { urgent: true, .. } => 0.0,
+                _ => self.batch_idle_share,
+            },
+            batch_overflow: matches!(class, Class::Batch { overflow: true, .. }),
+            // Compared at batch prices when the item may go to a
+            // provider batch.
+            batch_price: matches!(class, Class::Batch { remote: true, .. }),
+        };
         let decision = {
             let guards: Vec<MutexGuard<'_, BackendLedger>> = plan
                 .locals
@@ -393,32 +419,6 @@ impl Fleet {
                 .map(|&(_, b)| lock(&self.backends[b].ledger))
                 .collect();
             let views: Vec<_> = guards.iter().map(|g| g.view(&job)).collect();
-            let externals: Vec<External<'_>> = plan
-                .externals
-                .iter()
-                .map(|(_, id, price, ttft)| External {
-                    name: id,
-                    models: &plan.models,
-                    price: *price,
-                    ttft_s: *ttft,
-                })
-                .collect();
-            let policy = Policy {
-                mode,
-                ttft_slo_s: plan.ttft_slo_s,
-                max_queue_wait_s: plan.max_queue_wait_s,
-                allowed_external: &allowed_external,
-                budget_left_usd: tenant.budget_left_usd,
-                // An urgent item takes no local backend: none counts as idle.
-                batch_idle_share: match class {
-                    Class::Batch { urgent: true, .. } => 0.0,
-                    _ => self.batch_idle_share,
-                },
-                batch_overflow: matches!(class, Class::Batch { overflow: true, .. }),
-                // Compared at batch prices when the item may go to a
-                // provider batch.
-                batch_price: matches!(class, Class::Batch { remote: true, .. }),
-            };
             place(&job, &views, &externals, &policy, now)
         };
         let reason = decision.reason.as_str();
@@ -483,24 +483,11 @@ impl Fleet {
         let mut order = vec![chosen];
         order.extend(plan.locals.iter().map(|l| l.0).filter(|&i| i != chosen));
         if !local_only {
-            // Only what the tenant may use and can pay for.
+            // Only what the policy allows and the budget covers (the
+            // fallback goes through the synchronous API).
             order.extend(
-                plan.externals
-                    .iter()
-                    .filter(|(_, id, _, _)| {
-                        allowed_external.is_empty() || allowed_external.contains(id)
-                    })
-                    .filter(|(_, _, price, _)| {
-                        tenant.budget_left_usd.is_none_or(|left| {
-                            price.cost(
-                                u64::from(job.prompt_tokens),
-                                0,
-                                u64::from(job.output_tokens),
-                                false,
-                            ) <= left
-                        })
-                    })
-                    .map(|e| e.0)
+                affordable_externals(&job, &externals, &policy, false)
+                    .map(|(i, _, _)| plan.externals[i].0)
                     .filter(|&i| i != chosen),
             );
         }

@@ -284,9 +284,8 @@ pub fn place(
             if !policy.batch_overflow || policy.mode == Mode::LocalOnly {
                 return None;
             }
-            allowed_externals(job, externals, policy)
-                .map(|(i, e)| (i, e.ttft_s, external_cost(job, e, policy.batch_price)))
-                .filter(|&(_, _, cost)| policy.budget_left_usd.is_none_or(|left| cost <= left))
+            affordable_externals(job, externals, policy, policy.batch_price)
+                .map(|(i, e, cost)| (i, e.ttft_s, cost))
                 .min_by(|x, y| x.2.total_cmp(&y.2))
         };
         return match idle {
@@ -344,9 +343,8 @@ pub fn place(
     let external = if policy.mode == Mode::LocalOnly {
         None
     } else {
-        allowed_externals(job, externals, policy)
-            .map(|(i, e)| (i, e.ttft_s, external_cost(job, e, false)))
-            .filter(|&(_, _, cost)| policy.budget_left_usd.is_none_or(|left| cost <= left))
+        affordable_externals(job, externals, policy, false)
+            .map(|(i, e, cost)| (i, e.ttft_s, cost))
             .min_by(|x, y| {
                 // Meets the SLO first, then cost.
                 (x.1 > policy.ttft_slo_s)
@@ -414,6 +412,20 @@ fn allowed_externals<'e, 'a>(
             policy.allowed_external.is_empty()
                 || policy.allowed_external.iter().any(|a| a == e.name)
         })
+}
+
+/// [`allowed_externals`] whose cost for `job` (`batch`: at batch prices)
+/// fits the policy's budget, with that cost. Placement picks among these;
+/// the gateway also uses them as its fallbacks after an error.
+pub fn affordable_externals<'e, 'a>(
+    job: &'e Job<'_>,
+    externals: &'e [External<'a>],
+    policy: &'e Policy<'_>,
+    batch: bool,
+) -> impl Iterator<Item = (usize, &'e External<'a>, f64)> + 'e {
+    allowed_externals(job, externals, policy)
+        .map(move |(i, e)| (i, e, external_cost(job, e, batch)))
+        .filter(|&(_, _, cost)| policy.budget_left_usd.is_none_or(|left| cost <= left))
 }
 
 /// USD of `job` on external `e`, through its ordinary (synchronous) API

@@ -57,24 +57,33 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// gRPC: the request's `authorization: Bearer …` metadata must be
-/// `secret`; otherwise `UNAUTHENTICATED` with `missing` or `wrong`.
-pub(crate) fn grpc_bearer(
-    metadata: &tonic::metadata::MetadataMap,
-    secret: &secrecy::SecretString,
-    missing: &'static str,
-    wrong: &'static str,
-) -> Result<(), tonic::Status> {
-    use secrecy::ExposeSecret;
-    let given = metadata
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        None => Err(tonic::Status::unauthenticated(missing)),
-        Some(k) if same(k.as_bytes(), secret.expose_secret().as_bytes()) => Ok(()),
-        Some(_) => Err(tonic::Status::unauthenticated(wrong)),
+/// A gRPC interceptor: when `secret` is set, the request's
+/// `authorization: Bearer …` metadata must be it (constant-time);
+/// otherwise `UNAUTHENTICATED` with `missing` or `wrong`.
+#[derive(Clone)]
+pub(crate) struct GrpcBearer {
+    pub secret: Option<std::sync::Arc<secrecy::SecretString>>,
+    pub missing: &'static str,
+    pub wrong: &'static str,
+}
+
+impl tonic::service::Interceptor for GrpcBearer {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        use secrecy::ExposeSecret;
+        let Some(secret) = &self.secret else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match given {
+            None => Err(tonic::Status::unauthenticated(self.missing)),
+            Some(k) if same(k.as_bytes(), secret.expose_secret().as_bytes()) => Ok(req),
+            Some(_) => Err(tonic::Status::unauthenticated(self.wrong)),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::store::BatchSpec;
 use super::{BatchError, BatchRow, Batches, Endpoint, ItemState, NewItem, ResultRow, State};
+use crate::api::middleware::GrpcBearer;
 
 /// Longest completion window, seconds (366 days).
 const MAX_WINDOW_S: u64 = 366 * 86_400;
@@ -337,25 +338,6 @@ impl BatchService for Service {
     }
 }
 
-/// Checks `authorization: Bearer <master key>` when a master key is set.
-#[derive(Clone)]
-struct Auth(Option<Arc<SecretString>>);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(master) = &self.0 else {
-            return Ok(req);
-        };
-        crate::api::middleware::grpc_bearer(
-            req.metadata(),
-            master,
-            "missing `authorization: Bearer <key>` metadata",
-            "incorrect API key",
-        )?;
-        Ok(req)
-    }
-}
-
 /// Binds the gRPC listener and serves BatchService and reflection until
 /// the process ends. Returns the bound address.
 pub async fn serve(
@@ -373,7 +355,11 @@ pub async fn serve(
         .build_v1()?;
     let service = tonic::service::interceptor::InterceptedService::new(
         BatchServiceServer::new(Service { batches }).max_decoding_message_size(64 * 1024 * 1024),
-        Auth(master_key.map(Arc::new)),
+        GrpcBearer {
+            secret: master_key.map(Arc::new),
+            missing: "missing `authorization: Bearer <key>` metadata",
+            wrong: "incorrect API key",
+        },
     );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
         if let Ok(s) = &s {
