@@ -18,7 +18,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use switchyard_scheduler::catalog::{Catalog, Price};
-use switchyard_scheduler::ledger::BackendLedger;
+use switchyard_scheduler::ledger::{BackendLedger, Foreign};
 use switchyard_scheduler::placement::{
     External, Health, Job, Mode, Policy, Priority, Reason, Target, affordable_externals, place,
 };
@@ -646,6 +646,13 @@ impl Fleet {
             }
             Err(e) => Err(e),
         };
+        // The engine's own counts correct the ledger for traffic sent some
+        // other way; without them the ledger counts only its own.
+        let counts = metrics.as_ref().ok().map(|load: &EngineLoad| {
+            let count = |x: f64| x.round().clamp(0.0, f64::from(u32::MAX)) as u32;
+            (count(load.running), count(load.waiting))
+        });
+        lock(&b.ledger).engine_counts(counts);
         match metrics {
             Ok(load) => {
                 o.engine = Some(load);
@@ -749,6 +756,7 @@ impl Fleet {
                     health_reason: reason_str(health, why),
                     in_flight: l.in_flight(),
                     awaiting_first_token: l.awaiting_first_token(),
+                    foreign_requests: l.foreign(),
                     permits: l.permits,
                     slowness: l.slowness(),
                     engine: o.engine,
@@ -918,6 +926,8 @@ pub struct BackendSnapshot {
     pub health_reason: &'static str,
     pub in_flight: usize,
     pub awaiting_first_token: usize,
+    /// Requests the engine reports beyond this gateway's own.
+    pub foreign_requests: Foreign,
     pub permits: u32,
     /// Observed over profile service time (1: as the profile says).
     pub slowness: f64,

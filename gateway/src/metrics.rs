@@ -215,6 +215,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Requests on a local backend that have not produced a first token (queued or prefilling).",
     ),
     (
+        "switchyard_backend_foreign_requests",
+        Kind::Gauge,
+        Unit::Count,
+        "Requests the backend's engine reports beyond those this gateway sent (another gateway's, a direct client's); placement counts them.",
+    ),
+    (
         "switchyard_backend_permits",
         Kind::Gauge,
         Unit::Count,
@@ -754,6 +760,9 @@ fn fleet(app: &App) {
         gauge!("switchyard_backend_in_flight", "backend" => name.clone()).set(b.in_flight as f64);
         gauge!("switchyard_backend_awaiting_first_token", "backend" => name.clone())
             .set(b.awaiting_first_token as f64);
+        gauge!("switchyard_backend_foreign_requests", "backend" => name.clone()).set(f64::from(
+            b.foreign_requests.running + b.foreign_requests.waiting,
+        ));
         gauge!("switchyard_backend_permits", "backend" => name.clone()).set(f64::from(b.permits));
         gauge!("switchyard_backend_slowness", "backend" => name.clone()).set(b.slowness);
         let health = match b.health {

@@ -3,6 +3,16 @@
 //! what the engine's prefix cache holds), and service rates learned from
 //! the first tokens it saw. Placement reads its [`BackendLedger::view`];
 //! live serving and trace replay keep it the same way.
+//!
+//! The engine's own request counts (vLLM's `num_requests_running` and
+//! `num_requests_waiting`, scraped by the gateway) correct the ledger for
+//! traffic that reaches the engine some other way (another gateway, a
+//! direct client): requests beyond the ledger's own are counted as
+//! *foreign*, each taken to look like this backend's typical request. A
+//! foreign request waiting is a whole typical prompt still to prefill; a
+//! foreign request running is taken to be decoding (a request spends most
+//! of its time there: a 1,000-token prompt prefills in a quarter of a
+//! second on an L4, its 200 output tokens take 16 s).
 
 use std::collections::HashMap;
 
@@ -17,6 +27,24 @@ const LEARN_RATE: f64 = 0.1;
 /// Bounds of the learned factor: a backend is believed at most 4× faster or
 /// slower than its profile.
 const SLOWNESS_BOUNDS: (f64, f64) = (0.25, 4.0);
+/// Weight of a new request in the typical request's size.
+const TYPICAL_RATE: f64 = 0.1;
+
+/// A backend's typical request, smoothed over what was sent to it.
+#[derive(Debug, Clone, Copy)]
+struct Typical {
+    /// Prompt tokens computed (less the prefix cache).
+    uncached: f64,
+    /// Prompt tokens.
+    context: f64,
+}
+
+/// Requests at the engine that the ledger did not send.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Foreign {
+    pub running: u32,
+    pub waiting: u32,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
@@ -54,6 +82,9 @@ pub struct BackendLedger {
     /// Prefix blocks recently sent here, most recent first out last.
     prefixes: LruCache<u64, ()>,
     prefix_capacity: usize,
+    /// The engine's latest (running, waiting) counts; `None` when unknown.
+    engine_counts: Option<(u32, u32)>,
+    typical: Option<Typical>,
 }
 
 impl BackendLedger {
@@ -81,6 +112,8 @@ impl BackendLedger {
             kv_reserved: 0,
             prefixes: LruCache::unbounded(),
             prefix_capacity,
+            engine_counts: None,
+            typical: None,
         }
     }
 
@@ -101,24 +134,63 @@ impl BackendLedger {
             .count()
     }
 
-    /// What placement sees, for `job`.
+    /// What placement sees, for `job`: the ledger's own requests and the
+    /// [`foreign`](Self::foreign) ones, sized like a typical request here
+    /// (like `job` until one was sent).
     pub fn view(&self, job: &Job<'_>) -> Backend<'_> {
+        let cached_blocks = self.cached_blocks(job.blocks);
+        let foreign = self.foreign();
+        let typical = self.typical.unwrap_or_else(|| {
+            let prompt = u64::from(job.prompt_tokens);
+            Typical {
+                uncached: prompt.saturating_sub(cached_blocks as u64 * u64::from(BLOCK_TOKENS))
+                    as f64,
+                context: prompt as f64,
+            }
+        });
+        let foreign_all = foreign.running + foreign.waiting;
         Backend {
             name: &self.name,
             models: &self.models,
             health: self.health,
-            in_flight: self.in_flight.len() as u32,
+            in_flight: self.in_flight.len() as u32 + foreign_all,
             permits: self.permits,
-            pending_prefill: self.pending_prefill,
-            decoding: self.decoding,
-            context_tokens: self.context_tokens,
+            pending_prefill: self.pending_prefill
+                + (f64::from(foreign.waiting) * typical.uncached).round() as u64,
+            decoding: self.decoding + foreign.running,
+            context_tokens: self.context_tokens
+                + (f64::from(foreign_all) * typical.context).round() as u64,
             prefill_tokens_per_s: self.profile.prefill_tokens_per_s / self.slowness,
             step_base_s: self.profile.step_base_s * self.slowness,
             per_kv_token_s: self.profile.per_kv_token_s * self.slowness,
             max_step_tokens: self.max_step_tokens,
             gpu_hour_usd: self.gpu_hour_usd,
-            cached_blocks: self.cached_blocks(job.blocks),
+            cached_blocks,
             admission_wait_s: self.admission_wait(job),
+        }
+    }
+
+    /// The engine's own counts of requests running and waiting, from its
+    /// metrics; `None` when they are unknown (not scraped, unreadable), so
+    /// the ledger counts only its own.
+    pub fn engine_counts(&mut self, counts: Option<(u32, u32)>) {
+        self.engine_counts = counts;
+    }
+
+    /// Requests the engine reports beyond those the ledger sent: the excess
+    /// of its waiting count over the ledger's requests awaiting a first
+    /// token is waiting, the rest of the excess running. Zero when the
+    /// engine reports fewer (a request just sent, not yet arrived).
+    pub fn foreign(&self) -> Foreign {
+        let Some((running, waiting)) = self.engine_counts else {
+            return Foreign::default();
+        };
+        let ours = self.in_flight.len() as u32;
+        let all = (running + waiting).saturating_sub(ours);
+        let waiting = waiting.saturating_sub(ours - self.decoding).min(all);
+        Foreign {
+            running: all - waiting,
+            waiting,
         }
     }
 
@@ -166,6 +238,17 @@ impl BackendLedger {
         let uncached = uncached_tokens(job, &view);
         let context = u64::from(job.prompt_tokens);
         let reserved = context + u64::from(job.output_tokens.max(1));
+        let seen = Typical {
+            uncached: uncached as f64,
+            context: context as f64,
+        };
+        self.typical = Some(match self.typical {
+            None => seen,
+            Some(t) => Typical {
+                uncached: t.uncached + TYPICAL_RATE * (seen.uncached - t.uncached),
+                context: t.context + TYPICAL_RATE * (seen.context - t.context),
+            },
+        });
         self.pending_prefill += uncached;
         self.context_tokens += context;
         self.kv_reserved += reserved;
@@ -304,6 +387,55 @@ mod tests {
             (v.in_flight, v.pending_prefill, v.decoding, v.context_tokens),
             (0, 0, 0, 0)
         );
+    }
+
+    #[test]
+    fn the_engines_own_counts_add_the_traffic_the_ledger_did_not_send() {
+        let p = GpuProfile::named("l4").unwrap();
+        let mut l = BackendLedger::new("b", vec!["m".into()], p, 64, 2.0);
+        l.sent(1, &job(2000, &[]), 0.0);
+        l.first_token(1, 0.6);
+        let ours = estimate_ttft(&job(2000, &[]), &l.view(&job(2000, &[])));
+        // The engine sees just ours: nothing foreign.
+        l.engine_counts(Some((1, 0)));
+        assert_eq!(l.foreign(), Foreign::default());
+        assert_eq!(
+            estimate_ttft(&job(2000, &[]), &l.view(&job(2000, &[]))),
+            ours
+        );
+        // Or fewer (ours not arrived yet): nothing foreign either.
+        l.engine_counts(Some((0, 0)));
+        assert_eq!(l.foreign(), Foreign::default());
+        // Four more running and four waiting that someone else sent: the
+        // waiting ones are four typical prompts (2,000 tokens) to prefill
+        // first, the running ones decoders.
+        l.engine_counts(Some((5, 4)));
+        assert_eq!(
+            l.foreign(),
+            Foreign {
+                running: 4,
+                waiting: 4
+            }
+        );
+        let v = l.view(&job(2000, &[]));
+        assert_eq!((v.in_flight, v.decoding, v.pending_prefill), (9, 5, 8000));
+        assert_eq!(v.context_tokens, 2000 + 8 * 2000);
+        let crowded = estimate_ttft(&job(2000, &[]), &v);
+        // Their 8,000 tokens of prefill come first (less the half step
+        // our estimate had for the decode step in progress).
+        assert!(
+            crowded > ours + 0.9 * 8000.0 / v.prefill_tokens_per_s,
+            "{crowded} vs {ours}"
+        );
+        // Our own request waiting for its first token is one of the
+        // engine's waiting ones, not a foreign one.
+        l.sent(2, &job(2000, &[]), 1.0);
+        l.engine_counts(Some((1, 1)));
+        assert_eq!(l.foreign(), Foreign::default());
+        // Unknown counts: the ledger alone.
+        l.engine_counts(Some((9, 9)));
+        l.engine_counts(None);
+        assert_eq!(l.foreign(), Foreign::default());
     }
 
     #[test]

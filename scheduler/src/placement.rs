@@ -3,8 +3,9 @@
 //!
 //! For each local backend that serves the job's model and is not drained,
 //! [`estimate_ttft`] predicts the job's time to first token from what is
-//! ahead of it there: prompt tokens sent and not yet prefilled, the decode
-//! work of what is running (which shares every step), the prefix of this
+//! ahead of it there: the rest of the engine step in progress, prompt
+//! tokens sent and not yet prefilled, the decode work of what is running
+//! (which shares every step), the prefix of this
 //! prompt that backend already holds, and the backend's service rates
 //! (profile figures scaled by a factor learned from observed first tokens).
 //! A backend at its permit count (its batch width) takes nothing more.
@@ -218,9 +219,10 @@ pub struct Decision {
 }
 
 /// Predicted seconds to this job's first token on `b`: any wait for KV
-/// room, then its pending prompt tokens and this job's uncached ones,
-/// computed `max_step_tokens` less the decoders per step, each step reading
-/// the context of everything in flight.
+/// room, what is left of the step in progress, then its pending prompt
+/// tokens and this job's uncached ones, computed `max_step_tokens` less the
+/// decoders per step, each step reading the context of everything in
+/// flight.
 pub fn estimate_ttft(job: &Job<'_>, b: &Backend<'_>) -> f64 {
     let own = uncached_tokens(job, b);
     let per_step = b
@@ -232,7 +234,22 @@ pub fn estimate_ttft(job: &Job<'_>, b: &Backend<'_>) -> f64 {
     let compute = work as f64 / b.prefill_tokens_per_s;
     let reads = b.context_tokens + u64::from(job.prompt_tokens);
     let step_floor = steps as f64 * b.step_base_s;
-    b.admission_wait_s + compute.max(step_floor) + steps as f64 * reads as f64 * b.per_kv_token_s
+    b.admission_wait_s
+        + step_in_progress(b)
+        + compute.max(step_floor)
+        + steps as f64 * reads as f64 * b.per_kv_token_s
+}
+
+/// Expected seconds left of the step `b` is running when a job arrives.
+/// An engine admits new work only between steps; while it only decodes, an
+/// arrival at a random moment of a step of length `d` waits `d / 2` on
+/// average. (With prompts pending, the step in progress is part of their
+/// prefill, which the estimate already counts from now.)
+fn step_in_progress(b: &Backend<'_>) -> f64 {
+    if b.decoding == 0 || b.pending_prefill > 0 {
+        return 0.0;
+    }
+    0.5 * (b.step_base_s + b.context_tokens as f64 * b.per_kv_token_s)
 }
 
 /// Prompt tokens `b` would compute for `job` (all but its cached prefix).

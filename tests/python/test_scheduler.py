@@ -3,6 +3,11 @@ of SIMULATED engines (`switchyard sim`) and a FAKE external provider."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import time
+from urllib.parse import urlsplit
+
 from harness import (MASTER_KEY, MASTER_KEY_ENV, fleet_config, model_group, openai_provider,
                      section)
 
@@ -97,15 +102,15 @@ def test_a_tenants_policy_and_budget_bound_where_its_requests_go(launch):
     )
     gw = launch.gateway(config, env={MASTER_KEY_ENV: MASTER_KEY})
 
-    def placed(tenant: str) -> tuple[str, str]:
-        r = gw.http("POST", "/admin/keys", {"tenant": tenant},
+    def placed(tenant: str, **key) -> tuple[str, str]:
+        r = gw.http("POST", "/admin/keys", {"tenant": tenant, **key},
                     headers={"Authorization": f"Bearer {MASTER_KEY}"})
         assert r.status == 200, r
         raw = gw.client(api_key=r.json()["key"]).chat.completions.with_raw_response.create(
             model="llama",
-            # Each tenant's own text: a prompt the engine has seen would be
+            # Each caller's own text: a prompt the engine has seen would be
             # a prefix-cache hit, fast enough for the SLO.
-            messages=[{"role": "user", "content": f"{tenant}: " + "long context " * 2000}],
+            messages=[{"role": "user", "content": f"{tenant} {key}: " + "long context " * 2000}],
             max_tokens=5,
         )
         assert raw.parse().choices[0].message.content
@@ -115,5 +120,59 @@ def test_a_tenants_policy_and_budget_bound_where_its_requests_go(launch):
     assert placed("pinned") == ("external:ext", "overflow")
     assert placed("onprem") == ("local:sim-l4-0/l4", "queued_local")
     assert placed("thrifty") == ("local:sim-l4-0/l4", "queued_local")
+    # A key's own budget binds as its tenant's does.
+    assert placed("keyed", limits={"budget_daily_usd": 0.0001}) == (
+        "local:sim-l4-0/l4", "queued_local")
+    assert placed("keyed", limits={"budget_daily_usd": 5.0}) == ("external:cheap", "overflow")
     models = [r["body"]["model"] for r in fake.requests()]
-    assert models == ["fake-nano", "fake-mini"], models
+    assert models == ["fake-nano", "fake-mini", "fake-nano"], models
+
+
+def test_requests_sent_around_the_gateway_count_against_its_gpu(launch):
+    # Another client sends eight requests straight to the engine. The
+    # gateway did not send them, but it scrapes the engine's own counts
+    # (vllm:num_requests_running / _waiting) and counts them ahead of its
+    # next request: the L4 can no longer meet the SLO, so it overflows.
+    sim = launch.sim("l4:llama")
+    fake = launch.fake()
+    gw = launch.gateway(fleet_config(sim, fake, gpu="l4", slo_ms=2000))
+
+    def prompt(tag: str) -> str:
+        return f"{tag}: " + "long context " * 600  # about 1,950 tokens
+
+    def placed(tag: str) -> tuple[str, str]:
+        raw = gw.client().chat.completions.with_raw_response.create(
+            model="llama", messages=[{"role": "user", "content": prompt(tag)}], max_tokens=5)
+        assert raw.parse().choices[0].message.content
+        return raw.headers["x-switchyard-placement"], raw.headers["x-switchyard-placement-reason"]
+
+    # Idle, the L4 prefills it in about half a second.
+    assert placed("ours") == ("local:sim-l4-0/l4", "slo_met_local")
+    # Around the gateway: ~2,000 prompt and 8,000 output tokens each, so the
+    # L4's KV cache (42,700 tokens) runs four and keeps four waiting.
+    host = urlsplit(sim.url)
+    direct = []
+    for i in range(8):
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=10)
+        conn.request("POST", "/v1/chat/completions", json.dumps({
+            "model": "llama", "stream": True, "max_tokens": 8000,
+            "messages": [{"role": "user", "content": prompt(f"direct {i}")}],
+        }), {"content-type": "application/json"})
+        direct.append(conn)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            backend = gw.http("GET", "/api/v1/fleet").json()["backends"][0]
+            if backend["foreign_requests"] == {"running": 4, "waiting": 4}:
+                break
+            assert time.monotonic() < deadline, backend
+            time.sleep(0.1)
+        assert backend["in_flight"] == 0, "none of them is the gateway's"
+        # Four typical prompts wait ahead of ours: ~2.6 s to a first token.
+        assert placed("ours again") == ("external:ext", "overflow")
+        metrics = gw.http("GET", "/metrics").body.decode()
+        assert 'switchyard_backend_foreign_requests{backend="sim-l4-0"} 8' in metrics
+    finally:
+        for conn in direct:
+            conn.close()
+    assert [r["body"]["model"] for r in fake.requests()] == ["fake-mini"]

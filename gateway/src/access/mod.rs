@@ -60,15 +60,15 @@ struct Tenant {
     placement: TenantPlacementConfig,
 }
 
-/// What placement must respect for one tenant's request.
+/// What placement must respect for one caller's request.
 #[derive(Debug, Clone, Default)]
 pub struct TenantPlacement {
     /// Replaces the group's mode.
     pub mode: Option<switchyard_scheduler::placement::Mode>,
     /// Narrows the group's external deployments; empty: no narrowing.
     pub allowed_external: Vec<String>,
-    /// USD the tenant may still spend today and this month (the lesser);
-    /// `None` without a budget.
+    /// USD the caller may still spend: the least of what its tenant's and
+    /// its key's daily and monthly budgets leave; `None` without a budget.
     pub budget_left_usd: Option<f64>,
 }
 
@@ -345,23 +345,35 @@ impl Access {
         out
     }
 
-    /// `tenant`'s placement policy and what is left of its budgets.
-    pub fn placement(&self, tenant: &str) -> TenantPlacement {
-        let Some(t) = self.tenants.get(tenant) else {
-            return TenantPlacement::default();
-        };
-        let (today, this_month) = self.spent(&format!("tenant:{tenant}"));
-        let left = [
-            t.limits.budget_daily_usd.map(|b| b - today),
-            t.limits.budget_monthly_usd.map(|b| b - this_month),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|l| l.max(0.0))
-        .min_by(f64::total_cmp);
+    /// The caller's placement policy (its tenant's) and what is left of
+    /// its budgets: the least of its tenant's and its key's, daily and
+    /// monthly.
+    pub fn placement(&self, p: &Principal) -> TenantPlacement {
+        let tenant = self.tenants.get(&*p.tenant);
+        let mut scopes: Vec<(String, LimitsConfig)> = Vec::with_capacity(2);
+        if let Some(t) = tenant {
+            scopes.push((format!("tenant:{}", p.tenant), t.limits));
+        }
+        if let Some(k) = &p.key {
+            scopes.push((format!("key:{}", k.id), k.limits));
+        }
+        let left = scopes
+            .iter()
+            .flat_map(|(scope, limits)| {
+                let (today, this_month) = self.spent(scope);
+                [
+                    limits.budget_daily_usd.map(|b| b - today),
+                    limits.budget_monthly_usd.map(|b| b - this_month),
+                ]
+            })
+            .flatten()
+            .map(|l| l.max(0.0))
+            .min_by(f64::total_cmp);
         TenantPlacement {
-            mode: t.placement.mode,
-            allowed_external: t.placement.allowed_external.clone(),
+            mode: tenant.and_then(|t| t.placement.mode),
+            allowed_external: tenant
+                .map(|t| t.placement.allowed_external.clone())
+                .unwrap_or_default(),
             budget_left_usd: left,
         }
     }

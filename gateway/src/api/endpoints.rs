@@ -213,7 +213,7 @@ async fn chat(
         stream: chat.is_stream(),
         cache: write,
         class: call.class,
-        tenant: &tenant,
+        principal: &call.principal,
     };
     forward(app, log, started, fwd).await
 }
@@ -423,7 +423,7 @@ async fn completions_as(
         stream: req.stream.unwrap_or(false),
         cache: None,
         class: call.class,
-        tenant: &call.principal.tenant,
+        principal: &call.principal,
     };
     forward(app, log, started, fwd).await
 }
@@ -469,7 +469,7 @@ async fn embeddings_as(
         stream: false,
         cache: None,
         class: call.class,
-        tenant: &call.principal.tenant,
+        principal: &call.principal,
     };
     forward(app, log, started, fwd).await
 }

@@ -14,6 +14,7 @@ use super::extract::JsonObject;
 use super::log::RequestLog;
 use super::sse;
 use super::types::ChatCompletionRequest;
+use crate::access::Principal;
 use crate::app::App;
 use crate::cache::Cache;
 use crate::cache::exact::CachedResponse;
@@ -42,8 +43,9 @@ pub struct Forward<'a> {
     pub cache: Option<CacheWrite>,
     /// Interactive, or a batch item.
     pub class: Class,
-    /// The caller's tenant (DLP policy of answers).
-    pub tenant: &'a Arc<str>,
+    /// The caller: its tenant's DLP policy applies to answers, its
+    /// tenant's and key's policies and budgets to placement.
+    pub principal: &'a Principal,
 }
 
 /// A cache miss to fill.
@@ -130,7 +132,7 @@ pub async fn forward(
                 fwd.class,
                 &app.access
                     .as_ref()
-                    .map(|a| a.placement(fwd.tenant))
+                    .map(|a| a.placement(fwd.principal))
                     .unwrap_or_default(),
             )
             .instrument(tracing::info_span!("placement", model_group = %group.name))
@@ -206,7 +208,7 @@ pub async fn forward(
             drop(ticket);
             log.usage = usage;
             if let Some(dlp) = app.dlp.as_ref().filter(|d| d.dlp.responses) {
-                body = scan_answer(dlp, fwd.tenant, fwd.model, body, &mut log);
+                body = scan_answer(dlp, &fwd.principal.tenant, fwd.model, body, &mut log);
             }
             if let Some(w) = fwd.cache
                 && finished_normally(&body)

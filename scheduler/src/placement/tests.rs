@@ -126,6 +126,69 @@ fn the_estimate_agrees_with_the_engine_it_models() {
 }
 
 #[test]
+fn a_job_arriving_while_an_engine_decodes_waits_out_the_step_in_progress() {
+    use crate::engine::{Engine, EngineConfig, Request};
+    // An L4's decode steps are long (76 ms and more), and a short prompt
+    // needs one step of its own: what is left of the step it arrives in is
+    // a third of its TTFT.
+    let p = GpuProfile::named("l4").unwrap();
+    let mut e = Engine::new(EngineConfig::new(p.clone()));
+    let m = models();
+    let mut view = backend("l", &m, "l4");
+    let mut contexts = std::collections::HashMap::new();
+    for id in 0..8 {
+        e.submit(Request {
+            id,
+            prompt_tokens: 1500,
+            // All eight fit the L4's KV cache (42,700 tokens) at once.
+            output_tokens: 1000,
+            blocks: vec![],
+        })
+        .unwrap();
+        contexts.insert(id, 1500u64);
+    }
+    // Until all eight decode.
+    let mut first = 0;
+    while first < 8 {
+        let step = e.step().unwrap();
+        first += step.first_tokens.len();
+        for id in step.tokens {
+            *contexts.get_mut(&id).unwrap() += 1;
+        }
+    }
+    view.in_flight = 8;
+    view.decoding = 8;
+    view.context_tokens = contexts.values().sum();
+    let predicted = estimate_ttft(&job(100), &view);
+    // The job arrives during the next step, at a uniformly random moment
+    // of it: on average half the step is left, then its own steps.
+    let in_progress = e.step().unwrap().duration;
+    e.submit(Request {
+        id: 99,
+        prompt_tokens: 100,
+        output_tokens: 200,
+        blocks: vec![],
+    })
+    .unwrap();
+    let mut own = 0.0;
+    loop {
+        let step = e.step().unwrap();
+        own += step.duration;
+        if step.first_tokens.iter().any(|(id, _)| *id == 99) {
+            break;
+        }
+    }
+    let actual = in_progress / 2.0 + own;
+    assert!(
+        (predicted - actual).abs() < 0.05 * actual,
+        "predicted {predicted}, simulated mean {actual} ({in_progress} s step in progress)"
+    );
+    // Nothing running: no step to wait out.
+    let idle = backend("l", &m, "l4");
+    assert_eq!(step_in_progress(&idle), 0.0);
+}
+
+#[test]
 fn a_cached_prefix_makes_a_backend_faster_and_cheaper() {
     let m = models();
     let cold = backend("cold", &m, "l4");
