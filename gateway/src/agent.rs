@@ -73,6 +73,68 @@ pub struct AgentConfig {
     /// Subscribers must send `authorization: Bearer <token>`; `None`
     /// serves anyone who can connect.
     pub token: Option<SecretString>,
+    /// Serve over TLS (and, with a client CA, require client
+    /// certificates); `None`: plain HTTP/2.
+    pub tls: Option<AgentTls>,
+}
+
+/// PEM files of an agent's TLS identity.
+#[derive(Debug, Clone)]
+pub struct AgentTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// Subscribers must present a certificate this CA signed (mutual TLS).
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+impl AgentTls {
+    /// tonic's server settings, the files read and checked now.
+    fn server_config(&self) -> Result<tonic::transport::ServerTlsConfig, String> {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let identity = Identity::from_pem(
+            read_pem(&self.cert, "--tls-cert", Pem::Certificates)?,
+            read_pem(&self.key, "--tls-key", Pem::PrivateKey)?,
+        );
+        let mut config = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read_pem(
+                ca,
+                "--tls-client-ca",
+                Pem::Certificates,
+            )?));
+        }
+        Ok(config)
+    }
+}
+
+/// What a PEM file must hold.
+#[derive(Debug, Clone, Copy)]
+pub enum Pem {
+    Certificates,
+    PrivateKey,
+}
+
+/// A PEM file's bytes, holding at least one block of `kind`; `what` names
+/// it in the error.
+pub fn read_pem(path: &std::path::Path, what: &str, kind: Pem) -> Result<Vec<u8>, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let found = match kind {
+        Pem::Certificates => text.contains("-----BEGIN CERTIFICATE-----"),
+        // PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+        Pem::PrivateKey => text
+            .lines()
+            .any(|l| l.starts_with("-----BEGIN ") && l.ends_with("PRIVATE KEY-----")),
+    };
+    if !found {
+        let want = match kind {
+            Pem::Certificates => "PEM certificates",
+            Pem::PrivateKey => "PEM private key",
+        };
+        return Err(format!("{what}: {} holds no {want}", path.display()));
+    }
+    Ok(bytes)
 }
 
 /// A running agent: its gRPC address. Dropping it stops the server (and
@@ -102,6 +164,12 @@ impl Drop for RunningAgent {
 
 /// Binds `listen`, starts sampling and serves `TelemetryService`.
 pub async fn start(listen: SocketAddr, config: AgentConfig) -> Result<RunningAgent, String> {
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        server = server
+            .tls_config(tls.server_config()?)
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot bind {listen}: {e}"))?;
@@ -150,11 +218,7 @@ pub async fn start(listen: SocketAddr, config: AgentConfig) -> Result<RunningAge
         },
     );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(incoming),
-    );
+    let task = tokio::spawn(server.add_service(service).serve_with_incoming(incoming));
     Ok(RunningAgent { addr, source, task })
 }
 
@@ -327,15 +391,19 @@ sample_conversions!(
     simulated,
 );
 
+/// How a gateway reaches one agent: its bearer token and, for an
+/// `https://` agent, TLS settings.
+#[derive(Debug, Clone, Default)]
+pub struct AgentLink {
+    pub token: Option<SecretString>,
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
 /// Subscribes to the agent at `url` for as long as the receiver lives,
-/// sending `token` as `authorization: Bearer …` when given.
-/// `stale_after`: silence longer than this drops the connection and
-/// reconnects.
-pub fn subscribe(
-    url: String,
-    token: Option<SecretString>,
-    stale_after: Duration,
-) -> watch::Receiver<Feed> {
+/// sending `link`'s token as `authorization: Bearer …` when given, over
+/// its TLS when given. `stale_after`: silence longer than this drops the
+/// connection and reconnects.
+pub fn subscribe(url: String, link: AgentLink, stale_after: Duration) -> watch::Receiver<Feed> {
     let (tx, rx) = watch::channel(Feed::waiting(&format!("agent {url}")));
     tokio::spawn(async move {
         let mut sequence = 0;
@@ -349,7 +417,7 @@ pub fn subscribe(
         loop {
             let lost = follow(
                 &url,
-                token.as_ref(),
+                &link,
                 stale_after,
                 &tx,
                 &mut sequence,
@@ -386,10 +454,45 @@ pub fn subscribe(
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// The agent's gRPC endpoint, over `tls` when given.
+pub fn endpoint(
+    url: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<tonic::transport::Endpoint, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("invalid address: {e}"))?;
+    match tls {
+        Some(tls) => endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("TLS: {}", error_chain(&e))),
+        None => Ok(endpoint),
+    }
+}
+
+/// An error and its sources, `: `-separated (tonic's transport errors say
+/// little at the top).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    sources(e.to_string(), e.source())
+}
+
+/// `top`, then each of `source`'s chain that it does not already say.
+fn sources(top: String, mut source: Option<&dyn std::error::Error>) -> String {
+    let mut out = top;
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// One connection: publishes samples until it fails; returns why.
 async fn follow(
     url: &str,
-    token: Option<&SecretString>,
+    link: &AgentLink,
     stale_after: Duration,
     tx: &watch::Sender<Feed>,
     sequence: &mut u64,
@@ -397,9 +500,9 @@ async fn follow(
     connected: &mut bool,
 ) -> String {
     use switchyard_proto::v1::telemetry_service_client::TelemetryServiceClient;
-    let endpoint = match tonic::transport::Endpoint::from_shared(url.to_owned()) {
+    let endpoint = match endpoint(url, link.tls.clone()) {
         Ok(e) => e.connect_timeout(stale_after),
-        Err(e) => return format!("invalid address: {e}"),
+        Err(e) => return e,
     };
     // Connecting and opening the stream, bounded: an agent that accepts
     // connections but never answers is as good as gone.
@@ -407,9 +510,9 @@ async fn follow(
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(|e| format!("connect: {}", error_chain(&e)))?;
         let mut request = Request::new(pb::WatchRequest {});
-        if let Some(token) = token {
+        if let Some(token) = &link.token {
             let value = format!("Bearer {}", token.expose_secret())
                 .parse()
                 .map_err(|_| "agent_token: not a valid header value".to_owned())?;
@@ -419,7 +522,17 @@ async fn follow(
             .watch(request)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|status| format!("watch: {}", status.message()))
+            .map_err(|status| {
+                // A TLS refusal after the handshake (no client certificate)
+                // shows only in the sources.
+                format!(
+                    "watch: {}",
+                    sources(
+                        status.message().to_owned(),
+                        std::error::Error::source(&status)
+                    )
+                )
+            })
     })
     .await;
     let mut stream = match opened {

@@ -149,6 +149,17 @@ pub enum Command {
         /// the backend's `agent_token`).
         #[arg(long)]
         token_env: Option<String>,
+        /// Serve over TLS with this PEM certificate (chain), with
+        /// `--tls-key`; gateways then address the agent as `https://`.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of `--tls-cert`.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require subscribers to present a client certificate signed by
+        /// this PEM CA (mutual TLS; needs `--tls-cert`).
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Run a FAKE upstream (OpenAI, Azure OpenAI and Anthropic wire formats)
     /// for demos and tests. It is not a model: it answers deterministically.
@@ -538,6 +549,9 @@ async fn run(command: Command) -> ExitCode {
             node,
             interval_ms,
             token_env,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         } => {
             let _log_guard = crate::logging::init(&LoggingConfig::default());
             let token = match token_env
@@ -547,9 +561,25 @@ async fn run(command: Command) -> ExitCode {
                 Ok(token) => token,
                 Err(e) => return fail(&format!("--token-env: {e}")),
             };
-            if token.is_none() && !listen.ip().is_loopback() {
-                tracing::warn!(%listen, "no --token-env: any host that can reach this port can read the GPU telemetry");
+            if !listen.ip().is_loopback() {
+                if token.is_none() && tls_client_ca.is_none() {
+                    tracing::warn!(%listen, "no --token-env nor --tls-client-ca: any host that can reach this port can read the GPU telemetry");
+                } else if tls_cert.is_none() {
+                    tracing::warn!(%listen, "no --tls-cert: the token crosses the network in the clear");
+                }
             }
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(crate::agent::AgentTls {
+                    cert,
+                    key,
+                    client_ca: tls_client_ca,
+                }),
+                _ => None,
+            };
+            let (tls_on, mtls) = (
+                tls.is_some(),
+                tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            );
             let source = match (telemetry.as_str(), sims.is_empty()) {
                 ("sim", false) => AgentSource::Sim(sims),
                 ("sim", true) => return fail("--telemetry sim needs at least one --sim URL"),
@@ -563,6 +593,7 @@ async fn run(command: Command) -> ExitCode {
                 source,
                 interval: Duration::from_millis(interval_ms),
                 token,
+                tls,
             };
             match crate::agent::start(listen, config).await {
                 Ok(agent) => {
@@ -571,7 +602,7 @@ async fn run(command: Command) -> ExitCode {
                     } else {
                         ""
                     };
-                    tracing::info!(addr = %agent.addr, node = %node, source = agent.source, "listening{simulated}");
+                    tracing::info!(addr = %agent.addr, node = %node, source = agent.source, tls = tls_on, client_certificates = mtls, "listening{simulated}");
                     tokio::select! {
                         r = agent.wait() => match r {
                             Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use switchyard_scheduler::catalog::{Catalog, Price};
@@ -32,7 +31,9 @@ use tokio::time::Instant;
 
 use crate::access::TenantPlacement;
 use crate::agent::{self, Feed};
-use crate::config::{Config, ConfigError, LocalBackendConfig, ProviderConfig, TelemetryKind};
+use crate::config::{
+    AgentTlsConfig, Config, ConfigError, LocalBackendConfig, ProviderConfig, TelemetryKind,
+};
 use crate::error::ApiError;
 use crate::routing::ModelGroup;
 
@@ -64,8 +65,8 @@ pub struct LocalBackend {
     telemetry_url: Option<String>,
     /// The node agent's address (`telemetry = "agent"`).
     agent: Option<String>,
-    /// Sent to the agent as `authorization: Bearer …` when set.
-    agent_token: Option<SecretString>,
+    /// Its token and TLS settings.
+    agent_link: agent::AgentLink,
     metrics_url: String,
     gpus: Vec<String>,
     permits: Arc<Semaphore>,
@@ -566,7 +567,7 @@ impl Fleet {
                     if let Some(url) = &b.agent {
                         let stale = Duration::from_secs_f64(self.health.stale_after_s);
                         feeds.entry(Some(url.clone())).or_insert_with(|| {
-                            agent::subscribe(url.clone(), b.agent_token.clone(), stale)
+                            agent::subscribe(url.clone(), b.agent_link.clone(), stale)
                         });
                     }
                 }
@@ -831,6 +832,13 @@ fn local_backend(
         .map(|t| t.resolve(env))
         .transpose()
         .map_err(|e| ConfigError(format!("providers.{name}.local.agent_token: {e}")))?;
+    let agent_tls = l
+        .agent
+        .as_deref()
+        .map(|url| agent_tls(url, l.agent_tls.as_deref()))
+        .transpose()
+        .map_err(|e| ConfigError(format!("providers.{name}.local.agent_tls: {e}")))?
+        .flatten();
     let ledger = BackendLedger::new(name, Vec::new(), profile.clone(), l.permits, l.gpu_hour_usd)
         .with_host_kv_tokens(host_kv);
     Ok(LocalBackend {
@@ -839,7 +847,10 @@ fn local_backend(
         telemetry: l.telemetry,
         telemetry_url: (l.telemetry == TelemetryKind::Sim).then(|| format!("{root}/sim/telemetry")),
         agent: l.agent.clone(),
-        agent_token,
+        agent_link: agent::AgentLink {
+            token: agent_token,
+            tls: agent_tls,
+        },
         metrics_url: l
             .metrics_url
             .clone()
@@ -849,6 +860,40 @@ fn local_backend(
         ledger: Mutex::new(ledger),
         observed: Mutex::new(Observed::default()),
     })
+}
+
+/// TLS settings for the agent at `url` (checked by `config::validate`):
+/// `None` for `http://`; for `https://`, `tls`'s CA (else the web PKI's
+/// roots), client identity and server name, checked now (the files read,
+/// the certificates and key parsed).
+fn agent_tls(
+    url: &str,
+    tls: Option<&AgentTlsConfig>,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    if !url.starts_with("https://") {
+        return Ok(None);
+    }
+    let tls = tls.cloned().unwrap_or_default();
+    let mut config =
+        match &tls.ca {
+            Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(
+                agent::read_pem(ca, "ca", agent::Pem::Certificates)?,
+            )),
+            None => ClientTlsConfig::new().with_webpki_roots(),
+        };
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        config = config.identity(Identity::from_pem(
+            agent::read_pem(cert, "cert", agent::Pem::Certificates)?,
+            agent::read_pem(key, "key", agent::Pem::PrivateKey)?,
+        ));
+    }
+    if let Some(name) = tls.server_name {
+        config = config.domain_name(name);
+    }
+    // Builds the TLS connector: bad certificates and keys fail here.
+    agent::endpoint(url, Some(config.clone()))?;
+    Ok(Some(config))
 }
 
 /// A deployment's price: explicit, as another catalog model, or its own

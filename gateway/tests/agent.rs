@@ -450,3 +450,209 @@ async fn an_agent_with_a_token_serves_only_subscribers_that_send_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("NO_SUCH_TOKEN_VAR"), "{err}");
 }
+
+/// PEM files in a temp dir: a CA (`ca.pem`), an agent certificate for
+/// 127.0.0.1 (`agent.pem`, `agent.key`) and a client certificate
+/// (`client.pem`, `client.key`), both signed by the CA.
+fn pki() -> tempfile::TempDir {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    for (name, san, usage) in [
+        ("agent", "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth),
+        (
+            "client",
+            "gateway.test",
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![san.to_owned()]).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+    dir
+}
+
+/// Every log line of `gw` so far and for another half second.
+fn all_logs(gw: &Gateway) -> String {
+    let after: Vec<String> =
+        std::iter::from_fn(|| gw.logs.recv_timeout(Duration::from_millis(500)).ok())
+            .take(200)
+            .collect();
+    [gw.startup.join("\n"), after.join("\n")].join("\n")
+}
+
+#[tokio::test]
+async fn an_agent_over_mutual_tls_serves_gateways_that_trust_it_and_that_it_trusts() {
+    let a = sim("sim-f", 0).await;
+    let pki = pki();
+    let file = |name: &str| pki.path().join(name).to_str().unwrap().to_owned();
+    let node = agent_with(
+        "127.0.0.1:0",
+        &[&a],
+        &[
+            "--token-env",
+            "NODE_AGENT_TOKEN",
+            "--tls-cert",
+            &file("agent.pem"),
+            "--tls-key",
+            &file("agent.key"),
+            "--tls-client-ca",
+            &file("ca.pem"),
+        ],
+        &[("NODE_AGENT_TOKEN", AGENT_TOKEN)],
+    );
+    let config = |scheme: &str, tls: &str| {
+        one_backend(&a, node.addr, "\"0\"")
+            .replace(
+                &format!("agent = \"http://{}\"", node.addr),
+                &format!("agent = \"{scheme}://{}\"", node.addr),
+            )
+            .replace(
+                "gpus = [",
+                &format!("agent_token = {{ env = \"GW_AGENT_TOKEN\" }}, {tls}gpus = ["),
+            )
+    };
+    let token = [("GW_AGENT_TOKEN", AGENT_TOKEN)];
+    let mutual = format!(
+        "agent_tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}, ",
+        file("ca.pem"),
+        file("client.pem"),
+        file("client.key")
+    );
+
+    // Trusting the agent's CA and holding a client certificate it signed.
+    let gw = Gateway::start(&config("https", &mutual), &token);
+    let f = until(&gw, "the GPU over mutual TLS", |f| {
+        f["backends"][0]["gpus"]
+            .as_array()
+            .is_some_and(|g| g.len() == 1)
+    })
+    .await;
+    assert_eq!(health(&f, 0).0, "healthy", "{f}");
+    let logs = all_logs(&gw);
+    assert!(logs.contains("node agent connected"), "{logs}");
+
+    // Without a client certificate the agent refuses the handshake.
+    let no_cert = Gateway::start(
+        &config(
+            "https",
+            &format!("agent_tls = {{ ca = \"{}\" }}, ", file("ca.pem")),
+        ),
+        &token,
+    );
+    until(&no_cert, "drained without a client certificate", |f| {
+        health(f, 0).0 == "drained"
+    })
+    .await;
+    let logs = all_logs(&no_cert);
+    assert!(logs.contains("node agent unreachable"), "{logs}");
+
+    // A gateway that does not trust the agent's CA (here: the public web
+    // PKI's roots) refuses its certificate.
+    let untrusting = Gateway::start(&config("https", ""), &token);
+    until(&untrusting, "drained with an untrusted agent", |f| {
+        health(f, 0).0 == "drained"
+    })
+    .await;
+    let logs = all_logs(&untrusting);
+    assert!(logs.to_lowercase().contains("certificate"), "{logs}");
+    // Plain HTTP/2 to a TLS agent gets nowhere either.
+    let plain = Gateway::start(&config("http", ""), &token);
+    until(&plain, "drained over plain HTTP/2", |f| {
+        health(f, 0).0 == "drained"
+    })
+    .await;
+    for logs in [logs, all_logs(&plain)] {
+        assert!(!logs.contains(AGENT_TOKEN), "{logs}");
+    }
+
+    // Settings that cannot work are refused at start, naming the field.
+    let refused = |config: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchyard.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .env("GW_AGENT_TOKEN", AGENT_TOKEN)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("started with {config}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!status.success(), "{config}");
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        err
+    };
+    let err = refused(&config("http", &mutual));
+    assert!(
+        err.contains("agent_tls") && err.contains("https://"),
+        "{err}"
+    );
+    let err = refused(&config(
+        "https",
+        &format!("agent_tls = {{ cert = \"{}\" }}, ", file("client.pem")),
+    ));
+    assert!(err.contains("`cert` and `key` go together"), "{err}");
+    let err = refused(&config(
+        "https",
+        &format!("agent_tls = {{ ca = \"{}\" }}, ", file("client.key")),
+    ));
+    assert!(
+        err.contains("agent_tls") && err.contains("holds no PEM certificates"),
+        "{err}"
+    );
+    let err = refused(&config(
+        "https",
+        "agent_tls = { ca = \"/nonexistent/ca.pem\" }, ",
+    ));
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+
+    // An agent whose key is not one does not start.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--telemetry",
+            "sim",
+            "--sim",
+        ])
+        .arg(a.url())
+        .args([
+            "--tls-cert",
+            &file("agent.pem"),
+            "--tls-key",
+            &file("ca.pem"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--tls-key") && err.contains("holds no PEM private key"),
+        "{err}"
+    );
+}

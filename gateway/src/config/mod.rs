@@ -257,6 +257,11 @@ pub struct LocalBackendConfig {
     /// `authorization: Bearer <token>`; e.g. `{ env = "AGENT_TOKEN" }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_token: Option<SecretRef>,
+    /// TLS to the node agent, whose `agent` address is then `https://…`
+    /// (an `https://` agent without it is verified against the public web
+    /// PKI's roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_tls: Option<Box<AgentTlsConfig>>,
     /// GB of host memory the engine keeps evicted KV blocks in (LMCache,
     /// SGLang's HiCache); the ledger remembers prefixes sent here that much
     /// longer. 0: none.
@@ -266,6 +271,28 @@ pub struct LocalBackendConfig {
     /// default: `base_url` without `/v1`, plus `/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
+}
+
+/// `local.agent_tls`: how a gateway verifies a node agent's certificate and
+/// what it presents to an agent that requires client certificates. Paths
+/// to PEM files, read at start.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTlsConfig {
+    /// CA certificate(s) the agent's certificate must chain to (the agent's
+    /// `--tls-cert`); default: the public web PKI's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate and its key, for an agent started with
+    /// `--tls-client-ca` (both or neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::path::PathBuf>,
+    /// The name the agent's certificate must carry; default: the host of
+    /// `agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 fn is_zero(v: &f64) -> bool {

@@ -130,8 +130,16 @@ fn a_local_backend_names_its_telemetry_source() {
             "must be an http",
         ),
         (
-            "telemetry = \"agent\", agent = \"https://h:1\", gpus = [\"0\"]",
-            "must be an http://",
+            "telemetry = \"agent\", agent = \"http://h:1\", agent_tls = { ca = \"ca.pem\" }, gpus = [\"0\"]",
+            "providers.openai.local.agent_tls: the agent address `http://h:1` must be https://",
+        ),
+        (
+            "telemetry = \"agent\", agent = \"https://h:1\", agent_tls = { key = \"k.pem\" }, gpus = [\"0\"]",
+            "providers.openai.local.agent_tls: `cert` and `key` go together",
+        ),
+        (
+            "telemetry = \"nvml\", agent_tls = { ca = \"ca.pem\" }, gpus = [\"0\"]",
+            "providers.openai.local.agent_tls: set without an `agent`",
         ),
     ] {
         let e = local(fields);
@@ -142,6 +150,7 @@ fn a_local_backend_names_its_telemetry_source() {
         "base_url = \"https://api.openai.com/v1\"\nlocal = { gpu = \"h100\", gpu_hour_usd = 1.0, telemetry = \"agent\", agent = \"http://10.0.0.1:9950\", gpus = [\"0\"] }",
     );
     parse(&ok).unwrap();
+    parse(&ok.replace("http://10.0.0.1", "https://10.0.0.1")).unwrap();
 }
 
 #[test]

@@ -343,17 +343,35 @@ fn validate_local(name: &str, l: &super::LocalBackendConfig) -> Result<(), Confi
             )));
         }
         (Some(url), _) => match reqwest::Url::parse(url) {
-            Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                if l.agent_tls.is_some() && u.scheme() != "https" {
+                    return Err(ConfigError(format!(
+                        "{at}.agent_tls: the agent address `{url}` must be https://"
+                    )));
+                }
+            }
             Ok(_) => {
                 return Err(ConfigError(format!(
-                    "{at}.agent: `{url}` must be an http:// address with a host (agents speak plain gRPC; keep them on a private network)"
+                    "{at}.agent: `{url}` must be an http:// or https:// address with a host"
                 )));
             }
             Err(e) => {
                 return Err(ConfigError(format!("{at}.agent: invalid URL `{url}`: {e}")));
             }
         },
+        (None, _) if l.agent_tls.is_some() => {
+            return Err(ConfigError(format!(
+                "{at}.agent_tls: set without an `agent`"
+            )));
+        }
         (None, _) => {}
+    }
+    if let Some(tls) = &l.agent_tls
+        && tls.cert.is_some() != tls.key.is_some()
+    {
+        return Err(ConfigError(format!(
+            "{at}.agent_tls: `cert` and `key` go together"
+        )));
     }
     if let Some(url) = &l.metrics_url
         && let Err(e) = reqwest::Url::parse(url)
