@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use switchyard_scheduler::catalog::{Catalog, Price};
-use switchyard_scheduler::ledger::{BackendLedger, Foreign};
+use switchyard_scheduler::ledger::{BackendLedger, ExternalTtft, Foreign};
 use switchyard_scheduler::placement::{
     External, Health, Job, Mode, Policy, Priority, Reason, Target, affordable_externals, place,
 };
@@ -83,13 +83,24 @@ struct GroupPlan {
     allowed_external: Vec<String>,
     /// (deployment index, backend index) of its local deployments.
     locals: Vec<(usize, usize)>,
-    /// (deployment index, id, price, expected TTFT) of the others.
-    externals: Vec<(usize, String, Price, f64)>,
+    /// The others.
+    externals: Vec<ExternalPlan>,
     /// Per deployment: `local:<backend>/<gpu>` or `external:<provider>`
     /// (shared with every placed request).
     labels: Arc<[String]>,
     /// The models its externals serve: the group's name.
     models: [String; 1],
+}
+
+/// An external deployment of a placed group.
+#[derive(Debug)]
+struct ExternalPlan {
+    /// Its index in the group.
+    index: usize,
+    id: String,
+    price: Price,
+    /// Configured, then learned from the streams it answers.
+    ttft: Mutex<ExternalTtft>,
 }
 
 /// Every local backend and every placed group.
@@ -280,15 +291,20 @@ impl Fleet {
                     ))
                 })?;
                 let ttft = dc.ttft_ms.unwrap_or(sc.external_ttft_ms) as f64 / 1e3;
-                externals.push((i, d.id.clone(), price, ttft));
+                externals.push(ExternalPlan {
+                    index: i,
+                    id: d.id.clone(),
+                    price,
+                    ttft: Mutex::new(ExternalTtft::new(ttft)),
+                });
             }
             let pc = gc.placement.clone().unwrap_or_default();
             if let Some(unknown) = pc
                 .allowed_external
                 .iter()
-                .find(|a| !externals.iter().any(|(_, id, _, _)| id == *a))
+                .find(|a| !externals.iter().any(|e| e.id == **a))
             {
-                let known: Vec<&str> = externals.iter().map(|(_, id, _, _)| id.as_str()).collect();
+                let known: Vec<&str> = externals.iter().map(|e| e.id.as_str()).collect();
                 return Err(ConfigError(format!(
                     "model_groups.{}.placement.allowed_external: `{unknown}` is not one of its external deployments ({})",
                     group.name,
@@ -319,7 +335,7 @@ impl Fleet {
             for id in listed {
                 if !plans
                     .values()
-                    .any(|p| p.externals.iter().any(|(_, e, _, _)| e == id))
+                    .any(|p| p.externals.iter().any(|e| e.id == *id))
                 {
                     return Err(ConfigError(format!(
                         "tenants.{t}.placement.allowed_external: `{id}` is not an external deployment of any placed model group"
@@ -390,11 +406,11 @@ impl Fleet {
         let externals: Vec<External<'_>> = plan
             .externals
             .iter()
-            .map(|(_, id, price, ttft)| External {
-                name: id,
+            .map(|e| External {
+                name: &e.id,
                 models: &plan.models,
-                price: *price,
-                ttft_s: *ttft,
+                price: e.price,
+                ttft_s: lock(&e.ttft).estimate_s,
             })
             .collect();
         let policy = Policy {
@@ -425,7 +441,7 @@ impl Fleet {
         let reason = decision.reason.as_str();
         let (chosen, local) = match decision.target {
             Target::Local { backend } => (plan.locals[backend].0, Some(plan.locals[backend].1)),
-            Target::External { deployment } => (plan.externals[deployment].0, None),
+            Target::External { deployment } => (plan.externals[deployment].index, None),
             Target::Defer => {
                 self.count("deferred", reason);
                 return Err(deferred(&group.name));
@@ -488,7 +504,7 @@ impl Fleet {
             // fallback goes through the synchronous API).
             order.extend(
                 affordable_externals(&job, &externals, &policy, false)
-                    .map(|(i, _, _)| plan.externals[i].0)
+                    .map(|(i, _, _)| plan.externals[i].index)
                     .filter(|&i| i != chosen),
             );
         }
@@ -776,9 +792,40 @@ impl Fleet {
                 count: *count,
             })
             .collect();
+        let mut externals: Vec<ExternalSnapshot> = self
+            .groups
+            .iter()
+            .flat_map(|(group, plan)| {
+                plan.externals.iter().map(move |e| {
+                    let t = *lock(&e.ttft);
+                    ExternalSnapshot {
+                        group: group.clone(),
+                        deployment: e.id.clone(),
+                        ttft_s: t.estimate_s,
+                        configured_ttft_s: t.configured_s,
+                        ttft_samples: t.samples,
+                    }
+                })
+            })
+            .collect();
+        externals.sort_by(|a, b| (&a.group, &a.deployment).cmp(&(&b.group, &b.deployment)));
         FleetSnapshot {
             backends,
+            externals,
             decisions,
+        }
+    }
+
+    /// A stream from deployment `deployment` of `group` showed its first
+    /// chunk `ttft` after it was sent: teaches that external's typical
+    /// TTFT (local backends learn through their ticket).
+    pub fn external_first_token(&self, group: &str, deployment: usize, ttft: Duration) {
+        if let Some(e) = self
+            .groups
+            .get(group)
+            .and_then(|p| p.externals.iter().find(|e| e.index == deployment))
+        {
+            lock(&e.ttft).observe(ttft.as_secs_f64());
         }
     }
 }
@@ -798,7 +845,7 @@ fn tenant_policy(
     let allowed: Vec<String> = plan
         .externals
         .iter()
-        .map(|(_, id, _, _)| id)
+        .map(|e| &e.id)
         .filter(|id| tenant.allowed_external.contains(id))
         .filter(|id| plan.allowed_external.is_empty() || plan.allowed_external.contains(id))
         .cloned()
@@ -959,7 +1006,20 @@ fn external_price(
 #[derive(Debug, Serialize)]
 pub struct FleetSnapshot {
     pub backends: Vec<BackendSnapshot>,
+    /// Placed groups' external deployments, by group and id.
+    pub externals: Vec<ExternalSnapshot>,
     pub decisions: Vec<DecisionCount>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExternalSnapshot {
+    pub group: String,
+    pub deployment: String,
+    /// The typical TTFT placement uses: configured, then learned.
+    pub ttft_s: f64,
+    pub configured_ttft_s: f64,
+    /// Streams it was learned from.
+    pub ttft_samples: u64,
 }
 
 #[derive(Debug, Serialize)]

@@ -348,6 +348,41 @@ impl BackendLedger {
     }
 }
 
+/// An external deployment's typical time to first token, learned from the
+/// streams it answers: the configured figure counts as one observation,
+/// then the estimate is the running mean of all so far until that weighs
+/// each new one less than [`LEARN_RATE`], and from then on a moving
+/// average of that weight, so it follows a provider that slows down or
+/// recovers. A mean, not a tail: it is compared with the SLO as the local
+/// estimates are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExternalTtft {
+    pub configured_s: f64,
+    pub estimate_s: f64,
+    /// Observations so far.
+    pub samples: u64,
+}
+
+impl ExternalTtft {
+    pub fn new(configured_s: f64) -> Self {
+        Self {
+            configured_s,
+            estimate_s: configured_s,
+            samples: 0,
+        }
+    }
+
+    /// A stream's first chunk came `secs` after the request was sent.
+    pub fn observe(&mut self, secs: f64) {
+        if !secs.is_finite() || secs < 0.0 {
+            return;
+        }
+        self.samples += 1;
+        let weight = (1.0 / (self.samples as f64 + 1.0)).max(LEARN_RATE);
+        self.estimate_s += weight * (secs - self.estimate_s);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,6 +471,26 @@ mod tests {
         l.engine_counts(Some((9, 9)));
         l.engine_counts(None);
         assert_eq!(l.foreign(), Foreign::default());
+    }
+
+    #[test]
+    fn an_external_ttft_moves_from_its_configured_figure_to_what_streams_show() {
+        let mut t = ExternalTtft::new(0.2);
+        t.observe(1.5);
+        assert!((t.estimate_s - 0.85).abs() < 1e-12, "{t:?}");
+        t.observe(1.5);
+        // The mean of the prior and both: past a 1 s SLO after two.
+        assert!((t.estimate_s - 3.2 / 3.0).abs() < 1e-12, "{t:?}");
+        // Nonsense is ignored.
+        t.observe(f64::NAN);
+        t.observe(-1.0);
+        assert_eq!(t.samples, 2);
+        // A provider that recovers is followed, at the moving average's pace.
+        for _ in 0..60 {
+            t.observe(0.3);
+        }
+        assert!((t.estimate_s - 0.3).abs() < 0.01, "{t:?}");
+        assert_eq!(t.configured_s, 0.2);
     }
 
     #[test]

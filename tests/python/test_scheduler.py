@@ -176,3 +176,46 @@ def test_requests_sent_around_the_gateway_count_against_its_gpu(launch):
         for conn in direct:
             conn.close()
     assert [r["body"]["model"] for r in fake.requests()] == ["fake-mini"]
+
+
+def test_an_externals_ttft_is_learned_from_the_streams_it_answers(launch):
+    # Two externals for a prompt the L4 cannot take within the 1 s SLO: the
+    # cheaper one is configured at 0.2 s to a first token but takes 1.5 s.
+    sim = launch.sim("l4:llama")
+    slow, quick = launch.fake(), launch.fake()
+    config = (
+        section("scheduler", ttft_slo_ms=1000, telemetry_interval_ms=100, stale_after_ms=1000)
+        + section("providers.sim-l4-0", type="openai_compat", base_url=f"{sim.url}/v1",
+                  local={"gpu": "l4", "gpu_hour_usd": 2.0, "permits": 8, "telemetry": "sim"})
+        + openai_provider("slow", slow)
+        + openai_provider("quick", quick)
+        + model_group(
+            "llama",
+            {"provider": "sim-l4-0", "model": "llama"},
+            {"provider": "slow", "model": "fake-nano", "ttft_ms": 200,
+             "price": {"input_per_million": 0.05, "output_per_million": 0.2}},
+            {"provider": "quick", "model": "fake-mini", "ttft_ms": 300,
+             "price": {"input_per_million": 0.15, "output_per_million": 0.6}},
+        )
+    )
+    gw = launch.gateway(config)
+    slow.push_faults(*[{"kind": "slow_first_byte", "delay_ms": 1500}] * 2)
+
+    def placed(i: int) -> str:
+        raw = gw.client().chat.completions.with_raw_response.create(
+            model="llama", max_tokens=5, stream=True,
+            messages=[{"role": "user", "content": f"{i}: " + "long context " * 2000}])
+        assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        return raw.headers["x-switchyard-placement"]
+
+    assert placed(0) == "external:slow"
+    # (0.2 + 1.5) / 2 = 0.85 s: still within the SLO.
+    assert placed(1) == "external:slow"
+    # (0.2 + 1.5 + 1.5) / 3 = 1.07 s: past it, so the dearer one that meets it.
+    assert placed(2) == "external:quick"
+    externals = {e["deployment"]: e for e in gw.http("GET", "/api/v1/fleet").json()["externals"]}
+    learned = externals["slow/fake-nano"]
+    assert learned["ttft_samples"] == 2 and learned["configured_ttft_s"] == 0.2
+    assert 1.05 < learned["ttft_s"] < 1.2, learned
+    assert externals["quick/fake-mini"]["ttft_samples"] == 1
+    assert externals["quick/fake-mini"]["ttft_s"] < 0.3

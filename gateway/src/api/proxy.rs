@@ -182,6 +182,9 @@ pub async fn forward(
     };
     let mut ticket = None;
     let mut placement = None;
+    if let (Some(fleet), Some(_), Committed::Stream { .. }) = (&app.fleet, &placed, &done.reply) {
+        fleet.external_first_token(&group.name, done.index, done.answer_time);
+    }
     if let Some(mut p) = placed {
         let (label, reason) = p.headers_for(done.index);
         placement = Some((label.to_owned(), reason));

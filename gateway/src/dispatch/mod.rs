@@ -39,6 +39,9 @@ pub struct Dispatched<'g> {
     /// Time spent waiting on upstreams (all attempts, and the backoff
     /// between them), excluded from the gateway's overhead.
     pub upstream_time: Duration,
+    /// Time of the attempt that answered: to its first chunk when
+    /// streamed, to the whole answer otherwise.
+    pub answer_time: Duration,
     pub attempts: u32,
 }
 
@@ -91,7 +94,8 @@ pub async fn dispatch<'g>(
                     otel.kind = "client"
                 ))
                 .await;
-            upstream_time += started.elapsed();
+            let answer_time = started.elapsed();
+            upstream_time += answer_time;
             let error = match result {
                 Ok(reply) => {
                     if dep.breaker.on_success() == Some(Transition::Closed) {
@@ -102,6 +106,7 @@ pub async fn dispatch<'g>(
                         index: i,
                         reply,
                         upstream_time,
+                        answer_time,
                         attempts,
                     });
                 }
