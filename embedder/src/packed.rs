@@ -52,15 +52,23 @@ enum Panels {
     /// AVX-512 register or two AVX2 registers per step (see [`strips`]).
     F32(Vec<f32>),
     /// Two BF16 weights per `u32`, placed by [`bf16_slot`]: `PANEL / 2`
-    /// words per panel row.
+    /// words per panel row, for 16-lane registers (AVX-512), which read a
+    /// panel row as two registers of words.
     Bf16(Vec<u32>),
+    /// The same words by strip, for 8-lane registers (AVX2): each panel as
+    /// `PANEL / STRIP` strips of `[inputs, 8 words]`, row-major, so a strip
+    /// (16 columns, one register of words a step) is one sequential stream,
+    /// as an F32 strip is. In the row layout AVX2 would read each strip's
+    /// 32 bytes at a 128-byte stride.
+    Bf16Strips(Vec<u32>),
 }
 
-/// One panel of either format.
+/// One panel of any layout.
 #[derive(Clone, Copy)]
 enum Panel<'a> {
     F32(&'a [f32]),
     Bf16(&'a [u32]),
+    Bf16Strips(&'a [u32]),
 }
 
 /// Where output column `j` (`0..PANEL`) of a BF16 panel row lives: the word
@@ -79,12 +87,36 @@ const fn bf16_column(word: usize, high: bool) -> usize {
     (word / 8) * 16 + if high { 0 } else { 8 } + word % 8
 }
 
-/// The weight at row `k`, column `j` of a BF16 panel, widened to F32.
+/// Where the word of row `k` (of `inputs`) holding `word` (`0..PANEL / 2`)
+/// of a BF16 panel row lives, by row or by strip.
 #[inline(always)]
-fn bf16_at(panel: &[u32], k: usize, j: usize) -> f32 {
+const fn bf16_index(k: usize, word: usize, inputs: usize, by_strip: bool) -> usize {
+    if by_strip {
+        (word / 8) * inputs * 8 + k * 8 + word % 8
+    } else {
+        k * (PANEL / 2) + word
+    }
+}
+
+/// The weight at row `k`, column `j` of a BF16 panel of `inputs` rows,
+/// widened to F32.
+#[inline(always)]
+fn bf16_at(panel: &[u32], k: usize, j: usize, inputs: usize, by_strip: bool) -> f32 {
     let (word, high) = bf16_slot(j);
-    let w = panel[k * (PANEL / 2) + word];
+    let w = panel[bf16_index(k, word, inputs, by_strip)];
     f32::from_bits(if high { w & 0xFFFF_0000 } else { w << 16 })
+}
+
+/// Lanes of an `f32` register for an instruction set.
+struct Lanes;
+
+impl pulp::WithSimd for Lanes {
+    type Output = usize;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> usize {
+        core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>()
+    }
 }
 
 impl PackedLinear {
@@ -94,13 +126,27 @@ impl PackedLinear {
         Self::with_format(weight, bias, outputs, inputs, WeightFormat::F32)
     }
 
-    /// [`new`](Self::new), storing the weights in `format`.
+    /// [`new`](Self::new), storing the weights in `format`, laid out for
+    /// this machine's best instruction set.
     pub fn with_format(
         weight: &[f32],
         bias: Vec<f32>,
         outputs: usize,
         inputs: usize,
         format: WeightFormat,
+    ) -> Option<Self> {
+        Self::for_arch(weight, bias, outputs, inputs, format, pulp::Arch::new())
+    }
+
+    /// [`with_format`](Self::with_format), laid out for `arch` (any
+    /// instruction set runs any layout, the others slowly).
+    pub fn for_arch(
+        weight: &[f32],
+        bias: Vec<f32>,
+        outputs: usize,
+        inputs: usize,
+        format: WeightFormat,
+        arch: pulp::Arch,
     ) -> Option<Self> {
         if outputs == 0
             || !outputs.is_multiple_of(PANEL)
@@ -123,6 +169,7 @@ impl PackedLinear {
                 Panels::F32(panels)
             }
             WeightFormat::Bf16 => {
+                let by_strip = arch.dispatch(Lanes) == 8;
                 let half_panel = PANEL / 2;
                 let mut panels = vec![0u32; outputs * inputs / 2];
                 for (j, row) in weight.chunks_exact(inputs).enumerate() {
@@ -131,10 +178,15 @@ impl PackedLinear {
                     let (word, high) = bf16_slot(j % PANEL);
                     for (k, &w) in row.iter().enumerate() {
                         let bits = u32::from(half::bf16::from_f32(w).to_bits());
-                        panel[k * half_panel + word] |= if high { bits << 16 } else { bits };
+                        panel[bf16_index(k, word, inputs, by_strip)] |=
+                            if high { bits << 16 } else { bits };
                     }
                 }
-                Panels::Bf16(panels)
+                if by_strip {
+                    Panels::Bf16Strips(panels)
+                } else {
+                    Panels::Bf16(panels)
+                }
             }
         };
         Some(Self {
@@ -151,6 +203,10 @@ impl PackedLinear {
         match &self.panels {
             Panels::F32(p) => p.chunks_exact(k * PANEL).map(Panel::F32).collect(),
             Panels::Bf16(p) => p.chunks_exact(k * PANEL / 2).map(Panel::Bf16).collect(),
+            Panels::Bf16Strips(p) => p
+                .chunks_exact(k * PANEL / 2)
+                .map(Panel::Bf16Strips)
+                .collect(),
         }
     }
 
@@ -416,10 +472,12 @@ impl pulp::WithSimd for PanelKernel<'_> {
                 // AVX2: the panel in strips of 16 columns.
                 (8, _, _) => strip_rows(simd, r, block, panel, bias, out, stride),
                 _ => {
-                    // No SIMD worth the name (pulp's scalar fallback).
+                    // No SIMD worth the name (pulp's scalar fallback), or
+                    // an AVX-512 run of a layout packed for AVX2.
                     let weight = |kk: usize, j: usize| match panel {
                         Panel::F32(p) => p[(j / STRIP) * k * STRIP + kk * STRIP + j % STRIP],
-                        Panel::Bf16(p) => bf16_at(p, kk, j),
+                        Panel::Bf16(p) => bf16_at(p, kk, j, k, false),
+                        Panel::Bf16Strips(p) => bf16_at(p, kk, j, k, true),
                     };
                     for i in 0..r {
                         let out_row = &mut out[i * stride..][..PANEL];
@@ -566,6 +624,25 @@ fn strips<S: pulp::Simd, const R: usize>(
                     [
                         simd.transmute_f32s_u32s(simd.and_u32s(w[s], high)),
                         simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(w[s], sixteen)),
+                    ]
+                });
+                let (out, bias) = (&mut out[s * STRIP..], &bias[s * STRIP..][..STRIP]);
+                strip::<S, R, 2>(simd, xt, rows, bias, out, stride);
+            }
+        }
+        (8, Panel::Bf16Strips(panel)) => {
+            // Strip `s` is `k` word registers in a row: columns
+            // 16s..16s + 8 in their high halves, 16s + 8..16s + 16 in their
+            // low ones.
+            let (w, _) = S::as_simd_u32s(panel);
+            let high = simd.splat_u32s(0xFFFF_0000);
+            let sixteen = simd.splat_u32s(16);
+            let per_strip = w.len() / (PANEL / STRIP);
+            for (s, w) in w.chunks_exact(per_strip).enumerate() {
+                let rows = w.iter().map(|&w| {
+                    [
+                        simd.transmute_f32s_u32s(simd.and_u32s(w, high)),
+                        simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(w, sixteen)),
                     ]
                 });
                 let (out, bias) = (&mut out[s * STRIP..], &bias[s * STRIP..][..STRIP]);
@@ -765,16 +842,43 @@ mod tests {
             .collect();
         assert!(rounded.iter().zip(&weight).any(|(r, w)| r != w));
         let bias: Vec<f32> = (0..outputs).map(|i| i as f32 / 100.0).collect();
-        let layer =
-            PackedLinear::with_format(&weight, bias.clone(), outputs, inputs, WeightFormat::Bf16)
-                .unwrap();
+        // Each layout (by row for AVX-512 and scalar code, by strip for
+        // AVX2), run by every instruction set.
+        for (layer, packed_for) in test_arches().into_iter().map(|pack| {
+            let layer = PackedLinear::for_arch(
+                &weight,
+                bias.clone(),
+                outputs,
+                inputs,
+                WeightFormat::Bf16,
+                pack,
+            )
+            .unwrap();
+            (layer, pack)
+        }) {
+            assert_eq!(
+                matches!(layer.panels, Panels::Bf16Strips(_)),
+                packed_for.dispatch(Lanes) == 8,
+                "{packed_for:?}"
+            );
+            bf16_layer_matches(&layer, &rounded, &bias, outputs, inputs);
+        }
+    }
+
+    fn bf16_layer_matches(
+        layer: &PackedLinear,
+        rounded: &[f32],
+        bias: &[f32],
+        outputs: usize,
+        inputs: usize,
+    ) {
         for arch in test_arches() {
             for rows in [1, 2, 5, 6, 7, 13, 64, 65, 130] {
                 let x: Vec<f32> = (0..rows * inputs)
                     .map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5)
                     .collect();
                 let got = layer.forward(arch, &x, rows);
-                let want = naive(&rounded, &bias, &x, rows, outputs, inputs);
+                let want = naive(rounded, bias, &x, rows, outputs, inputs);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (g - w).abs() <= 1e-4 * w.abs().max(1.0),
