@@ -7,6 +7,9 @@
 //! - `packed`: Switchyard's [`PackedLinear`] (weights packed once into
 //!   64-column panels, a register-blocked kernel through `pulp`, AVX-512 where
 //!   the CPU has it), which the embedder uses for small batches;
+//! - `bf16 rows` / `bf16 own`: the same with BF16 weights, in the row layout
+//!   (AVX-512's) and in the layout packed for this CPU (by strip on AVX2;
+//!   the same as rows on AVX-512);
 //! - `numpy` (with `--python`): NumPy's BLAS (OpenBLAS in the PyPI wheels).
 //!
 //! ```text
@@ -22,7 +25,7 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::Parser;
-use switchyard_embedder::PackedLinear;
+use switchyard_embedder::{PackedLinear, WeightFormat};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -118,13 +121,25 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|(k, n, w)| PackedLinear::new(w, vec![0.0; *n], *n, *k).context("packing"))
         .collect::<anyhow::Result<_>>()?;
+    let bf16 = |layout: pulp::Arch| -> anyhow::Result<Vec<PackedLinear>> {
+        weights
+            .iter()
+            .map(|(k, n, w)| {
+                PackedLinear::for_arch(w, vec![0.0; *n], *n, *k, WeightFormat::Bf16, layout)
+                    .context("packing")
+            })
+            .collect()
+    };
+    // Scalar code packs by row, as AVX-512 does.
+    let bf16_rows = bf16(pulp::Arch::Scalar)?;
+    let bf16_own = bf16(arch)?;
     if args.python.is_none() {
         println!("numpy column: not measured (no --python given)");
     }
     println!(
-        "| tokens | candle-linear ms | candle-contig ms | packed ms | numpy ms | packed GFLOP/s |"
+        "| tokens | candle-linear ms | candle-contig ms | packed ms | bf16 rows ms | bf16 own ms | numpy ms | packed GFLOP/s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &m in &args.tokens {
         let x: Vec<f32> = (0..m * 1536)
             .map(|i| ((i * 31) % 97) as f32 / 97.0)
@@ -171,12 +186,24 @@ fn main() -> anyhow::Result<()> {
             },
             budget,
         )?;
+        let all = |layers: &[PackedLinear]| {
+            time_ms(
+                || {
+                    for p in layers {
+                        p.forward(arch, &x[..m * p.inputs()], m);
+                    }
+                    Ok(())
+                },
+                budget,
+            )
+        };
+        let (rows, own) = (all(&bf16_rows)?, all(&bf16_own)?);
         let np = match &args.python {
             Some(py) => format!("{:.2}", numpy_ms(py, m)?),
             None => "–".into(),
         };
         println!(
-            "| {m} | {linear:.2} | {contiguous:.2} | {pk:.2} | {np} | {:.0} |",
+            "| {m} | {linear:.2} | {contiguous:.2} | {pk:.2} | {rows:.2} | {own:.2} | {np} | {:.0} |",
             flops(m) / pk / 1e6
         );
     }
