@@ -391,17 +391,17 @@ sample_conversions!(
     simulated,
 );
 
-/// How a gateway reaches one agent: its bearer token and, for an
-/// `https://` agent, TLS settings.
-#[derive(Debug, Clone, Default)]
+/// How a gateway reaches one agent: its bearer token and its endpoint
+/// (over TLS for an `https://` agent), built once from the configuration.
+#[derive(Debug, Clone)]
 pub struct AgentLink {
     pub token: Option<SecretString>,
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    pub endpoint: tonic::transport::Endpoint,
 }
 
 /// Subscribes to the agent at `url` for as long as the receiver lives,
-/// sending `link`'s token as `authorization: Bearer …` when given, over
-/// its TLS when given. `stale_after`: silence longer than this drops the
+/// through `link`'s endpoint, sending its token as `authorization: Bearer
+/// …` when given. `stale_after`: silence longer than this drops the
 /// connection and reconnects.
 pub fn subscribe(url: String, link: AgentLink, stale_after: Duration) -> watch::Receiver<Feed> {
     let (tx, rx) = watch::channel(Feed::waiting(&format!("agent {url}")));
@@ -500,10 +500,7 @@ async fn follow(
     connected: &mut bool,
 ) -> String {
     use switchyard_proto::v1::telemetry_service_client::TelemetryServiceClient;
-    let endpoint = match endpoint(url, link.tls.clone()) {
-        Ok(e) => e.connect_timeout(stale_after),
-        Err(e) => return e,
-    };
+    let endpoint = link.endpoint.clone().connect_timeout(stale_after);
     // Connecting and opening the stream, bounded: an agent that accepts
     // connections but never answers is as good as gone.
     let opened = tokio::time::timeout(stale_after, async {

@@ -66,7 +66,7 @@ pub struct LocalBackend {
     /// The node agent's address (`telemetry = "agent"`).
     agent: Option<String>,
     /// Its token and TLS settings.
-    agent_link: agent::AgentLink,
+    agent_link: Option<agent::AgentLink>,
     metrics_url: String,
     gpus: Vec<String>,
     permits: Arc<Semaphore>,
@@ -580,11 +580,11 @@ impl Fleet {
                         .or_insert_with(|| agent::spawn_nvml(self.interval));
                 }
                 TelemetryKind::Agent => {
-                    if let Some(url) = &b.agent {
+                    if let (Some(url), Some(link)) = (&b.agent, &b.agent_link) {
                         let stale = Duration::from_secs_f64(self.health.stale_after_s);
-                        feeds.entry(Some(url.clone())).or_insert_with(|| {
-                            agent::subscribe(url.clone(), b.agent_link.clone(), stale)
-                        });
+                        feeds
+                            .entry(Some(url.clone()))
+                            .or_insert_with(|| agent::subscribe(url.clone(), link.clone(), stale));
                     }
                 }
                 TelemetryKind::None | TelemetryKind::Sim => {}
@@ -879,13 +879,16 @@ fn local_backend(
         .map(|t| t.resolve(env))
         .transpose()
         .map_err(|e| ConfigError(format!("providers.{name}.local.agent_token: {e}")))?;
-    let agent_tls = l
+    let agent_link = l
         .agent
         .as_deref()
-        .map(|url| agent_tls(url, l.agent_tls.as_deref()))
+        .map(|url| agent_endpoint(url, l.agent_tls.as_deref()))
         .transpose()
         .map_err(|e| ConfigError(format!("providers.{name}.local.agent_tls: {e}")))?
-        .flatten();
+        .map(|endpoint| agent::AgentLink {
+            token: agent_token,
+            endpoint,
+        });
     let ledger = BackendLedger::new(name, Vec::new(), profile.clone(), l.permits, l.gpu_hour_usd)
         .with_host_kv_tokens(host_kv);
     Ok(LocalBackend {
@@ -894,10 +897,7 @@ fn local_backend(
         telemetry: l.telemetry,
         telemetry_url: (l.telemetry == TelemetryKind::Sim).then(|| format!("{root}/sim/telemetry")),
         agent: l.agent.clone(),
-        agent_link: agent::AgentLink {
-            token: agent_token,
-            tls: agent_tls,
-        },
+        agent_link,
         metrics_url: l
             .metrics_url
             .clone()
@@ -909,17 +909,18 @@ fn local_backend(
     })
 }
 
-/// TLS settings for the agent at `url` (checked by `config::validate`):
-/// `None` for `http://`; for `https://`, `tls`'s CA (else the web PKI's
-/// roots), client identity and server name, checked now (the files read,
-/// the certificates and key parsed).
-fn agent_tls(
+/// The gRPC endpoint of the agent at `url` (checked by
+/// `config::validate`), built once: plain for `http://`; for `https://`,
+/// over TLS with `tls`'s CA (else the web PKI's roots), client identity and
+/// server name, checked now (the files read, the certificates and key
+/// parsed).
+fn agent_endpoint(
     url: &str,
     tls: Option<&AgentTlsConfig>,
-) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+) -> Result<tonic::transport::Endpoint, String> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     if !url.starts_with("https://") {
-        return Ok(None);
+        return agent::endpoint(url, None);
     }
     let tls = tls.cloned().unwrap_or_default();
     let mut config =
@@ -939,8 +940,7 @@ fn agent_tls(
         config = config.domain_name(name);
     }
     // Builds the TLS connector: bad certificates and keys fail here.
-    agent::endpoint(url, Some(config.clone()))?;
-    Ok(Some(config))
+    agent::endpoint(url, Some(config))
 }
 
 /// A deployment's price: explicit, as another catalog model, or its own

@@ -234,17 +234,7 @@ impl Access {
         tokens: u64,
         rated: bool,
     ) -> Result<Admission, ApiError> {
-        let mut scopes: Vec<(String, LimitsConfig)> = Vec::with_capacity(2);
-        // Unlisted tenants (`default` included) still have their spend
-        // tracked.
-        let tenant_limits = self
-            .tenants
-            .get(&*p.tenant)
-            .map_or_else(LimitsConfig::default, |t| t.limits);
-        scopes.push((format!("tenant:{}", p.tenant), tenant_limits));
-        if let Some(k) = &p.key {
-            scopes.push((format!("key:{}", k.id), k.limits));
-        }
+        let scopes = self.scopes(p);
         self.check_budgets(&scopes)?;
         let checks: Vec<Check> = scopes
             .iter()
@@ -269,6 +259,22 @@ impl Access {
             grant,
             scopes: scopes.into_iter().map(|(s, _)| s).collect(),
         })
+    }
+
+    /// The scopes a caller's request counts against, with their limits:
+    /// its tenant (unlisted tenants, `default` included, with no limits but
+    /// their spend still tracked) and its key.
+    fn scopes(&self, p: &Principal) -> Vec<(String, LimitsConfig)> {
+        let mut scopes: Vec<(String, LimitsConfig)> = Vec::with_capacity(2);
+        let tenant_limits = self
+            .tenants
+            .get(&*p.tenant)
+            .map_or_else(LimitsConfig::default, |t| t.limits);
+        scopes.push((format!("tenant:{}", p.tenant), tenant_limits));
+        if let Some(k) = &p.key {
+            scopes.push((format!("key:{}", k.id), k.limits));
+        }
+        scopes
     }
 
     fn check_budgets(&self, scopes: &[(String, LimitsConfig)]) -> Result<(), ApiError> {
@@ -350,14 +356,8 @@ impl Access {
     /// monthly.
     pub fn placement(&self, p: &Principal) -> TenantPlacement {
         let tenant = self.tenants.get(&*p.tenant);
-        let mut scopes: Vec<(String, LimitsConfig)> = Vec::with_capacity(2);
-        if let Some(t) = tenant {
-            scopes.push((format!("tenant:{}", p.tenant), t.limits));
-        }
-        if let Some(k) = &p.key {
-            scopes.push((format!("key:{}", k.id), k.limits));
-        }
-        let left = scopes
+        let left = self
+            .scopes(p)
             .iter()
             .flat_map(|(scope, limits)| {
                 let (today, this_month) = self.spent(scope);
