@@ -151,7 +151,10 @@ impl App {
 /// Load a model and start its batching thread.
 fn load_embedder(m: &EmbeddingModelConfig) -> Result<Batcher, String> {
     let device: DeviceSpec = m.device.parse()?;
-    let precision = match m.precision {
+    let precision = match m.precision.unwrap_or(match device {
+        DeviceSpec::Cpu => EmbeddingPrecision::Bf16,
+        DeviceSpec::Cuda(_) => EmbeddingPrecision::F32,
+    }) {
         EmbeddingPrecision::F32 => Precision::F32,
         EmbeddingPrecision::F16 => Precision::F16,
         EmbeddingPrecision::Bf16 => Precision::Bf16,

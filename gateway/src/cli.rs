@@ -339,8 +339,9 @@ pub enum CacheCommand {
         #[arg(long, default_value_t = 0.01)]
         target: f64,
         /// Weight precision on the CPU, as the gateway's `[[embedding_models]]
-        /// precision`: calibrate with the precision you serve.
-        #[arg(long, default_value = "f32")]
+        /// precision` (whose default on the CPU is `bf16`): calibrate with the
+        /// precision you serve.
+        #[arg(long, default_value = "bf16")]
         precision: switchyard_embedder::Precision,
     },
     /// A running gateway's cache counters, memory tier and vector store

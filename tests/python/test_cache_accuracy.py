@@ -7,7 +7,13 @@ setting: false hits <= 1% of label-0 pairs, hits >= 60% of label-1 pairs.
 
 Each pair gets its own system prompt, hence its own scope, so pairs do not
 see each other's entries. The lookup budget is raised to 2 s: this measures
-accuracy, not speed (the debug binary is slower than a release build)."""
+accuracy, not speed (the debug binary is slower than a release build). A
+miss's answer is written to the vector store in the background; the test
+waits for each write (the store's entry count) before the next prompt, so
+a slow write cannot pass for a miss of the cache's own making.
+
+`SWITCHYARD_TEST_PRECISION=f32` runs it with F32 weights instead of the
+default (BF16 on the CPU)."""
 
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import csv
 import os
 import time
 
-from harness import REPO, answer_to
+from harness import MASTER_KEY, MASTER_KEY_ENV, REPO, answer_to
 from test_cache import semantic_config
 
 PAIRS = REPO / "gateway" / "tests" / "data" / "cache-eval" / "dev_pairs.tsv"
@@ -24,8 +30,21 @@ PAIRS = REPO / "gateway" / "tests" / "data" / "cache-eval" / "dev_pairs.tsv"
 
 def test_dev_pairs_through_the_gateway(launch, tmp_path):
     fake = launch.fake()
-    gw = launch.gateway(semantic_config(fake, tmp_path / "cache", lookup_budget_ms=2000))
-    client = gw.client()
+    gw = launch.gateway(semantic_config(fake, tmp_path / "cache", auth=True, lookup_budget_ms=2000),
+                        env={MASTER_KEY_ENV: MASTER_KEY})
+    client = gw.client(api_key=MASTER_KEY)
+    stored = 0
+
+    def wait_for_store(entries: int):
+        deadline = time.monotonic() + 10
+        while True:
+            r = gw.http("GET", "/admin/cache/stats", headers={"authorization": f"Bearer {MASTER_KEY}"})
+            assert r.status == 200, r
+            if r.json()["store"]["entries"] >= entries:
+                return
+            assert time.monotonic() < deadline, f"the store never reached {entries} entries"
+            time.sleep(0.01)
+
     rows = list(csv.DictReader(PAIRS.open(encoding="utf-8"), delimiter="\t"))
     per_category = collections.defaultdict(lambda: [0, 0])
     hits = {"1": 0, "0": 0}
@@ -37,7 +56,9 @@ def test_dev_pairs_through_the_gateway(launch, tmp_path):
                 model="gpt-test", messages=[system, {"role": "user", "content": prompt}])
             if prompt is r["prompt_a"]:
                 assert raw.headers["x-switchyard-cache"] == "miss", r["id"]
-                time.sleep(0.03)  # the store write runs in the background
+            if raw.headers["x-switchyard-cache"] == "miss":
+                stored += 1
+                wait_for_store(stored)
         answer = raw.parse().choices[0].message.content
         hit = answer == answer_to(r["prompt_a"]) and r["prompt_a"] != r["prompt_b"]
         assert hit == (raw.headers["x-switchyard-cache"] in ("hit-semantic", "hit-exact")), r["id"]

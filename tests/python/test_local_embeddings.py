@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import struct
 import threading
 
@@ -24,6 +25,10 @@ def local_model(**extra) -> str:
     if not (MODEL_DIR / "model.safetensors").is_file():
         raise RuntimeError(f"{MODEL_DIR} is missing: run models/fetch.sh (the test command does)")
     fields = {"name": MODEL, "path": str(MODEL_DIR), **extra}
+    # Unset: the gateway's default (bf16 on the CPU). Set to run a suite,
+    # e.g. the accuracy measure, with another precision.
+    if os.environ.get("SWITCHYARD_TEST_PRECISION") and "precision" not in extra:
+        fields["precision"] = os.environ["SWITCHYARD_TEST_PRECISION"]
     body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in fields.items())
     return f"[[embedding_models]]\n{body}\n"
 

@@ -56,9 +56,9 @@ struct Args {
     rounds: u32,
     #[arg(long, default_value = "bench-results/cache_latency.json")]
     out: String,
-    /// The embedding model's `precision` (`f32`, or `bf16`: BF16 weights,
-    /// F32 arithmetic).
-    #[arg(long, default_value = "f32")]
+    /// The embedding model's `precision` (`bf16`, the gateway's default on
+    /// the CPU: BF16 weights, F32 arithmetic; or `f32`).
+    #[arg(long, default_value = "bf16")]
     precision: String,
 }
 
