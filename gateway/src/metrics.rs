@@ -197,6 +197,18 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Entries evicted from the in-memory exact tier (LRU, size bound).",
     ),
     (
+        "switchyard_cache_audits_total",
+        Kind::Counter,
+        Unit::Count,
+        "Audited semantic candidates by model group and outcome (agreed, disagreed): cached answers compared with fresh ones.",
+    ),
+    (
+        "switchyard_cache_similarity_threshold",
+        Kind::Gauge,
+        Unit::Count,
+        "Similarity a semantic candidate needs now, by audited model group (raised by audits above the configured one).",
+    ),
+    (
         "switchyard_placements_total",
         Kind::Counter,
         Unit::Count,
@@ -737,6 +749,14 @@ pub async fn render(app: &App) -> Option<String> {
             .absolute(s.memory.evictions);
         if let Some(store) = s.store {
             gauge!("switchyard_cache_entries", "tier" => "semantic").set(store.entries as f64);
+        }
+        for (group, a) in s.audits {
+            for (outcome, v) in [("agreed", a.agreed), ("disagreed", a.disagreed)] {
+                counter!("switchyard_cache_audits_total", "model_group" => group.clone(), "outcome" => outcome)
+                    .absolute(v);
+            }
+            gauge!("switchyard_cache_similarity_threshold", "model_group" => group)
+                .set(f64::from(a.similarity));
         }
     }
     if let Some(b) = &app.batches {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::extract::{JsonObject, view};
 use super::log::RequestLog;
 use super::middleware::RequestId;
-use super::proxy::{CacheWrite, Forward, Hit, HitKind, cached, fail, forward};
+use super::proxy::{AuditCandidate, CacheWrite, Forward, Hit, HitKind, cached, fail, forward};
 use super::types::{ChatCompletionRequest, CompletionRequest, EmbeddingInput, EmbeddingRequest};
 use crate::access::Principal;
 use crate::app::{App, Limits};
@@ -251,7 +251,9 @@ async fn cache_lookup(
     };
     let now = now_secs();
     let mut vector = None;
+    let mut audit = None;
     let semantic = cache.semantic.as_ref().filter(|_| settings.semantic);
+    let auditor = cache.auditor(&chat.model);
     if controls.directive == Directive::Normal {
         if let Some(hit) = cache.exact.get(&key.exact, now) {
             counters.hits_exact.fetch_add(1, Ordering::Relaxed);
@@ -262,10 +264,27 @@ async fn cache_lookup(
             }));
         }
         if let Some(semantic) = semantic {
-            let lookup = semantic.lookup(&key, settings.similarity, settings.verifier, now as f64);
+            let threshold = auditor.map_or(settings.similarity, |a| a.threshold());
+            let lookup = semantic.lookup(
+                &key,
+                threshold.max(settings.similarity),
+                settings.similarity,
+                settings.verifier,
+                now as f64,
+            );
             match tokio::time::timeout(semantic.budget, lookup).await {
                 Ok(Ok(looked)) => {
-                    if let Some(found) = looked.found {
+                    // An audited group: some semantic hits are answered
+                    // fresh and compared, as are near misses.
+                    let (found, near) = match (looked.found, auditor) {
+                        (Some(found), Some(a)) if !found.exact && a.draw() => (None, Some(found)),
+                        (found, _) => (found, looked.near.filter(|_| auditor.is_some())),
+                    };
+                    audit = near.map(|n| AuditCandidate {
+                        similarity: n.similarity,
+                        body: n.body,
+                    });
+                    if let Some(found) = found {
                         let kind = if found.exact {
                             counters.hits_exact.fetch_add(1, Ordering::Relaxed);
                             HitKind::Exact
@@ -310,6 +329,7 @@ async fn cache_lookup(
         group: chat.model.clone(),
         ttl_secs,
         semantic: semantic.is_some(),
+        audit,
     })))
 }
 

@@ -60,6 +60,15 @@ pub struct CacheWrite {
     pub ttl_secs: u64,
     /// Store in the semantic tier too (the group's setting).
     pub semantic: bool,
+    /// A cached answer to compare the fresh one with (an audited group's
+    /// audited hit or near miss).
+    pub audit: Option<AuditCandidate>,
+}
+
+/// A cached answer an audit compares with the fresh one.
+pub struct AuditCandidate {
+    pub similarity: f32,
+    pub body: bytes::Bytes,
 }
 
 /// How a cached answer was found.
@@ -304,13 +313,24 @@ pub fn store(w: CacheWrite, body: &bytes::Bytes) {
     if let Some(semantic) = w.cache.semantic.clone().filter(|_| w.semantic) {
         let body = body.clone();
         let CacheWrite {
+            cache,
             key,
             vector,
             tenant,
             group,
             ttl_secs,
+            audit,
             ..
         } = w;
+        if let Some(candidate) = audit {
+            compare(
+                cache,
+                semantic.clone(),
+                group.clone(),
+                candidate,
+                body.clone(),
+            );
+        }
         tokio::spawn(async move {
             let answer = Answer {
                 response: &body,
@@ -325,6 +345,47 @@ pub fn store(w: CacheWrite, body: &bytes::Bytes) {
             }
         });
     }
+}
+
+/// Compares an audited candidate's cached answer with the fresh one, in
+/// the background, and records the outcome with the group's auditor.
+fn compare(
+    cache: Arc<Cache>,
+    semantic: crate::cache::semantic::Semantic,
+    group: String,
+    candidate: AuditCandidate,
+    fresh: bytes::Bytes,
+) {
+    use crate::cache::audit;
+    tokio::spawn(async move {
+        let Some(auditor) = cache.auditor(&group) else {
+            return;
+        };
+        let (Some(cached), Some(fresh)) = (
+            audit::answer_text(&candidate.body),
+            audit::answer_text(&fresh),
+        ) else {
+            tracing::warn!(
+                group,
+                "cache audit: an answer is not a chat completion; not compared"
+            );
+            return;
+        };
+        let settings = auditor.settings();
+        let verifier = cache.settings(&group).verifier;
+        let agreed = audit::agree(&cached, &fresh, verifier, settings.agreement, || {
+            semantic.answer_similarity(&cached, &fresh)
+        })
+        .await;
+        let threshold = auditor.record(candidate.similarity, agreed);
+        tracing::info!(
+            group,
+            similarity = candidate.similarity,
+            agreed,
+            threshold,
+            "cache audit"
+        );
+    });
 }
 
 /// A response from the cache: the stored body, or, for `stream: true`, the

@@ -17,6 +17,7 @@
 //! with per-model-group [`Settings`], counters, stats and purges (the admin
 //! API and `switchyard cache stats | purge`).
 
+pub mod audit;
 pub mod calibrate;
 pub mod exact;
 pub mod http;
@@ -101,6 +102,7 @@ pub struct Settings {
     pub semantic: bool,
     pub similarity: f32,
     pub verifier: verify::Verifier,
+    pub audit: audit::AuditSettings,
 }
 
 impl Settings {
@@ -113,6 +115,11 @@ impl Settings {
             verifier: verify::Verifier {
                 max_substitution: c.max_substitution,
             },
+            audit: audit::AuditSettings {
+                rate: c.audit_rate,
+                target_error_rate: c.target_error_rate,
+                agreement: c.audit_agreement,
+            },
         }
     }
 
@@ -124,6 +131,11 @@ impl Settings {
             similarity: g.similarity.unwrap_or(self.similarity),
             verifier: verify::Verifier {
                 max_substitution: g.max_substitution.unwrap_or(self.verifier.max_substitution),
+            },
+            audit: audit::AuditSettings {
+                rate: g.audit_rate.unwrap_or(self.audit.rate),
+                target_error_rate: g.target_error_rate.unwrap_or(self.audit.target_error_rate),
+                ..self.audit
             },
         }
     }
@@ -157,6 +169,8 @@ pub struct Stats {
     /// Why the store could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
+    /// Each audited model group's audits and current threshold.
+    pub audits: std::collections::BTreeMap<String, audit::AuditStats>,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -184,6 +198,8 @@ pub struct Cache {
     pub counters: Counters,
     defaults: Settings,
     groups: HashMap<String, Settings>,
+    /// The model groups whose semantic hits are audited.
+    auditors: HashMap<String, audit::Auditor>,
 }
 
 impl Cache {
@@ -220,6 +236,14 @@ impl Cache {
             }
         };
         let defaults = Settings::from_config(c);
+        let settings =
+            |g: &ModelGroupConfig| g.cache.as_ref().map_or(defaults, |gc| defaults.with(gc));
+        let auditors = groups
+            .iter()
+            .map(|g| (g, settings(g)))
+            .filter(|(_, s)| semantic.is_some() && s.semantic && s.audit.rate > 0.0)
+            .map(|(g, s)| (g.name.clone(), audit::Auditor::new(s.audit, s.similarity)))
+            .collect();
         Ok(Some(Arc::new(Self {
             exact: exact::ExactTier::new(c.max_entries, c.max_bytes),
             semantic,
@@ -230,12 +254,18 @@ impl Cache {
                 .iter()
                 .filter_map(|g| Some((g.name.clone(), defaults.with(g.cache.as_ref()?))))
                 .collect(),
+            auditors,
         })))
     }
 
     /// The settings of model group `group`.
     pub fn settings(&self, group: &str) -> Settings {
         self.groups.get(group).copied().unwrap_or(self.defaults)
+    }
+
+    /// Model group `group`'s auditor, when its semantic hits are audited.
+    pub fn auditor(&self, group: &str) -> Option<&audit::Auditor> {
+        self.auditors.get(group)
     }
 
     /// Counters and sizes; a store that cannot be read is reported in
@@ -264,6 +294,11 @@ impl Cache {
             },
             store,
             store_error,
+            audits: self
+                .auditors
+                .iter()
+                .map(|(g, a)| (g.clone(), a.stats()))
+                .collect(),
         }
     }
 

@@ -48,6 +48,10 @@ pub struct Found {
 pub struct Looked {
     pub vector: Vec<f32>,
     pub found: Option<Found>,
+    /// Not found, but a verified candidate at or above the floor and below
+    /// the threshold (an audited group's near band): its answer is compared
+    /// with the fresh one.
+    pub near: Option<Found>,
 }
 
 /// An answer to store, and whose it is.
@@ -78,14 +82,31 @@ impl Semantic {
             .ok_or_else(|| "the embedder returned no vector".to_owned())
     }
 
+    /// The cosine similarity of two answers' embeddings (the vectors are
+    /// normalised); `None` when the embedder fails.
+    pub async fn answer_similarity(&self, a: &str, b: &str) -> Option<f32> {
+        let out = self
+            .embedder
+            .embed(vec![a.to_owned(), b.to_owned()])
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "cache audit: embedding the answers failed"))
+            .ok()?;
+        let [x, y] = out.vectors.as_slice() else {
+            return None;
+        };
+        Some(x.iter().zip(y).map(|(a, b)| a * b).sum())
+    }
+
     /// Embeds and searches, with no time limit (the caller sets one).
     /// A candidate is served when it was stored under the same exact key,
     /// or when its similarity is at least `similarity` and it passes
-    /// `verifier`.
+    /// `verifier`. Without one, the first verified candidate from `floor`
+    /// up (below `similarity`) is returned as `near`.
     pub async fn lookup(
         &self,
         key: &CacheKey,
         similarity: f32,
+        floor: f32,
         verifier: Verifier,
         now: f64,
     ) -> Result<Looked, String> {
@@ -100,21 +121,30 @@ impl Semantic {
             .map_err(|e| e.to_string())?;
         let searched = Instant::now();
         crate::metrics::lookup_phase("search", searched - embedded);
+        let mut near = None;
         let found = neighbours.into_iter().find_map(|n| {
             let prompt = n.data.get("prompt").and_then(Value::as_str)?;
             let body = n.data.get("response").and_then(Value::as_str)?;
             let exact = n.data.get("exact").and_then(Value::as_str) == Some(key.exact.as_str());
-            let passes =
-                exact || (n.similarity >= similarity && verifier.check(prompt, &key.text).is_ok());
-            passes.then(|| {
-                let found = Found {
-                    body: Bytes::from(body.to_owned()),
-                    similarity: n.similarity,
-                    exact,
-                    group: n.group.clone(),
-                };
-                (n.id, found)
-            })
+            let candidate = || Found {
+                body: Bytes::from(body.to_owned()),
+                similarity: n.similarity,
+                exact,
+                group: n.group.clone(),
+            };
+            if exact {
+                return Some((n.id, candidate()));
+            }
+            if n.similarity < floor || verifier.check(prompt, &key.text).is_err() {
+                return None;
+            }
+            if n.similarity >= similarity {
+                return Some((n.id, candidate()));
+            }
+            if near.is_none() {
+                near = Some(candidate());
+            }
+            None
         });
         crate::metrics::lookup_phase("verify", searched.elapsed());
         let found = found.map(|(id, found)| {
@@ -127,7 +157,12 @@ impl Semantic {
             });
             found
         });
-        Ok(Looked { vector, found })
+        let near = near.filter(|_| found.is_none());
+        Ok(Looked {
+            vector,
+            found,
+            near,
+        })
     }
 
     /// Stores an answer (embedding the prompt first if the lookup did not).

@@ -407,6 +407,14 @@ pub struct CacheConfig {
     /// Seconds between sweeps of the vector store (expired entries deleted,
     /// eviction, index build).
     pub store_sweep_secs: u64,
+    /// Fraction of semantic hits answered fresh from upstream instead and
+    /// compared with the cached answer, to hold `target_error_rate` on live
+    /// traffic (docs/cache.md, Audits); 0 (the default): off.
+    pub audit_rate: f64,
+    /// The disagreement rate audits hold each group's threshold to.
+    pub target_error_rate: f64,
+    /// Least cosine between two answers' embeddings for them to agree.
+    pub audit_agreement: f32,
 }
 
 impl Default for CacheConfig {
@@ -428,6 +436,9 @@ impl Default for CacheConfig {
             lookup_budget_ms: 20,
             store_max_entries: 1_000_000,
             store_sweep_secs: 60,
+            audit_rate: 0.0,
+            target_error_rate: 0.01,
+            audit_agreement: 0.9,
         }
     }
 }
@@ -847,6 +858,10 @@ pub struct GroupCacheConfig {
     /// `false`: exact matches only for this group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semantic: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_error_rate: Option<f64>,
 }
 
 /// Deployment choice within a model group.

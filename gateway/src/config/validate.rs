@@ -72,8 +72,15 @@ impl Config {
         if !(0.0..=2.0).contains(&c.max_temperature) {
             return err("cache.max_temperature: must be between 0 and 2".into());
         }
-        if !(0.0..=1.0).contains(&c.similarity) {
-            return err("cache.similarity: must be between 0 and 1".into());
+        for (name, value) in [
+            ("similarity", f64::from(c.similarity)),
+            ("audit_rate", c.audit_rate),
+            ("target_error_rate", c.target_error_rate),
+            ("audit_agreement", f64::from(c.audit_agreement)),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return err(format!("cache.{name}: must be between 0 and 1"));
+            }
         }
         if c.store == super::StoreKind::Qdrant {
             match c.qdrant_url.as_deref().map(reqwest::Url::parse) {
@@ -100,11 +107,17 @@ impl Config {
                     g.name
                 ));
             }
-            if gc.similarity.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
-                return err(format!(
-                    "model_groups.{}.cache.similarity: must be between 0 and 1",
-                    g.name
-                ));
+            for (name, value) in [
+                ("similarity", gc.similarity.map(f64::from)),
+                ("audit_rate", gc.audit_rate),
+                ("target_error_rate", gc.target_error_rate),
+            ] {
+                if value.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                    return err(format!(
+                        "model_groups.{}.cache.{name}: must be between 0 and 1",
+                        g.name
+                    ));
+                }
             }
         }
         self.validate_access()?;

@@ -1,0 +1,235 @@
+//! Holding a model group's false-hit rate on live traffic: an answer-side
+//! check in the spirit of vCache (Schroeder et al., 2025), kept simple
+//! enough to reason about.
+//!
+//! With `audit_rate` above 0, a fraction of the group's semantic hits are
+//! *audited*: the request is not answered from the cache but sent upstream
+//! as a miss (the client gets the fresh answer), and once that answer is
+//! complete it is compared with the cached one. Candidates the current
+//! threshold turned away but the configured one would have served (the
+//! *near band*) are compared too, at no extra cost: they were misses anyway.
+//! Each comparison is one outcome, (similarity, agreed), kept in a window of
+//! the last [`WINDOW`].
+//!
+//! The group's effective similarity threshold is the lowest one, on a grid
+//! of 0.01 from the configured `similarity` up, that the outcomes do not
+//! refute: a threshold is refuted when, among outcomes at or above it, the
+//! 95% Wilson lower bound of the disagreement rate exceeds
+//! `target_error_rate`. So one disagreement at similarity 0.8 moves the
+//! threshold above 0.8 at once (1 of 1 has a lower bound of 0.21), and it
+//! comes back down only when agreeing outcomes outweigh it. The threshold
+//! never goes below the configured one: auditing only ever turns hits into
+//! misses, never the other way.
+//!
+//! Agreement ([`agree`]): the answers' texts are equal once case,
+//! punctuation and spacing are set aside; or their embeddings' cosine is at
+//! least `audit_agreement` and the verifier finds no changed number,
+//! negation, entity or order between them. Strict on purpose: a false
+//! disagreement costs some hits, a false agreement would keep a bad
+//! threshold.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use super::verify::Verifier;
+
+/// Outcomes kept per group.
+pub const WINDOW: usize = 1000;
+/// Step of the threshold grid.
+const STEP: f32 = 0.01;
+/// z of the 95% Wilson score interval.
+const Z: f64 = 1.96;
+
+/// One group's audit settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AuditSettings {
+    /// Fraction of semantic hits re-asked upstream (0: off).
+    pub rate: f64,
+    /// The disagreement rate the threshold is held to.
+    pub target_error_rate: f64,
+    /// Least cosine between two answers that can agree.
+    pub agreement: f32,
+}
+
+/// A group's audit state.
+#[derive(Debug)]
+pub struct Auditor {
+    settings: AuditSettings,
+    /// The configured similarity: the threshold's floor.
+    floor: f32,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    outcomes: VecDeque<(f32, bool)>,
+    threshold: f32,
+    agreed: u64,
+    disagreed: u64,
+}
+
+/// What `/admin/cache/stats` shows of a group's audits.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct AuditStats {
+    pub rate: f64,
+    pub target_error_rate: f64,
+    pub configured_similarity: f32,
+    pub similarity: f32,
+    pub agreed: u64,
+    pub disagreed: u64,
+}
+
+impl Auditor {
+    pub fn new(settings: AuditSettings, floor: f32) -> Self {
+        Self {
+            settings,
+            floor,
+            state: Mutex::new(State {
+                outcomes: VecDeque::new(),
+                threshold: floor,
+                agreed: 0,
+                disagreed: 0,
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> AuditSettings {
+        self.settings
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The similarity a semantic candidate needs now.
+    pub fn threshold(&self) -> f32 {
+        self.state().threshold
+    }
+
+    /// Whether to audit this semantic hit (drawn at `rate`).
+    pub fn draw(&self) -> bool {
+        self.settings.rate > 0.0 && rand::random::<f64>() < self.settings.rate
+    }
+
+    /// Records one comparison and returns the new threshold.
+    pub fn record(&self, similarity: f32, agreed: bool) -> f32 {
+        let mut s = self.state();
+        if s.outcomes.len() == WINDOW {
+            s.outcomes.pop_front();
+        }
+        s.outcomes.push_back((similarity, agreed));
+        if agreed {
+            s.agreed += 1;
+        } else {
+            s.disagreed += 1;
+        }
+        s.threshold = threshold(&s.outcomes, self.floor, self.settings.target_error_rate);
+        s.threshold
+    }
+
+    pub fn stats(&self) -> AuditStats {
+        let s = self.state();
+        AuditStats {
+            rate: self.settings.rate,
+            target_error_rate: self.settings.target_error_rate,
+            configured_similarity: self.floor,
+            similarity: s.threshold,
+            agreed: s.agreed,
+            disagreed: s.disagreed,
+        }
+    }
+}
+
+/// The lowest grid threshold from `floor` that `outcomes` do not refute
+/// (see the module docs); above 1 when every one is refuted, so no
+/// semantic candidate passes.
+fn threshold(outcomes: &VecDeque<(f32, bool)>, floor: f32, target: f64) -> f32 {
+    let mut t = floor;
+    while t <= 1.0 {
+        let (n, errors) = outcomes
+            .iter()
+            .filter(|(s, _)| *s >= t)
+            .fold((0u64, 0u64), |(n, e), &(_, agreed)| {
+                (n + 1, e + u64::from(!agreed))
+            });
+        if n == 0 || wilson_lower(errors, n) <= target {
+            return t;
+        }
+        t += STEP;
+    }
+    1.0 + STEP
+}
+
+/// The lower end of the 95% Wilson score interval for `errors` of `n`.
+fn wilson_lower(errors: u64, n: u64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let n = n as f64;
+    let p = errors as f64 / n;
+    let z2 = Z * Z;
+    let centre = p + z2 / (2.0 * n);
+    let spread = Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - spread) / (1.0 + z2 / n)).max(0.0)
+}
+
+/// The text of a stored or fresh chat completion: every choice's content
+/// and tool calls, in order.
+pub fn answer_text(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let mut parts = Vec::new();
+    for choice in value.get("choices")?.as_array()? {
+        let message = choice.get("message")?;
+        if let Some(text) = message.get("content").and_then(Value::as_str) {
+            parts.push(text.to_owned());
+        }
+        for call in message
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(f) = call.get("function") {
+                parts.push(f.to_string());
+            }
+        }
+    }
+    Some(parts.join("\n"))
+}
+
+/// Lower case, letters and digits only, single spaces.
+fn normalized(text: &str) -> String {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether two answers agree (see the module docs); `cosine` is their
+/// embeddings' similarity, computed by the caller only when needed (it
+/// returns `None` when the embedder failed: no agreement claimed).
+pub async fn agree<F, Fut>(
+    cached: &str,
+    fresh: &str,
+    verifier: Verifier,
+    agreement: f32,
+    cosine: F,
+) -> bool
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Option<f32>>,
+{
+    if normalized(cached) == normalized(fresh) {
+        return true;
+    }
+    if verifier.check(cached, fresh).is_err() {
+        return false;
+    }
+    cosine().await.is_some_and(|c| c >= agreement)
+}
+
+#[cfg(test)]
+mod tests;

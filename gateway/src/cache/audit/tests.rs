@@ -1,0 +1,126 @@
+use super::*;
+
+fn settings(target: f64) -> AuditSettings {
+    AuditSettings {
+        rate: 1.0,
+        target_error_rate: target,
+        agreement: 0.9,
+    }
+}
+
+#[test]
+fn wilson_lower_bounds_match_the_formula() {
+    assert_eq!(wilson_lower(0, 0), 0.0);
+    assert_eq!(wilson_lower(0, 50), 0.0);
+    assert!((wilson_lower(1, 1) - 0.2065).abs() < 1e-3);
+    assert!((wilson_lower(5, 100) - 0.0215).abs() < 1e-3);
+    assert!((wilson_lower(50, 100) - 0.4038).abs() < 1e-3);
+}
+
+#[test]
+fn one_disagreement_lifts_the_threshold_past_it_and_agreements_bring_it_back() {
+    let a = Auditor::new(settings(0.01), 0.6);
+    assert_eq!(a.threshold(), 0.6);
+    // Agreements alone never move it.
+    for _ in 0..5 {
+        assert_eq!(a.record(0.7, true), 0.6);
+    }
+    // A disagreement at 0.8: every threshold up to 0.8 is refuted (1 error
+    // in 1 above 0.75..0.8; 1 in 6 above 0.6..0.7, lower bound 0.03).
+    let t = a.record(0.8, false);
+    assert!(t > 0.8 && t < 0.82, "{t}");
+    // Enough agreeing outcomes above 0.6 outweigh it.
+    for _ in 0..600 {
+        a.record(0.9, true);
+    }
+    assert_eq!(a.threshold(), 0.6);
+    let s = a.stats();
+    assert_eq!((s.agreed, s.disagreed), (605, 1));
+    assert_eq!(s.configured_similarity, 0.6);
+}
+
+#[test]
+fn a_disagreement_at_the_top_turns_semantic_hits_off_and_the_window_is_bounded() {
+    let a = Auditor::new(settings(0.01), 0.6);
+    assert!(a.record(1.0, false) > 1.0);
+    for _ in 0..WINDOW + 10 {
+        a.record(0.95, true);
+    }
+    assert_eq!(a.state().outcomes.len(), WINDOW);
+    // The old disagreement left the window: back to the configured value.
+    assert_eq!(a.threshold(), 0.6);
+}
+
+#[test]
+fn a_looser_target_tolerates_what_a_strict_one_does_not() {
+    let loose = Auditor::new(settings(0.3), 0.6);
+    let strict = Auditor::new(settings(0.01), 0.6);
+    for (i, a) in [&loose, &strict].into_iter().enumerate() {
+        for k in 0..40 {
+            a.record(0.7, k % 10 != 0);
+        }
+        let t = a.threshold();
+        if i == 0 {
+            assert_eq!(t, 0.6, "10% errors are within 30%");
+        } else {
+            assert!(t > 0.7, "10% errors break 1%: {t}");
+        }
+    }
+    // Auditing off: never drawn.
+    let off = Auditor::new(
+        AuditSettings {
+            rate: 0.0,
+            ..settings(0.01)
+        },
+        0.6,
+    );
+    assert!((0..1000).all(|_| !off.draw()));
+    assert!((0..1000).all(|_| strict.draw()));
+}
+
+#[test]
+fn answer_text_reads_contents_and_tool_calls() {
+    let body = serde_json::json!({
+        "choices": [
+            {"message": {"role": "assistant", "content": "Paris."}},
+            {"message": {"role": "assistant", "content": null,
+                         "tool_calls": [{"type": "function",
+                                         "function": {"name": "f", "arguments": "{\"x\":1}"}}]}}
+        ]
+    });
+    let text = answer_text(body.to_string().as_bytes()).unwrap();
+    assert!(text.starts_with("Paris.\n"));
+    assert!(text.contains("\"name\":\"f\""));
+    assert_eq!(answer_text(b"not json"), None);
+    assert_eq!(answer_text(b"{\"choices\": 3}"), None);
+}
+
+#[tokio::test]
+async fn answers_agree_only_when_equal_or_close_and_verified() {
+    let v = Verifier::default();
+    let never = || async { panic!("no embedding needed") };
+    // Case, punctuation and spacing aside, equal: no embedding needed.
+    assert!(
+        agree(
+            "The answer is  Paris.",
+            "the answer is paris",
+            v,
+            0.9,
+            never
+        )
+        .await
+    );
+    // A changed number is a disagreement whatever the cosine.
+    assert!(!agree("10 km is 6.2 miles", "10 km is 16.1 miles", v, 0.9, never).await);
+    let close = || async { Some(0.95) };
+    let far = || async { Some(0.5) };
+    let failed = || async { None };
+    let (a, b) = (
+        "Use reversed() on the list",
+        "Simply use reversed() on the list",
+    );
+    assert!(agree(a, b, v, 0.9, close).await);
+    assert!(!agree(a, b, v, 0.9, far).await);
+    assert!(!agree(a, b, v, 0.96, close).await);
+    assert!(!agree(a, b, v, 0.9, failed).await);
+}
