@@ -441,3 +441,98 @@ def test_an_unreachable_qdrant_server_fails_open(launch, tmp_path):
     assert stats.json()["store"] is None and "vector store" in stats.json()["store_error"]
     assert stats.json()["fail_open"] == 2 and stats.json()["hits_exact"] == 1  # the miss and the paraphrase
     gw.process.wait_for_record(lambda r: "Qdrant server not ready" in r.get("message", ""), 10)
+
+
+def test_audits_answer_hits_fresh_and_a_disagreement_raises_the_groups_threshold(launch, tmp_path):
+    """An audited group (audit_rate 1: every semantic hit is checked) with a
+    strict agreement bar: the fake answers each prompt differently, so a
+    paraphrase's answer disagrees with the cached one, and the threshold
+    rises past that similarity. Answers equal but for case and punctuation
+    agree."""
+    fake = launch.fake()
+    gw = launch.gateway(semantic_config(fake, tmp_path / "cache", auth=True, audit_rate=1.0,
+                                        audit_agreement=0.999),
+                        env={MASTER_KEY_ENV: MASTER_KEY})
+    client = gw.client(api_key=MASTER_KEY)
+    auth = {"authorization": f"Bearer {MASTER_KEY}"}
+
+    def stats():
+        r = gw.http("GET", "/admin/cache/stats", headers=auth)
+        assert r.status == 200, r
+        return r.json()
+
+    def audits_after(n):
+        deadline = time.monotonic() + 10
+        while True:
+            a = stats()["audits"]["gpt-test"]
+            if a["agreed"] + a["disagreed"] >= n or time.monotonic() > deadline:
+                return a
+            time.sleep(0.02)
+
+    def stored(n):
+        deadline = time.monotonic() + 10
+        while stats()["store"]["entries"] < n:
+            assert time.monotonic() < deadline, f"the store never held {n} entries"
+            time.sleep(0.02)
+
+    a = stats()["audits"]["gpt-test"]
+    assert a == {"rate": 1.0, "target_error_rate": 0.01, "configured_similarity": pytest.approx(0.6),
+                 "similarity": pytest.approx(0.6), "agreed": 0, "disagreed": 0}
+    water = "What is the boiling point of water?"
+    paraphrase = "what's the boiling point of water"
+
+    def pair(scope):
+        system = {"role": "system", "content": scope}
+        first = ask(client, messages=[system, {"role": "user", "content": water}])
+        assert first.headers["x-switchyard-cache"] == "miss"
+        assert "x-switchyard-cache-audit" not in first.headers
+        return system
+
+    # A semantic hit is answered fresh (the client gets the paraphrase's own
+    # answer), and the two answers disagree.
+    system = pair("scope one")
+    stored(1)
+    calls = len(fake.requests())
+    raw = ask(client, messages=[system, {"role": "user", "content": paraphrase}])
+    assert raw.headers["x-switchyard-cache"] == "miss"
+    assert raw.headers["x-switchyard-cache-audit"] == "hit"
+    assert raw.parse().choices[0].message.content == answer_to(paraphrase)
+    assert len(fake.requests()) == calls + 1
+    a = audits_after(1)
+    assert (a["agreed"], a["disagreed"]) == (0, 1), a
+    raised = a["similarity"]
+    assert raised > 0.61, a
+    # The same candidate in another scope is now below the threshold: a
+    # near miss, compared too (at no extra cost: it was a miss anyway).
+    system = pair("scope two")
+    stored(3)
+    raw = ask(client, messages=[system, {"role": "user", "content": paraphrase}])
+    assert raw.headers["x-switchyard-cache"] == "miss"
+    assert raw.headers["x-switchyard-cache-audit"] == "near"
+    a = audits_after(2)
+    assert (a["agreed"], a["disagreed"]) == (0, 2) and a["similarity"] == pytest.approx(raised), a
+    # Equal answers but for case and punctuation agree; the threshold stays.
+    system = pair("scope three")
+    stored(5)
+    raw = ask(client, messages=[system, {"role": "user", "content": "what is the boiling point of water"}])
+    assert raw.headers["x-switchyard-cache"] == "miss"
+    assert raw.headers["x-switchyard-cache-audit"] in ("hit", "near")
+    a = audits_after(3)
+    assert (a["agreed"], a["disagreed"]) == (1, 2) and a["similarity"] == pytest.approx(raised), a
+    # The exact tier is not audited.
+    again = ask(client, messages=[system, {"role": "user", "content": water}])
+    assert again.headers["x-switchyard-cache"] == "hit-exact"
+    # The metrics say the same.
+    from test_metrics import families, scrape, value
+    fams = families(scrape(gw))
+    assert value(fams, "switchyard_cache_audits", "switchyard_cache_audits_total",
+                 model_group="gpt-test", outcome="disagreed") == 2
+    assert value(fams, "switchyard_cache_similarity_threshold", "switchyard_cache_similarity_threshold",
+                 model_group="gpt-test") == pytest.approx(raised)
+
+
+def test_unaudited_groups_have_no_audits(sem):
+    gw, fake, client = sem
+    ask(client, messages=user("What is the boiling point of water?"))
+    hit = until_cache(client, "hit-semantic", user("what's the boiling point of water"))
+    assert "x-switchyard-cache-audit" not in hit.headers

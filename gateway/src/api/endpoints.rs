@@ -277,8 +277,17 @@ async fn cache_lookup(
                     // An audited group: some semantic hits are answered
                     // fresh and compared, as are near misses.
                     let (found, near) = match (looked.found, auditor) {
-                        (Some(found), Some(a)) if !found.exact && a.draw() => (None, Some(found)),
-                        (found, _) => (found, looked.near.filter(|_| auditor.is_some())),
+                        (Some(found), Some(a)) if !found.exact && a.draw() => {
+                            log.cache_audit = Some("hit");
+                            (None, Some(found))
+                        }
+                        (found, _) => {
+                            let near = looked.near.filter(|_| auditor.is_some());
+                            if near.is_some() {
+                                log.cache_audit = Some("near");
+                            }
+                            (found, near)
+                        }
                     };
                     audit = near.map(|n| AuditCandidate {
                         similarity: n.similarity,

@@ -24,6 +24,9 @@ pub struct RequestLog {
     pub outcome: &'static str,
     /// What the cache did: `hit-exact`, `miss`, `bypass`, or `-` (off).
     pub cache: &'static str,
+    /// An audited miss: `hit` (a semantic hit answered fresh to check it)
+    /// or `near` (a candidate below the group's raised threshold).
+    pub cache_audit: Option<&'static str>,
     /// Why the scheduler placed it where it went (placed groups only).
     pub placement: Option<&'static str>,
     /// `model_group` names no configured group (labelled `unknown` in
@@ -56,6 +59,7 @@ impl RequestLog {
             overhead: None,
             outcome: "ok",
             cache: "-",
+            cache_audit: None,
             placement: None,
             unknown_group: false,
             principal: None,
@@ -113,6 +117,7 @@ impl Drop for RequestLog {
             status = self.status,
             outcome = self.outcome,
             cache = self.cache,
+            cache_audit = self.cache_audit,
             placement = self.placement.unwrap_or("-"),
             stream = self.stream,
             attempts = self.attempts,

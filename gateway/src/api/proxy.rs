@@ -18,7 +18,9 @@ use crate::access::Principal;
 use crate::app::App;
 use crate::cache::Cache;
 use crate::cache::exact::CachedResponse;
-use crate::cache::http::{CACHE_HEADER, SIMILARITY_HEADER, finished_normally, now_secs};
+use crate::cache::http::{
+    AUDIT_HEADER, CACHE_HEADER, SIMILARITY_HEADER, finished_normally, now_secs,
+};
 use crate::cache::key::CacheKey;
 use crate::cache::replay;
 use crate::cache::semantic::Answer;
@@ -211,6 +213,7 @@ pub async fn forward(
     }
     let overhead = started.elapsed().saturating_sub(done.upstream_time);
     let log_cache = log.cache;
+    let log_audit = log.cache_audit;
     let deployment = done.deployment.id.clone();
     log.attempts = done.attempts;
     log.deployment = Some(deployment.clone());
@@ -256,6 +259,9 @@ pub async fn forward(
     }
     if log_cache != "-" {
         h.insert(CACHE_HEADER, HeaderValue::from_static(log_cache));
+    }
+    if let Some(audit) = log_audit {
+        h.insert(AUDIT_HEADER, HeaderValue::from_static(audit));
     }
     if let Some((label, reason)) = placement
         && let Ok(v) = HeaderValue::from_str(&label)

@@ -15,11 +15,13 @@
 //! of 0.01 from the configured `similarity` up, that the outcomes do not
 //! refute: a threshold is refuted when, among outcomes at or above it, the
 //! 95% Wilson lower bound of the disagreement rate exceeds
-//! `target_error_rate`. So one disagreement at similarity 0.8 moves the
-//! threshold above 0.8 at once (1 of 1 has a lower bound of 0.21), and it
-//! comes back down only when agreeing outcomes outweigh it. The threshold
-//! never goes below the configured one: auditing only ever turns hits into
-//! misses, never the other way.
+//! `target_error_rate`: a threshold stands until the outcomes show, with
+//! 95% confidence, that it breaks the target. So one disagreement at
+//! similarity 0.8 with nothing else known moves the threshold above 0.8 at
+//! once (1 of 1 has a lower bound of 0.21), while 1 of 18 (0.009) would not;
+//! a sustained 5% is caught after about 100 outcomes (5 of 100: 0.022). The
+//! threshold never goes below the configured one: auditing only ever turns
+//! hits into misses, never the other way.
 //!
 //! Agreement ([`agree`]): the answers' texts are equal once case,
 //! punctuation and spacing are set aside; or their embeddings' cosine is at

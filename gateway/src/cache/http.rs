@@ -12,7 +12,10 @@
 //! Response header `x-switchyard-cache`: `hit-exact`, `hit-semantic`, `miss`
 //! (looked up, not found; the answer is stored if it completes normally) or
 //! `bypass` (not cacheable, or asked not to); on semantic hits
-//! `x-switchyard-cache-similarity` gives the cosine similarity.
+//! `x-switchyard-cache-similarity` gives the cosine similarity. An audited
+//! model group's misses may carry `x-switchyard-cache-audit: hit` (a
+//! semantic hit answered fresh so the two answers can be compared) or
+//! `near` (a candidate below the group's raised threshold, compared too).
 
 use axum::http::HeaderMap;
 use serde_json::Value;
@@ -22,6 +25,7 @@ use crate::error::ApiError;
 pub const CACHE_HEADER: &str = "x-switchyard-cache";
 pub const TTL_HEADER: &str = "x-switchyard-cache-ttl";
 pub const SIMILARITY_HEADER: &str = "x-switchyard-cache-similarity";
+pub const AUDIT_HEADER: &str = "x-switchyard-cache-audit";
 
 /// What a request asks of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

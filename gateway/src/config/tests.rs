@@ -87,6 +87,9 @@ fn wrong_types_and_values_name_the_field() {
         ("ttl_secs", "0", "cache: max_entries and ttl_secs"),
         ("max_bytes", "10", "cache.max_bytes"),
         ("max_temperature", "2.5", "cache.max_temperature"),
+        ("audit_rate", "1.5", "cache.audit_rate"),
+        ("target_error_rate", "-0.1", "cache.target_error_rate"),
+        ("audit_agreement", "2.0", "cache.audit_agreement"),
     ] {
         let e = err(&format!("{MINIMAL}\n[cache]\n{field} = {value}\n"));
         assert!(e.starts_with(named), "{field}: {e}");

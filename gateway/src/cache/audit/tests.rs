@@ -13,6 +13,8 @@ fn wilson_lower_bounds_match_the_formula() {
     assert_eq!(wilson_lower(0, 0), 0.0);
     assert_eq!(wilson_lower(0, 50), 0.0);
     assert!((wilson_lower(1, 1) - 0.2065).abs() < 1e-3);
+    // docs/cache.md's figures: one of 18 is within 1%, one of 17 is not.
+    assert!(wilson_lower(1, 18) <= 0.01 && wilson_lower(1, 17) > 0.01);
     assert!((wilson_lower(5, 100) - 0.0215).abs() < 1e-3);
     assert!((wilson_lower(50, 100) - 0.4038).abs() < 1e-3);
 }
