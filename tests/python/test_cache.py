@@ -522,6 +522,16 @@ def test_audits_answer_hits_fresh_and_a_disagreement_raises_the_groups_threshold
     # The exact tier is not audited.
     again = ask(client, messages=[system, {"role": "user", "content": water}])
     assert again.headers["x-switchyard-cache"] == "hit-exact"
+    # An answer that will not be stored cannot be compared: not audited, and
+    # the raised threshold still applies (the paraphrase is no hit).
+    system = pair("scope four")
+    stored(7)
+    raw = ask(client, {"x-switchyard-cache-ttl": "0"}, messages=[system, {"role": "user", "content": paraphrase}])
+    assert raw.headers["x-switchyard-cache"] == "miss"
+    assert "x-switchyard-cache-audit" not in raw.headers
+    time.sleep(0.2)
+    a = stats()["audits"]["gpt-test"]
+    assert (a["agreed"], a["disagreed"]) == (1, 2), a
     # The metrics say the same.
     from test_metrics import families, scrape, value
     fams = families(scrape(gw))

@@ -253,7 +253,14 @@ async fn cache_lookup(
     let mut vector = None;
     let mut audit = None;
     let semantic = cache.semantic.as_ref().filter(|_| settings.semantic);
+    let ttl_secs = controls
+        .ttl
+        .map_or(settings.ttl_secs, |t| t.min(settings.ttl_secs));
+    // The group's threshold applies to every request; audits compare the
+    // fresh answer when it is stored, so none without a store
+    // (`x-switchyard-cache-ttl: 0`).
     let auditor = cache.auditor(&chat.model);
+    let audits = auditor.filter(|_| ttl_secs > 0);
     if controls.directive == Directive::Normal {
         if let Some(hit) = cache.exact.get(&key.exact, now) {
             counters.hits_exact.fetch_add(1, Ordering::Relaxed);
@@ -276,13 +283,13 @@ async fn cache_lookup(
                 Ok(Ok(looked)) => {
                     // An audited group: some semantic hits are answered
                     // fresh and compared, as are near misses.
-                    let (found, near) = match (looked.found, auditor) {
+                    let (found, near) = match (looked.found, audits) {
                         (Some(found), Some(a)) if !found.exact && a.draw() => {
                             log.cache_audit = Some("hit");
                             (None, Some(found))
                         }
                         (found, _) => {
-                            let near = looked.near.filter(|_| auditor.is_some());
+                            let near = looked.near.filter(|_| audits.is_some());
                             if near.is_some() {
                                 log.cache_audit = Some("near");
                             }
@@ -327,9 +334,6 @@ async fn cache_lookup(
     }
     log.cache = "miss";
     counters.misses.fetch_add(1, Ordering::Relaxed);
-    let ttl_secs = controls
-        .ttl
-        .map_or(settings.ttl_secs, |t| t.min(settings.ttl_secs));
     Ok(Lookup::Miss((ttl_secs > 0).then(|| CacheWrite {
         cache: cache.clone(),
         key,

@@ -377,12 +377,34 @@ fn compare(
             );
             return;
         };
-        let settings = auditor.settings();
+        let (cached, fresh) = (
+            audit::bounded(&cached).to_owned(),
+            audit::bounded(&fresh).to_owned(),
+        );
         let verifier = cache.settings(&group).verifier;
-        let agreed = audit::agree(&cached, &fresh, verifier, settings.agreement, || {
+        let texts = (cached.clone(), fresh.clone());
+        let text = match tokio::task::spawn_blocking(move || {
+            audit::text_check(&texts.0, &texts.1, verifier)
+        })
+        .await
+        {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(group, error = %e, "cache audit: the text check failed");
+                return;
+            }
+        };
+        let agreed = audit::agree(text, auditor.settings().agreement, || {
             semantic.answer_similarity(&cached, &fresh)
         })
         .await;
+        let Some(agreed) = agreed else {
+            tracing::warn!(
+                group,
+                "cache audit: the answers could not be embedded; not recorded"
+            );
+            return;
+        };
         let threshold = auditor.record(candidate.similarity, agreed);
         tracing::info!(
             group,

@@ -148,8 +148,15 @@ impl Auditor {
 /// (see the module docs); above 1 when every one is refuted, so no
 /// semantic candidate passes.
 fn threshold(outcomes: &VecDeque<(f32, bool)>, floor: f32, target: f64) -> f32 {
-    let mut t = floor;
-    while t <= 1.0 {
+    let steps = ((1.0 - floor) / STEP).round().max(0.0) as u32;
+    for k in 0..=steps {
+        // From the floor, each step computed afresh (no accumulated error),
+        // the last one exactly 1.
+        let t = if k == steps {
+            1.0
+        } else {
+            floor + k as f32 * STEP
+        };
         let (n, errors) = outcomes
             .iter()
             .filter(|(s, _)| *s >= t)
@@ -159,7 +166,6 @@ fn threshold(outcomes: &VecDeque<(f32, bool)>, floor: f32, target: f64) -> f32 {
         if n == 0 || wilson_lower(errors, n) <= target {
             return t;
         }
-        t += STEP;
     }
     1.0 + STEP
 }
@@ -201,6 +207,17 @@ pub fn answer_text(body: &[u8]) -> Option<String> {
     Some(parts.join("\n"))
 }
 
+/// The most of each answer compared (characters): bounds the verifier's
+/// word-by-word work; the embedder truncates to its own limit anyway.
+pub const COMPARED_CHARS: usize = 4096;
+
+/// `text` cut to [`COMPARED_CHARS`] characters.
+pub fn bounded(text: &str) -> &str {
+    text.char_indices()
+        .nth(COMPARED_CHARS)
+        .map_or(text, |(at, _)| &text[..at])
+}
+
 /// Lower case, letters and digits only, single spaces.
 fn normalized(text: &str) -> String {
     text.split(|c: char| !c.is_alphanumeric())
@@ -210,27 +227,33 @@ fn normalized(text: &str) -> String {
         .join(" ")
 }
 
+/// The answers' text check: `Some(true)` when they are equal but for case,
+/// punctuation and spacing (agreed, nothing more to do), `Some(false)` when
+/// the verifier finds a difference (disagreed), `None` when only their
+/// embeddings can tell. CPU work: run it off the async threads.
+pub fn text_check(cached: &str, fresh: &str, verifier: Verifier) -> Option<bool> {
+    if normalized(cached) == normalized(fresh) {
+        Some(true)
+    } else if verifier.check(cached, fresh).is_err() {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// Whether two answers agree (see the module docs); `cosine` is their
-/// embeddings' similarity, computed by the caller only when needed (it
-/// returns `None` when the embedder failed: no agreement claimed).
-pub async fn agree<F, Fut>(
-    cached: &str,
-    fresh: &str,
-    verifier: Verifier,
-    agreement: f32,
-    cosine: F,
-) -> bool
+/// embeddings' similarity, computed only when the texts cannot tell.
+/// `None` when that was needed and the embedder failed: no outcome, so an
+/// overloaded embedder cannot pass for disagreement.
+pub async fn agree<F, Fut>(text: Option<bool>, agreement: f32, cosine: F) -> Option<bool>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Option<f32>>,
 {
-    if normalized(cached) == normalized(fresh) {
-        return true;
+    match text {
+        Some(decided) => Some(decided),
+        None => cosine().await.map(|c| c >= agreement),
     }
-    if verifier.check(cached, fresh).is_err() {
-        return false;
-    }
-    cosine().await.is_some_and(|c| c >= agreement)
 }
 
 #[cfg(test)]

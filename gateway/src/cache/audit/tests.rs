@@ -102,27 +102,47 @@ async fn answers_agree_only_when_equal_or_close_and_verified() {
     let v = Verifier::default();
     let never = || async { panic!("no embedding needed") };
     // Case, punctuation and spacing aside, equal: no embedding needed.
-    assert!(
-        agree(
-            "The answer is  Paris.",
-            "the answer is paris",
-            v,
-            0.9,
-            never
-        )
-        .await
-    );
+    let equal = text_check("The answer is  Paris.", "the answer is paris", v);
+    assert_eq!(equal, Some(true));
+    assert_eq!(agree(equal, 0.9, never).await, Some(true));
     // A changed number is a disagreement whatever the cosine.
-    assert!(!agree("10 km is 6.2 miles", "10 km is 16.1 miles", v, 0.9, never).await);
-    let close = || async { Some(0.95) };
-    let far = || async { Some(0.5) };
-    let failed = || async { None };
+    let changed = text_check("10 km is 6.2 miles", "10 km is 16.1 miles", v);
+    assert_eq!(changed, Some(false));
+    assert_eq!(agree(changed, 0.9, never).await, Some(false));
+    // Otherwise the embeddings decide.
     let (a, b) = (
         "Use reversed() on the list",
         "Simply use reversed() on the list",
     );
-    assert!(agree(a, b, v, 0.9, close).await);
-    assert!(!agree(a, b, v, 0.9, far).await);
-    assert!(!agree(a, b, v, 0.96, close).await);
-    assert!(!agree(a, b, v, 0.9, failed).await);
+    let open = text_check(a, b, v);
+    assert_eq!(open, None);
+    assert_eq!(agree(open, 0.9, || async { Some(0.95) }).await, Some(true));
+    assert_eq!(agree(open, 0.9, || async { Some(0.5) }).await, Some(false));
+    assert_eq!(
+        agree(open, 0.96, || async { Some(0.95) }).await,
+        Some(false)
+    );
+    // An embedder failure is no outcome, not a disagreement.
+    assert_eq!(agree(open, 0.9, || async { None }).await, None);
+}
+
+#[test]
+fn long_answers_are_compared_on_a_bounded_prefix() {
+    let long = "word ".repeat(10_000);
+    assert_eq!(bounded(&long).chars().count(), COMPARED_CHARS);
+    assert_eq!(bounded("short"), "short");
+    let multibyte = "é".repeat(COMPARED_CHARS + 5);
+    assert_eq!(bounded(&multibyte).chars().count(), COMPARED_CHARS);
+}
+
+#[test]
+fn the_threshold_grid_has_no_drift_and_ends_at_one() {
+    let mut outcomes = VecDeque::new();
+    outcomes.push_back((0.9625, false));
+    assert_eq!(threshold(&outcomes, 0.6, 0.01), 0.6 + 37.0 * STEP);
+    outcomes.push_back((0.995, false));
+    assert_eq!(threshold(&outcomes, 0.6, 0.01), 1.0);
+    outcomes.push_back((1.0, false));
+    assert!(threshold(&outcomes, 0.6, 0.01) > 1.0);
+    assert_eq!(threshold(&VecDeque::new(), 1.0, 0.01), 1.0);
 }
