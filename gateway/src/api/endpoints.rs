@@ -271,10 +271,12 @@ async fn cache_lookup(
             }));
         }
         if let Some(semantic) = semantic {
+            // An auditor's threshold starts at, and never falls below, the
+            // configured similarity.
             let threshold = auditor.map_or(settings.similarity, |a| a.threshold());
             let lookup = semantic.lookup(
                 &key,
-                threshold.max(settings.similarity),
+                threshold,
                 settings.similarity,
                 settings.verifier,
                 now as f64,

@@ -367,28 +367,30 @@ fn compare(
         let Some(auditor) = cache.auditor(&group) else {
             return;
         };
-        let (Some(cached), Some(fresh)) = (
-            audit::answer_text(&candidate.body),
-            audit::answer_text(&fresh),
-        ) else {
-            tracing::warn!(
-                group,
-                "cache audit: an answer is not a chat completion; not compared"
-            );
-            return;
-        };
-        let (cached, fresh) = (
-            audit::bounded(&cached).to_owned(),
-            audit::bounded(&fresh).to_owned(),
-        );
+        // Parsing the answers and the verifier's word-by-word pass are CPU
+        // work: off the async threads.
         let verifier = cache.settings(&group).verifier;
-        let texts = (cached.clone(), fresh.clone());
-        let text = match tokio::task::spawn_blocking(move || {
-            audit::text_check(&texts.0, &texts.1, verifier)
+        let AuditCandidate { similarity, body } = candidate;
+        let checked = tokio::task::spawn_blocking(move || {
+            let cached = audit::answer_text(&body)?;
+            let fresh = audit::answer_text(&fresh)?;
+            let (cached, fresh) = (
+                audit::bounded(&cached).to_owned(),
+                audit::bounded(&fresh).to_owned(),
+            );
+            let text = audit::text_check(&cached, &fresh, verifier);
+            Some((cached, fresh, text))
         })
-        .await
-        {
-            Ok(text) => text,
+        .await;
+        let (cached, fresh, text) = match checked {
+            Ok(Some(checked)) => checked,
+            Ok(None) => {
+                tracing::warn!(
+                    group,
+                    "cache audit: an answer is not a chat completion; not compared"
+                );
+                return;
+            }
             Err(e) => {
                 tracing::warn!(group, error = %e, "cache audit: the text check failed");
                 return;
@@ -405,14 +407,8 @@ fn compare(
             );
             return;
         };
-        let threshold = auditor.record(candidate.similarity, agreed);
-        tracing::info!(
-            group,
-            similarity = candidate.similarity,
-            agreed,
-            threshold,
-            "cache audit"
-        );
+        let threshold = auditor.record(similarity, agreed);
+        tracing::info!(group, similarity, agreed, threshold, "cache audit");
     });
 }
 

@@ -236,11 +236,13 @@ impl Cache {
             }
         };
         let defaults = Settings::from_config(c);
-        let settings =
-            |g: &ModelGroupConfig| g.cache.as_ref().map_or(defaults, |gc| defaults.with(gc));
+        let group_settings: HashMap<String, Settings> = groups
+            .iter()
+            .filter_map(|g| Some((g.name.clone(), defaults.with(g.cache.as_ref()?))))
+            .collect();
         let auditors = groups
             .iter()
-            .map(|g| (g, settings(g)))
+            .map(|g| (g, group_settings.get(&g.name).copied().unwrap_or(defaults)))
             .filter(|(_, s)| semantic.is_some() && s.semantic && s.audit.rate > 0.0)
             .map(|(g, s)| (g.name.clone(), audit::Auditor::new(s.audit, s.similarity)))
             .collect();
@@ -250,10 +252,7 @@ impl Cache {
             max_temperature: c.max_temperature,
             counters: Counters::default(),
             defaults,
-            groups: groups
-                .iter()
-                .filter_map(|g| Some((g.name.clone(), defaults.with(g.cache.as_ref()?))))
-                .collect(),
+            groups: group_settings,
             auditors,
         })))
     }
