@@ -409,10 +409,13 @@ async fn main() -> anyhow::Result<()> {
         n += 1;
         format!("How many hours are in {n} weeks and {} days?", n % 7)
     };
+    // Only the misses look up (`no-store` bypasses the cache).
+    let before = c.phases().await?;
     for _ in 0..args.rounds {
         measure(&mut c, &mut uncached, round, "bypass", true, &mut fresh).await?;
         measure(&mut c, &mut miss, round, "miss", false, &mut fresh).await?;
     }
+    let miss_phase_ms = c.phases().await?.mean_ms_since(&before);
 
     // The upstream alone.
     let mut direct = Measure::new()?;
@@ -455,8 +458,13 @@ async fn main() -> anyhow::Result<()> {
         "semantic hits, mean per lookup (the gateway's switchyard_cache_lookup_seconds): \
          embed {embed:.3} ms, search {search:.3} ms, verify {verify:.3} ms"
     );
+    let [m_embed, m_search, m_verify] = miss_phase_ms;
+    println!(
+        "misses, mean per lookup: embed {m_embed:.3} ms, search {m_search:.3} ms, verify {m_verify:.3} ms"
+    );
     let results = json!({"fill": args.fill, "hit_exact": exact.json(), "hit_semantic": semantic.json(),
         "hit_semantic_phases_mean_ms": {"embed": embed, "search": search, "verify": verify},
+        "miss_phases_mean_ms": {"embed": m_embed, "search": m_search, "verify": m_verify},
         "miss": miss.json(), "uncached": uncached.json(), "direct": direct.json(),
         "miss_added_p50_ms": added, "gateway_rss_mb": rss});
     switchyard_benches::write_results(&args.out, &results)?;

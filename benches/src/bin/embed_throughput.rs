@@ -16,11 +16,14 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{Value, json};
-use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir, Precision};
+use switchyard_embedder::{
+    Batcher, BatcherConfig, CandleEmbedder, DeviceSpec, Embedder, ModelDir, Precision,
+};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -46,6 +49,62 @@ struct Args {
 }
 
 const BATCHES: [usize; 4] = [1, 8, 32, 128];
+
+/// Single-text p50 latencies (ms): the embedder called directly, and the
+/// same texts through a [`Batcher`] from a task on a two-worker Tokio
+/// runtime, as the gateway's cache lookup embeds.
+struct Handoff {
+    direct: f64,
+    batcher: f64,
+}
+
+/// Alternates direct and batched calls (the same prompts, the shape of
+/// `cache_latency`'s paraphrases) so both see the same machine.
+fn handoff(model: Arc<CandleEmbedder>, samples: usize) -> anyhow::Result<Handoff> {
+    let prompts: Vec<String> = [
+        "reverse a list",
+        "read a file",
+        "sort a dictionary by value",
+    ]
+    .iter()
+    .flat_map(|t| {
+        ["python", "rust", "go"]
+            .iter()
+            .map(move |l| format!("how do i {t} in {l} please"))
+    })
+    .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let batcher = Batcher::start(model.clone(), BatcherConfig::default())?;
+    let (mut direct, mut batched) = (Vec::new(), Vec::new());
+    for i in 0..samples {
+        let text = prompts[i % prompts.len()].clone();
+        let t = Instant::now();
+        model.embed(std::slice::from_ref(&text))?;
+        direct.push(t.elapsed().as_secs_f64() * 1e3);
+        let b = batcher.clone();
+        let ms = runtime.block_on(async move {
+            tokio::spawn(async move {
+                let t = Instant::now();
+                b.embed(vec![text])
+                    .await
+                    .map(|_| t.elapsed().as_secs_f64() * 1e3)
+            })
+            .await
+        })??;
+        batched.push(ms);
+    }
+    let p50 = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(Handoff {
+        direct: p50(direct),
+        batcher: p50(batched),
+    })
+}
 
 fn short_texts() -> Vec<String> {
     [
@@ -136,6 +195,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     lat.sort_by(f64::total_cmp);
     let (p50, p99) = (lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
+    let handoff = handoff(Arc::new(model), args.latency_samples)?;
 
     let reference: Option<Value> = match &args.python {
         Some(py) => {
@@ -199,11 +259,20 @@ fn main() -> anyhow::Result<()> {
         }
     );
     println!(
+        "single cache-style prompt (the gateway's semantic lookups), p50: direct {:.2} ms, \
+         through the batcher from an async task {:.2} ms (+{:.3} ms)",
+        handoff.direct,
+        handoff.batcher,
+        handoff.batcher - handoff.direct
+    );
+    println!(
         "RSS added by the loaded model: {:.0} MB",
         model_rss as f64 / 1e6
     );
     let results = json!({"switchyard": {"throughput": ours, "latency_ms": {"p50": p50, "p99": p99},
-                         "model_rss_bytes": model_rss}, "sentence_transformers": reference});
+                         "model_rss_bytes": model_rss,
+                         "single_prompt_p50_ms": {"direct": handoff.direct, "batcher": handoff.batcher}},
+                         "sentence_transformers": reference});
     switchyard_benches::write_results(&args.out, &results)?;
     Ok(())
 }

@@ -219,6 +219,44 @@ fn neighbour(
     })
 }
 
+/// The optimizer settings every shard runs with, new or loaded: index new
+/// entries once `INDEX_AFTER` are waiting, keep `SEGMENTS` segments, and
+/// build indexes on one thread (the other core keeps serving lookups).
+fn tune(shard: &EdgeShard, dimension: usize) -> Result<(), StoreError> {
+    let optimizers = qdrant_edge::EdgeOptimizersConfig {
+        // In KB of vectors (F32).
+        indexing_threshold: Some((INDEX_AFTER * dimension * 4).div_ceil(1024).max(1)),
+        default_segment_number: Some(SEGMENTS),
+        ..shard.config().optimizers.clone()
+    };
+    if shard.config().optimizers != optimizers {
+        shard.set_optimizers_config(optimizers).map_err(backend)?;
+    }
+    let hnsw = shard.config().hnsw_config;
+    if hnsw.max_indexing_threads != INDEX_THREADS {
+        shard
+            .set_hnsw_config(qdrant_edge::HnswIndexConfig {
+                max_indexing_threads: INDEX_THREADS,
+                ..hnsw
+            })
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Indexed segments keep an int8 copy of every vector in memory (scalar
+/// quantization: a quarter of the F32 bytes) that the index is built and
+/// searched with; the nearest are then rescored with the F32 vectors, so
+/// every similarity the cache compares with its threshold is exact.
+fn quantization() -> qdrant_edge::QuantizationConfig {
+    // Built from JSON: qdrant-edge 0.7.2 does not re-export the variant's
+    // struct.
+    serde_json::from_value(
+        json!({"scalar": {"type": "int8", "quantile": 0.99, "always_ram": true}}),
+    )
+    .unwrap_or_else(|e| unreachable!("a fixed, valid quantization config: {e}"))
+}
+
 /// A new shard's configuration: one unnamed vector of `dimension`, cosine
 /// distance, payloads in memory.
 fn edge_config(dimension: usize) -> EdgeConfig {
@@ -238,7 +276,7 @@ fn edge_config(dimension: usize) -> EdgeConfig {
         )]),
         sparse_vectors: HashMap::new(),
         hnsw_config: Default::default(),
-        quantization_config: None,
+        quantization_config: Some(quantization()),
         optimizers: Default::default(),
         wal_options: None,
     }
@@ -381,8 +419,10 @@ impl VectorStore {
     /// Starts the store's upkeep: every `sweep_every` expired entries are
     /// deleted, the least recently used beyond `max_entries` are evicted,
     /// and an embedded shard is optimized (its vector index built); an
-    /// embedded shard is also flushed every `flush_every`. A Qdrant server
-    /// flushes and indexes on its own. Needs a Tokio runtime; without one
+    /// embedded shard is also flushed every `flush_every`, and indexes its
+    /// new entries as soon as `INDEX_AFTER` of them wait (checked twice a
+    /// second), so lookups never scan more than about that many. A Qdrant
+    /// server flushes and indexes on its own. Needs a Tokio runtime; without one
     /// nothing is started. An embedded shard's tasks end when it is dropped.
     ///
     /// Why the flushes: qdrant-edge 0.7.2 writes every update to its WAL,
@@ -397,12 +437,13 @@ impl VectorStore {
         };
         match self {
             Self::Edge(s) => {
-                let weak = Arc::downgrade(&s.shard);
+                let weak = s.downgrade();
+                let flusher = weak.clone();
                 runtime.spawn(every(u.flush_every, move || {
-                    let shard = weak.upgrade();
+                    let store = flusher.upgrade();
                     async move {
-                        let Some(shard) = shard else { return false };
-                        if tokio::task::spawn_blocking(move || shard.flush())
+                        let Some(store) = store else { return false };
+                        if tokio::task::spawn_blocking(move || store.flush())
                             .await
                             .is_err()
                         {
@@ -411,15 +452,26 @@ impl VectorStore {
                         true
                     }
                 }));
-                let (weak, dimension, dir) = (Arc::downgrade(&s.shard), s.dimension, s.dir.clone());
+                let indexer = weak.clone();
+                runtime.spawn(every(INDEX_CHECK, move || {
+                    let store = indexer.upgrade();
+                    async move {
+                        let Some(store) = store else { return false };
+                        match tokio::task::spawn_blocking(move || store.index_waiting()).await {
+                            Ok(Ok(true)) => tracing::debug!("semantic cache: new entries indexed"),
+                            Ok(Ok(false)) => {}
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "semantic cache: indexing new entries failed");
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "semantic cache: indexing new entries failed");
+                            }
+                        }
+                        true
+                    }
+                }));
                 runtime.spawn(every(u.sweep_every, move || {
-                    let store = weak.upgrade().map(|shard| {
-                        Self::Edge(EdgeStore {
-                            shard,
-                            dimension,
-                            dir: dir.clone(),
-                        })
-                    });
+                    let store = weak.upgrade().map(Self::Edge);
                     async move {
                         let Some(store) = store else { return false };
                         store.sweep_once(u.max_entries).await;
@@ -448,8 +500,10 @@ impl VectorStore {
             let evicted = self.evict(max_entries).await?;
             let optimized = match self {
                 Self::Edge(s) => {
-                    s.blocking(|shard| shard.optimize().map_err(backend))
-                        .await?
+                    let s = s.clone();
+                    tokio::task::spawn_blocking(move || s.optimize())
+                        .await
+                        .map_err(backend)??
                 }
                 Self::Qdrant(_) => false,
             };
@@ -483,7 +537,48 @@ pub struct EdgeStore {
     shard: Arc<EdgeShard>,
     dimension: usize,
     dir: PathBuf,
+    /// Held while the shard is optimized: the indexer and the sweeper never
+    /// optimize at once.
+    optimizing: Arc<std::sync::Mutex<()>>,
 }
+
+/// An [`EdgeStore`] that does not keep its shard open: the upkeep tasks
+/// hold one, and end once the store itself is dropped.
+#[derive(Clone)]
+struct WeakEdge {
+    shard: std::sync::Weak<EdgeShard>,
+    dimension: usize,
+    dir: PathBuf,
+    optimizing: Arc<std::sync::Mutex<()>>,
+}
+
+impl WeakEdge {
+    fn upgrade(&self) -> Option<EdgeStore> {
+        Some(EdgeStore {
+            shard: self.shard.upgrade()?,
+            dimension: self.dimension,
+            dir: self.dir.clone(),
+            optimizing: self.optimizing.clone(),
+        })
+    }
+}
+
+/// New entries are searched by scanning until the shard indexes them, and
+/// a scan costs every lookup about 0.15–0.3 µs per unindexed entry
+/// (docs/cache.md, Speed): entries are indexed once this many are waiting.
+const INDEX_AFTER: usize = 1_000;
+/// How often the indexer checks for unindexed entries.
+const INDEX_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+/// Segments the shard keeps before merging the smallest: with qdrant's
+/// default for two cores (2), every newly indexed segment was merged into
+/// the largest at once, rebuilding its whole index (12 s of both cores at
+/// 100,000 entries) each time.
+const SEGMENTS: usize = 4;
+/// Threads an index build uses.
+const INDEX_THREADS: usize = 1;
+/// Candidates read from the quantized index per neighbour asked for, then
+/// rescored with the F32 vectors.
+const OVERSAMPLING: f64 = 2.0;
 
 /// The store's background upkeep ([`VectorStore::upkeep`]).
 #[derive(Debug, Clone, Copy)]
@@ -492,7 +587,8 @@ pub struct Upkeep {
     /// much of the latest entries.
     pub flush_every: std::time::Duration,
     /// How often expired entries are deleted, the store is cut back to
-    /// `max_entries`, and new entries are indexed.
+    /// `max_entries`, and the shard optimized (new entries are also indexed
+    /// as soon as enough of them wait).
     pub sweep_every: std::time::Duration,
     pub max_entries: usize,
 }
@@ -543,11 +639,28 @@ impl EdgeStore {
                 ))
                 .map_err(backend)?;
         }
+        tune(&shard, dimension)?;
         Ok(Self {
             shard: Arc::new(shard),
             dimension,
             dir: dir.to_owned(),
+            optimizing: Arc::default(),
         })
+    }
+
+    fn downgrade(&self) -> WeakEdge {
+        WeakEdge {
+            shard: Arc::downgrade(&self.shard),
+            dimension: self.dimension,
+            dir: self.dir.clone(),
+            optimizing: self.optimizing.clone(),
+        }
+    }
+
+    /// Entries not yet in a vector index (searched by scanning).
+    fn unindexed(&self) -> usize {
+        let info = self.shard.info();
+        info.points_count.saturating_sub(info.indexed_vectors_count)
     }
 
     /// Write everything to disk (the WAL already holds every update).
@@ -560,6 +673,22 @@ impl EdgeStore {
     /// anything. Searches and updates go on meanwhile. Blocking, and long
     /// for a large store (docs/cache.md has timings).
     pub fn optimize(&self) -> Result<bool, StoreError> {
+        let _one_at_a_time = self
+            .optimizing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.shard.optimize().map_err(backend)
+    }
+
+    /// Optimizes if `INDEX_AFTER` entries wait for the index and no
+    /// optimization is running; returns whether it did anything.
+    fn index_waiting(&self) -> Result<bool, StoreError> {
+        if self.unindexed() < INDEX_AFTER {
+            return Ok(false);
+        }
+        let Ok(_one_at_a_time) = self.optimizing.try_lock() else {
+            return Ok(false);
+        };
         self.shard.optimize().map_err(backend)
     }
 
@@ -624,7 +753,17 @@ impl EdgeStore {
                 score_threshold: None,
                 limit,
                 offset: 0,
-                params: None,
+                params: Some(qdrant_edge::SearchParams {
+                    hnsw_ef: None,
+                    exact: false,
+                    quantization: Some(qdrant_edge::QuantizationSearchParams {
+                        ignore: false,
+                        rescore: Some(true),
+                        oversampling: Some(OVERSAMPLING),
+                    }),
+                    indexed_only: false,
+                    acorn: None,
+                }),
                 with_vector: WithVector::Bool(false),
                 with_payload: WithPayloadInterface::Bool(true),
             })

@@ -347,8 +347,29 @@ async fn edge_store_indexes_a_large_store_and_still_filters_by_scope() {
     assert!(stats.disk_bytes.is_some_and(|b| b > 0));
     for probe in [7u64, 12_345, 49_998] {
         let scope = format!("scope-{}", probe % 4);
-        let found = v.nearest(&scope, vector(probe), 3, NOW).await.unwrap();
+        // A query near the probe, not on it: the index is searched with
+        // int8 vectors, and every similarity returned must still be the
+        // exact cosine (rescored with the F32 vectors).
+        let query: Vec<f32> = {
+            let q: Vec<f32> = vector(probe)
+                .iter()
+                .zip(vector(probe + 1_000_003))
+                .map(|(a, b)| a + 0.3 * b)
+                .collect();
+            let norm = q.iter().map(|a| a * a).sum::<f32>().sqrt();
+            q.into_iter().map(|a| a / norm).collect()
+        };
+        let found = v.nearest(&scope, query.clone(), 3, NOW).await.unwrap();
         assert_eq!(found[0].id, Uuid::from_u128(u128::from(probe) + 1));
+        for n in &found {
+            let seed = n.id.as_u128() as u64 - 1;
+            let exact: f32 = vector(seed).iter().zip(&query).map(|(a, b)| a * b).sum();
+            assert!(
+                (n.similarity - exact).abs() < 1e-5,
+                "{} against the exact {exact}",
+                n.similarity
+            );
+        }
         let other = format!("scope-{}", (probe + 1) % 4);
         let found = v.nearest(&other, vector(probe), 3, NOW).await.unwrap();
         assert!(
@@ -424,4 +445,51 @@ async fn an_older_shard_gains_the_indexes_it_lacks() {
         ids_in(&store, "s").await,
         sorted(vec![entries[4].id, entries[5].id])
     );
+}
+
+#[tokio::test]
+async fn edge_store_indexes_new_entries_without_waiting_for_a_sweep() {
+    // Every lookup scans the entries not yet indexed: the upkeep indexes
+    // them once `INDEX_AFTER` wait, long before the next sweep.
+    let dir = tempfile::tempdir().unwrap();
+    let store = EdgeStore::open(dir.path(), DIM).unwrap();
+    {
+        let config = store.shard.config();
+        assert_eq!(config.optimizers.default_segment_number, Some(SEGMENTS));
+        assert_eq!(
+            config.optimizers.indexing_threshold,
+            Some((INDEX_AFTER * DIM * 4).div_ceil(1024))
+        );
+        assert_eq!(config.hnsw_config.max_indexing_threads, INDEX_THREADS);
+        assert_eq!(config.quantization_config, Some(quantization()));
+    }
+    let v = VectorStore::Edge(store.clone());
+    let n = INDEX_AFTER as u64 + 200;
+    let entries: Vec<Entry> = (0..n).map(|i| entry(i, "s", NOW + 600.0)).collect();
+    for chunk in entries.chunks(500) {
+        v.upsert(chunk.to_vec()).await.unwrap();
+    }
+    assert_eq!(v.stats().await.unwrap().indexed, 0);
+    let hour = std::time::Duration::from_secs(3_600);
+    v.upkeep(Upkeep {
+        flush_every: hour,
+        sweep_every: hour,
+        max_entries: usize::MAX,
+    });
+    let started = std::time::Instant::now();
+    loop {
+        let stats = v.stats().await.unwrap();
+        if stats.indexed >= INDEX_AFTER {
+            assert_eq!(stats.entries, n as usize);
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "not indexed: {stats:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Still found, through the index.
+    let found = v.nearest("s", unit(17), 1, NOW).await.unwrap();
+    assert_eq!(found[0].id, entries[17].id);
 }
