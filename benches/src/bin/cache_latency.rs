@@ -269,14 +269,16 @@ impl Phases {
 
 struct Measure {
     latency: Histogram<u64>,
-    unexpected: u64,
+    /// Answers with another cache status than expected: how many, and the
+    /// slowest (ms), by status.
+    unexpected: std::collections::BTreeMap<String, (u64, f64)>,
 }
 
 impl Measure {
     fn new() -> anyhow::Result<Self> {
         Ok(Self {
             latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-            unexpected: 0,
+            unexpected: Default::default(),
         })
     }
     fn ms(&self, q: f64) -> f64 {
@@ -284,7 +286,21 @@ impl Measure {
     }
     fn json(&self) -> Value {
         json!({"n": self.latency.len(), "p50_ms": self.ms(0.5), "p90_ms": self.ms(0.9),
-               "p99_ms": self.ms(0.99), "unexpected_cache_status": self.unexpected})
+               "p99_ms": self.ms(0.99), "max_ms": self.latency.max() as f64 / 1e3,
+               "unexpected_cache_status": self.unexpected})
+    }
+    /// `0`, or e.g. `2 (miss: 2, slowest 25.1 ms)`.
+    fn unexpected(&self) -> String {
+        let n: u64 = self.unexpected.values().map(|(n, _)| n).sum();
+        if n == 0 {
+            return "0".into();
+        }
+        let by: Vec<String> = self
+            .unexpected
+            .iter()
+            .map(|(status, (k, ms))| format!("{status}: {k}, slowest {ms:.1} ms"))
+            .collect();
+        format!("{n} ({})", by.join("; "))
     }
 }
 
@@ -303,7 +319,9 @@ async fn measure(
         let (t, cache) = c.chat(&texts(), no_store).await?;
         m.latency.record((t.as_micros() as u64).max(1))?;
         if cache != expect {
-            m.unexpected += 1;
+            let seen = m.unexpected.entry(cache).or_default();
+            seen.0 += 1;
+            seen.1 = seen.1.max(t.as_secs_f64() * 1e3);
         }
     }
     Ok(())
@@ -433,8 +451,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let rss = gw.rss_bytes().unwrap_or(0) as f64 / 1e6;
 
-    println!("\n| path | requests | p50 ms | p90 ms | p99 ms | unexpected cache status |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("\n| path | requests | p50 ms | p90 ms | p99 ms | max ms | unexpected cache status |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, m) in [
         ("hit-exact", &exact),
         ("hit-semantic", &semantic),
@@ -443,12 +461,13 @@ async fn main() -> anyhow::Result<()> {
         ("upstream direct", &direct),
     ] {
         println!(
-            "| {name} | {} | {:.3} | {:.3} | {:.3} | {} |",
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.1} | {} |",
             m.latency.len(),
             m.ms(0.5),
             m.ms(0.9),
             m.ms(0.99),
-            m.unexpected
+            m.latency.max() as f64 / 1e3,
+            m.unexpected()
         );
     }
     let added = miss.ms(0.5) - uncached.ms(0.5);

@@ -564,7 +564,7 @@ impl WeakEdge {
 }
 
 /// New entries are searched by scanning until the shard indexes them, and
-/// a scan costs every lookup about 0.15–0.3 µs per unindexed entry
+/// a scan costs every lookup about 0.15 µs per unindexed entry
 /// (docs/cache.md, Speed): entries are indexed once this many are waiting.
 const INDEX_AFTER: usize = 1_000;
 /// How often the indexer checks for unindexed entries.
