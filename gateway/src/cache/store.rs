@@ -457,12 +457,13 @@ impl VectorStore {
                     let store = indexer.upgrade();
                     async move {
                         let Some(store) = store else { return false };
-                        match tokio::task::spawn_blocking(move || store.index_waiting()).await {
-                            Ok(Ok(true)) => tracing::debug!("semantic cache: new entries indexed"),
-                            Ok(Ok(false)) => {}
-                            Ok(Err(e)) => {
-                                tracing::warn!(error = %e, "semantic cache: indexing new entries failed");
-                            }
+                        let indexed = tokio::task::spawn_blocking(move || store.index_waiting())
+                            .await
+                            .map_err(backend)
+                            .and_then(|indexed| indexed);
+                        match indexed {
+                            Ok(true) => tracing::debug!("semantic cache: new entries indexed"),
+                            Ok(false) => {}
                             Err(e) => {
                                 tracing::warn!(error = %e, "semantic cache: indexing new entries failed");
                             }
@@ -686,8 +687,11 @@ impl EdgeStore {
         if self.unindexed() < INDEX_AFTER {
             return Ok(false);
         }
-        let Ok(_one_at_a_time) = self.optimizing.try_lock() else {
-            return Ok(false);
+        let _one_at_a_time = match self.optimizing.try_lock() {
+            Ok(guard) => guard,
+            // As in `optimize`: a panic elsewhere leaves nothing to repair.
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
         };
         self.shard.optimize().map_err(backend)
     }
