@@ -43,7 +43,9 @@ struct Args {
     /// sentence-transformers runs on the same device.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// `f32`, or `f16` / `bf16` on a GPU (sentence-transformers stays F32).
+    /// `f32`, `bf16` (BF16 weights; on the CPU with F32 arithmetic, the
+    /// gateway's CPU default), or `f16` on a GPU (sentence-transformers
+    /// stays F32).
     #[arg(long, default_value = "f32")]
     precision: String,
 }

@@ -372,12 +372,10 @@ fn compare(
         let verifier = cache.settings(&group).verifier;
         let AuditCandidate { similarity, body } = candidate;
         let checked = tokio::task::spawn_blocking(move || {
-            let cached = audit::answer_text(&body)?;
-            let fresh = audit::answer_text(&fresh)?;
-            let (cached, fresh) = (
-                audit::bounded(&cached).to_owned(),
-                audit::bounded(&fresh).to_owned(),
-            );
+            let mut cached = audit::answer_text(&body)?;
+            let mut fresh = audit::answer_text(&fresh)?;
+            cached.truncate(audit::bounded(&cached).len());
+            fresh.truncate(audit::bounded(&fresh).len());
             let text = audit::text_check(&cached, &fresh, verifier);
             Some((cached, fresh, text))
         })
