@@ -29,9 +29,7 @@ use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
 
 use crate::EmbedError;
-use crate::packed::{
-    Activation, PANEL, PackedLinear, ROWS, WeightFormat, pack_rows_into, tile_rows,
-};
+use crate::packed::{Activation, PackedLinear, ROWS, WeightFormat, pack_rows_into, tile_rows};
 
 /// Rows per rayon task in the element-wise passes (layer norm).
 const NORM_ROWS: usize = 32;
@@ -491,9 +489,10 @@ impl pulp::WithSimd for AttentionHead<'_> {
     fn with_simd<S: pulp::Simd>(self, simd: S) {
         let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
         match (lanes, self.d) {
-            (16, 16) => self.tiled::<S, 1>(simd),
-            (16, 32) => self.tiled::<S, 2>(simd),
-            (16, 64) => self.tiled::<S, 4>(simd),
+            (16, 16) => self.tiled::<S, 4, 1>(simd),
+            (16, 32) => self.tiled::<S, 4, 2>(simd),
+            (16, 64) => self.tiled::<S, 4, 4>(simd),
+            (8, d) if d.is_multiple_of(16) => self.tiled::<S, 2, 2>(simd),
             _ => self.row_by_row(simd),
         }
     }
@@ -508,10 +507,13 @@ impl AttentionHead<'_> {
     }
 
     /// Both products as register tiles (the packed layer's kernel): scores
-    /// `[n, n]` = queries · keysᵀ in blocks of 64 keys, then probabilities ·
-    /// values, `V` registers per head row (AVX-512, d = 16·V).
+    /// `[n, n]` = queries · keysᵀ in panels of `K` registers' worth of keys,
+    /// then probabilities · values in strips of `V` registers' worth of
+    /// head columns. AVX-512: `K` = 4 (64 keys) and one strip of the whole
+    /// head (d = 16·V). AVX2 (16 registers): `K` = `V` = 2, 6 × 16 tiles,
+    /// as the packed layers run there.
     #[inline(always)]
-    fn tiled<S: pulp::Simd, const V: usize>(self, simd: S) {
+    fn tiled<S: pulp::Simd, const K: usize, const V: usize>(self, simd: S) {
         let (stride, q_at, k_at, v_at) = self.columns();
         let AttentionHead {
             rows,
@@ -528,19 +530,24 @@ impl AttentionHead<'_> {
             scores,
             probs,
         } = scratch;
-        let padded = n.next_multiple_of(PANEL);
-        // Keys as panels of 64: [padded / 64][d][64], zero past n.
+        let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+        let (panel_width, strip_width) = (K * lanes, V * lanes);
+        let padded = n.next_multiple_of(panel_width);
+        // Keys as panels: [padded / panel_width][d][panel_width], zero past n.
         keys.clear();
         keys.resize(padded * d, 0.0);
         for (j, row) in rows.chunks_exact(stride).enumerate() {
-            let panel = &mut keys[(j / PANEL) * d * PANEL..][..d * PANEL];
+            let panel = &mut keys[(j / panel_width) * d * panel_width..][..d * panel_width];
             for (c, &k) in row[k_at..k_at + d].iter().enumerate() {
-                panel[c * PANEL + j % PANEL] = k;
+                panel[c * panel_width + j % panel_width] = k;
             }
         }
+        // Values as strips of head columns: [d / strip_width][n][strip_width].
         values.clear();
-        for row in rows.chunks_exact(stride) {
-            values.extend_from_slice(&row[v_at..v_at + d]);
+        for s in (0..d).step_by(strip_width) {
+            for row in rows.chunks_exact(stride) {
+                values.extend_from_slice(&row[v_at + s..][..strip_width]);
+            }
         }
         queries.clear();
         pack_rows_into(&rows[q_at..], n, d, stride, queries);
@@ -549,15 +556,25 @@ impl AttentionHead<'_> {
         for (b, r0) in (0..n).step_by(ROWS).enumerate() {
             let r = ROWS.min(n - r0);
             let qt = &queries[b * ROWS * d..][..r * d];
-            for (p, panel) in keys.chunks_exact(d * PANEL).enumerate() {
-                tile_rows::<S, 4>(simd, r, qt, panel, None, &mut scores[p * PANEL..], padded);
+            for (p, panel) in keys.chunks_exact(d * panel_width).enumerate() {
+                let scores = &mut scores[p * panel_width..];
+                tile_rows::<S, K>(simd, r, qt, panel, None, scores, padded);
             }
+            // Softmax over whole registers, not a scalar tail: the padding
+            // keys' scores set to −∞ come out of `exp` as e^-80 at most, too
+            // small to move a sum that holds the largest term's 1, and are
+            // not read after.
+            let whole = n.next_multiple_of(lanes);
             for row in scores.chunks_exact_mut(padded).take(r) {
-                softmax(simd, &mut row[..n]);
+                row[n..whole].fill(f32::NEG_INFINITY);
+                softmax(simd, &mut row[..whole]);
             }
             probs.clear();
             pack_rows_into(scores, r, n, padded, probs);
-            tile_rows::<S, V>(simd, r, probs, values, None, &mut out[r0 * d..], d);
+            for (s, strip) in values.chunks_exact(n * strip_width).enumerate() {
+                let out = &mut out[r0 * d + s * strip_width..];
+                tile_rows::<S, V>(simd, r, probs, strip, None, out, d);
+            }
         }
     }
 

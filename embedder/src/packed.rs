@@ -273,6 +273,10 @@ impl PackedLinear {
                         out: &mut out,
                         stride: PANEL,
                     });
+                    // While the block is hot, and on every thread.
+                    if activation == Activation::GeluErf {
+                        arch.dispatch(GeluErf(&mut out));
+                    }
                     out
                 })
                 .collect();
@@ -280,9 +284,6 @@ impl PackedLinear {
                 for (y, block) in y_row.chunks_exact_mut(PANEL).zip(&blocks) {
                     y.copy_from_slice(&block[row * PANEL..][..PANEL]);
                 }
-            }
-            if activation == Activation::GeluErf {
-                gelu_erf_in_place(arch, y);
             }
             return;
         }
@@ -354,10 +355,20 @@ fn pack_rows(x: &[f32], rows: usize, k: usize) -> Vec<f32> {
 /// [`pack_rows`] of the first `k` columns of rows `stride` apart, appended
 /// to `xt`.
 pub(crate) fn pack_rows_into(x: &[f32], rows: usize, k: usize, stride: usize, xt: &mut Vec<f32>) {
-    for r0 in (0..rows).step_by(ROWS) {
-        let r = ROWS.min(rows - r0);
-        for kk in 0..k {
-            xt.extend((r0..r0 + r).map(|i| x[i * stride + kk]));
+    let start = xt.len();
+    xt.resize(start + rows * k, 0.0);
+    for (r0, block) in (0..rows)
+        .step_by(ROWS)
+        .zip(xt[start..].chunks_mut(ROWS * k))
+    {
+        // Row by row: each source row is read in order, and a block is
+        // small enough (6 rows) that its scattered writes stay in L1.
+        let r = block.len() / k;
+        for i in 0..r {
+            let src = &x[(r0 + i) * stride..][..k];
+            for (group, &v) in block.chunks_exact_mut(r).zip(src) {
+                group[i] = v;
+            }
         }
     }
 }
@@ -375,10 +386,10 @@ pub enum Activation {
     GeluErf,
 }
 
-/// `x ← x · ½(1 + erf(x / √2))`, vectorised and on all cores.
-pub fn gelu_erf_in_place(arch: pulp::Arch, xs: &mut [f32]) {
-    xs.par_chunks_mut(16 * 1024)
-        .for_each(|chunk| arch.dispatch(GeluErf(chunk)));
+/// `x ← x · ½(1 + erf(x / √2))`, vectorised.
+#[cfg(test)]
+fn gelu_erf_in_place(arch: pulp::Arch, xs: &mut [f32]) {
+    arch.dispatch(GeluErf(xs));
 }
 
 struct GeluErf<'a>(&'a mut [f32]);

@@ -8,11 +8,15 @@ use crate::bert::Bert;
 
 /// A small random BERT: 2 layers, hidden 128, 4 heads, intermediate 256.
 fn config(hidden_act: &str, hidden: usize) -> Config {
+    config_with_heads(hidden_act, hidden, 4)
+}
+
+fn config_with_heads(hidden_act: &str, hidden: usize, heads: usize) -> Config {
     serde_json::from_value(serde_json::json!({
         "vocab_size": 50,
         "hidden_size": hidden,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
+        "num_attention_heads": heads,
         "intermediate_size": 256,
         "hidden_act": hidden_act,
         "max_position_embeddings": 80,
@@ -103,6 +107,46 @@ fn candle_hidden(tensors: &HashMap<String, Tensor>, c: &Config, seqs: &[Vec<u32>
     out
 }
 
+/// Lengths around the SIMD widths and the key panels, one text, and enough
+/// rows to take the packed layer's split-by-rows path.
+fn ragged_batch() -> Vec<Vec<u32>> {
+    [1usize, 2, 7, 16, 17, 33, 40, 5, 64, 65, 80, 12]
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| (0..n).map(|j| ((j * 7 + k * 3) % 50) as u32).collect())
+        .collect()
+}
+
+/// `model` against Candle's BERT on one text, a 16-token text and the whole
+/// ragged batch, with every instruction set this machine runs.
+fn assert_matches_candle(
+    model: &mut CpuBert,
+    tensors: &HashMap<String, Tensor>,
+    c: &Config,
+    what: &str,
+) {
+    let seqs = ragged_batch();
+    for (arch, batch) in crate::packed::test_arches()
+        .into_iter()
+        .flat_map(|arch| [(arch, &seqs[..1]), (arch, &seqs[3..4]), (arch, &seqs[..])])
+    {
+        model.arch = arch;
+        let got = model.forward(batch).unwrap();
+        let want = candle_hidden(tensors, c, batch);
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-4,
+            "{arch:?}, {what}, {} texts: {worst}",
+            batch.len()
+        );
+    }
+}
+
 #[test]
 fn matches_candles_bert_on_a_ragged_batch() {
     for prefix in ["", "bert."] {
@@ -111,33 +155,21 @@ fn matches_candles_bert_on_a_ragged_batch() {
         let mut model = CpuBert::load(&tensors, &c, WeightFormat::F32)
             .unwrap()
             .expect("this config is packable");
-        // Lengths around the SIMD widths and the 64-key panels, one text, and
-        // enough rows to take the packed layer's split-by-rows path.
-        let lens = [1usize, 2, 7, 16, 17, 33, 40, 5, 64, 65, 80, 12];
-        let seqs: Vec<Vec<u32>> = lens
-            .iter()
-            .enumerate()
-            .map(|(k, &n)| (0..n).map(|j| ((j * 7 + k * 3) % 50) as u32).collect())
-            .collect();
-        for (arch, batch) in crate::packed::test_arches()
-            .into_iter()
-            .flat_map(|arch| [(arch, &seqs[..1]), (arch, &seqs[3..4]), (arch, &seqs[..])])
-        {
-            model.arch = arch;
-            let got = model.forward(batch).unwrap();
-            let want = candle_hidden(&tensors, &c, batch);
-            assert_eq!(got.len(), want.len());
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| (g - w).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                worst < 1e-4,
-                "{arch:?}, prefix {prefix:?}, {} texts: {worst}",
-                batch.len()
-            );
-        }
+        assert_matches_candle(&mut model, &tensors, &c, &format!("prefix {prefix:?}"));
+    }
+}
+
+/// Heads of 64, 16 and 8 columns: the tiled attention's widths on AVX-512
+/// and AVX2, and a width only the row-by-row attention takes.
+#[test]
+fn matches_candles_bert_for_every_head_width() {
+    for heads in [2, 8, 16] {
+        let c = config_with_heads("gelu", 128, heads);
+        let tensors = weights(&c, "");
+        let mut model = CpuBert::load(&tensors, &c, WeightFormat::F32)
+            .unwrap()
+            .expect("this config is packable");
+        assert_matches_candle(&mut model, &tensors, &c, &format!("{heads} heads"));
     }
 }
 
