@@ -379,8 +379,16 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .flat_map(|t| LANGS.iter().map(move |l| format!("How do I {t} in {l}?")))
         .collect();
+    // Every seed should miss and be stored; one that does not (a rare
+    // run has shown one seed answered semantically ever after) is named.
     for s in &seeds {
-        c.chat(s, false).await?;
+        let (t, cache) = c.chat(s, false).await?;
+        if cache != "miss" {
+            println!(
+                "seed {s:?} answered {cache:?} in {:.1} ms (expected \"miss\")",
+                t.as_secs_f64() * 1e3
+            );
+        }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let paraphrase = |s: &str| format!("{} please", s.trim_end_matches('?').to_lowercase());
@@ -399,6 +407,9 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
+    if !warm.unexpected.is_empty() {
+        println!("warm-up: unexpected cache statuses {}", warm.unexpected());
+    }
 
     let mut exact = Measure::new()?;
     let mut k = 0usize;
