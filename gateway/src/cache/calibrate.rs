@@ -98,7 +98,7 @@ pub fn hits(setting: &Setting, pair: &Pair, similarity: f32) -> bool {
     similarity >= setting.threshold
         && setting
             .verifier
-            .is_none_or(|v| v.check(&pair.cached, &pair.incoming).is_ok())
+            .is_none_or(|v| v.check_at(&pair.cached, &pair.incoming, similarity).is_ok())
 }
 
 fn rate(num: usize, den: usize) -> f64 {
@@ -257,8 +257,8 @@ pub fn report(pairs: &[Pair], similarities: &[f32], default: Setting, target: f6
         let mean = items.iter().map(|(_, s)| f64::from(*s)).sum::<f64>() / items.len() as f64;
         let mut reasons: BTreeMap<Reason, usize> = BTreeMap::new();
         if let Some(v) = default.verifier {
-            for (p, _) in &items {
-                if let Err(r) = v.check(&p.cached, &p.incoming) {
+            for (p, s) in &items {
+                if let Err(r) = v.check_at(&p.cached, &p.incoming, *s) {
                     *reasons.entry(r).or_default() += 1;
                 }
             }

@@ -135,7 +135,7 @@ impl Semantic {
             if exact {
                 return Some((n.id, candidate()));
             }
-            if n.similarity < floor || verifier.check(prompt, &key.text).is_err() {
+            if n.similarity < floor || verifier.check_at(prompt, &key.text, n.similarity).is_err() {
                 return None;
             }
             if n.similarity >= similarity {

@@ -30,7 +30,11 @@
 //!   shared ("melting point of copper" vs "of iron"). Paraphrases change
 //!   more than that, typos less (one or two letters, tolerated);
 //! - **script**: differing Chinese, Japanese or Korean characters (words are
-//!   not space-separated there, so the checks above cannot see them).
+//!   not space-separated there, so the checks above cannot see them);
+//! - **rewording** ([`Verifier::check_at`], given the cosine): below
+//!   [`REWORDED_MIN`], prompts that each have more content words of their
+//!   own than they share ("handle errors in Rust" against "check if a file
+//!   exists in Rust"): the words give no evidence of the same question.
 //!
 //! Chosen by measurement on `cache-eval/dev_pairs.tsv`, by principle rather
 //! than by listing its prompts (`switchyard cache calibrate` reruns it).
@@ -64,6 +68,7 @@ pub enum Reason {
     Order,
     Substitution,
     Script,
+    Reworded,
 }
 
 impl Reason {
@@ -79,6 +84,7 @@ impl Reason {
             Self::Order => "order",
             Self::Substitution => "substitution",
             Self::Script => "script",
+            Self::Reworded => "reworded",
         }
     }
 }
@@ -417,6 +423,23 @@ impl Verifier {
     /// `Ok(())` when `cached` and `incoming` may share an answer, otherwise
     /// the first difference found.
     pub fn check(&self, cached: &str, incoming: &str) -> Result<(), Reason> {
+        self.words(cached, incoming).map(|_| ())
+    }
+
+    /// [`Self::check`] for two prompts at cosine `similarity`, which also
+    /// refuses a rewording below [`REWORDED_MIN`]: when each prompt has
+    /// more content words of its own than the two share, the words give no
+    /// evidence that they ask the same thing, so the similarity must.
+    pub fn check_at(&self, cached: &str, incoming: &str, similarity: f32) -> Result<(), Reason> {
+        let words = self.words(cached, incoming)?;
+        if similarity < REWORDED_MIN && words.only_a.min(words.only_b) > words.shared {
+            return Err(Reason::Reworded);
+        }
+        Ok(())
+    }
+
+    /// The word checks; on success, how the content words differ.
+    fn words(&self, cached: &str, incoming: &str) -> Result<Overlap, Reason> {
         let (a, b) = (tokenize(cached), tokenize(incoming));
         if numbers(&a) != numbers(&b) {
             return Err(Reason::Number);
@@ -508,8 +531,27 @@ impl Verifier {
         if !da.is_empty() && !db.is_empty() && da.iter().chain(&db).any(|t| t.cjk) {
             return Err(Reason::Script);
         }
-        Ok(())
+        Ok(Overlap {
+            only_a: da.len(),
+            only_b: db.len(),
+            shared,
+        })
     }
+}
+
+/// The lowest cosine at which a rewording may hit (see
+/// [`Verifier::check_at`]). Picked on the templated questions of
+/// `benches/templated_pairs.py` ("How do I handle errors in Rust?" against
+/// "How do I check if a file exists in Rust?" is 0.61), not on the
+/// development pairs, whose hits it leaves as they are (`docs/cache.md`).
+pub const REWORDED_MIN: f32 = 0.65;
+
+/// How two prompts' content words differ: counts of words only in each,
+/// and of words in both (counted on the cached prompt's side).
+struct Overlap {
+    only_a: usize,
+    only_b: usize,
+    shared: usize,
 }
 
 #[cfg(test)]

@@ -160,3 +160,39 @@ fn numbers_typos_and_stems() {
     assert_eq!(stem("class"), "class");
     assert_eq!(stem("cats"), "cat");
 }
+
+#[test]
+fn a_rewording_needs_more_similarity_than_the_words_alone() {
+    let v = Verifier::default();
+    // Two tasks in one frame: each side has more words of its own than the
+    // two share, so only the cosine can vouch for them.
+    let (a, b) = (
+        "How do I sort a vector in Go?",
+        "How do I open a socket in Go?",
+    );
+    assert_eq!(v.check(a, b), Ok(()));
+    assert_eq!(v.check_at(a, b, REWORDED_MIN - 0.01), Err(Reason::Reworded));
+    assert_eq!(v.check_at(a, b, REWORDED_MIN), Ok(()));
+    // Enough shared words, a superset, or typos: the words vouch for them.
+    for (a, b) in [
+        (
+            "How do I undo my last git commit?",
+            "revert the most recent git commit",
+        ),
+        (
+            "What is the boiling point of ethanol?",
+            "For my chemistry homework I need to know: what is the boiling point of ethanol?",
+        ),
+        (
+            "How do I reverse a list in Python?",
+            "how do i revrese a list in pyhton",
+        ),
+    ] {
+        assert_eq!(v.check_at(a, b, 0.5), Ok(()), "{a:?} vs {b:?}");
+    }
+    // The word checks still come first.
+    assert_eq!(
+        v.check_at("Convert 10 km to miles", "Convert 12 km to miles", 0.99),
+        Err(Reason::Number)
+    );
+}
