@@ -355,6 +355,9 @@ fn pack_rows(x: &[f32], rows: usize, k: usize) -> Vec<f32> {
 /// [`pack_rows`] of the first `k` columns of rows `stride` apart, appended
 /// to `xt`.
 pub(crate) fn pack_rows_into(x: &[f32], rows: usize, k: usize, stride: usize, xt: &mut Vec<f32>) {
+    if rows == 0 || k == 0 {
+        return;
+    }
     let start = xt.len();
     xt.resize(start + rows * k, 0.0);
     for (r0, block) in (0..rows)
@@ -800,6 +803,25 @@ mod tests {
             }
         }
         y
+    }
+
+    #[test]
+    fn regrouped_rows_are_blocks_of_columns() {
+        for (rows, k) in [(0, 4), (3, 0), (1, 1), (5, 3), (6, 7), (13, 9)] {
+            let stride = k + 2;
+            let x: Vec<f32> = (0..rows * stride).map(|v| v as f32).collect();
+            // Appends after what is there.
+            let mut got = vec![-1.0];
+            pack_rows_into(&x, rows, k, stride, &mut got);
+            let mut want = vec![-1.0];
+            for r0 in (0..rows).step_by(ROWS) {
+                let r = ROWS.min(rows - r0);
+                for kk in 0..k {
+                    want.extend((r0..r0 + r).map(|i| x[i * stride + kk]));
+                }
+            }
+            assert_eq!(got, want, "{rows} rows of {k}");
+        }
     }
 
     #[test]
