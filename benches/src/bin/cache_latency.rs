@@ -281,12 +281,15 @@ impl Measure {
             unexpected: Default::default(),
         })
     }
+    fn max_ms(&self) -> f64 {
+        self.latency.max() as f64 / 1e3
+    }
     fn ms(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64 / 1e3
     }
     fn json(&self) -> Value {
         json!({"n": self.latency.len(), "p50_ms": self.ms(0.5), "p90_ms": self.ms(0.9),
-               "p99_ms": self.ms(0.99), "max_ms": self.latency.max() as f64 / 1e3,
+               "p99_ms": self.ms(0.99), "max_ms": self.max_ms(),
                "unexpected_cache_status": self.unexpected})
     }
     /// `0`, or e.g. `2 (miss: 2, slowest 25.1 ms)`.
@@ -477,7 +480,7 @@ async fn main() -> anyhow::Result<()> {
             m.ms(0.5),
             m.ms(0.9),
             m.ms(0.99),
-            m.latency.max() as f64 / 1e3,
+            m.max_ms(),
             m.unexpected()
         );
     }
