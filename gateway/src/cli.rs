@@ -362,6 +362,16 @@ pub enum CacheCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Forgets audit outcomes in a running gateway, saved and in memory
+    /// (`POST /admin/cache/audits/reset`), so the thresholds they raised go
+    /// back to the configured similarity; without `--model`, every group's.
+    ResetAudits {
+        /// Only this model group's outcomes.
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// How to reach a running gateway's admin API.
@@ -494,6 +504,20 @@ async fn run(command: Command) -> ExitCode {
         } => {
             let body = serde_json::json!({"tenant": tenant, "model": model});
             print_admin(admin_call(&admin, reqwest::Method::POST, "cache/purge", Some(body)).await)
+        }
+        Command::Cache {
+            command: CacheCommand::ResetAudits { model, admin },
+        } => {
+            let body = serde_json::json!({"model": model});
+            print_admin(
+                admin_call(
+                    &admin,
+                    reqwest::Method::POST,
+                    "cache/audits/reset",
+                    Some(body),
+                )
+                .await,
+            )
         }
         Command::Replay {
             trace,

@@ -545,6 +545,83 @@ def test_audits_answer_hits_fresh_and_a_disagreement_raises_the_groups_threshold
                  model_group="gpt-test") == pytest.approx(raised)
 
 
+def test_audits_survive_a_restart_and_reset_through_the_cli(launch, tmp_path):
+    """A raised threshold is kept on disk (beside the cache directory): a
+    restarted gateway still turns the paraphrase away, until an operator
+    resets the group's audits, which also lasts across a restart."""
+    fake = launch.fake()
+    config = semantic_config(fake, tmp_path / "cache", auth=True, audit_rate=1.0, audit_agreement=0.999)
+    env = {MASTER_KEY_ENV: MASTER_KEY}
+    auth = {"authorization": f"Bearer {MASTER_KEY}"}
+    water, paraphrase = "What is the boiling point of water?", "what's the boiling point of water"
+
+    def audits(gw, n=0):
+        deadline = time.monotonic() + 10
+        while True:
+            r = gw.http("GET", "/admin/cache/stats", headers=auth)
+            assert r.status == 200, r
+            a = r.json()["audits"]["gpt-test"]
+            if a["agreed"] + a["disagreed"] >= n or time.monotonic() > deadline:
+                return a
+            time.sleep(0.02)
+
+    def paraphrase_in(gw, scope):
+        """The paraphrase after the question, in a fresh scope."""
+        client = gw.client(api_key=MASTER_KEY)
+        system = {"role": "system", "content": scope}
+        assert ask(client, messages=[system, {"role": "user", "content": water}]).headers[
+            "x-switchyard-cache"] == "miss"
+        deadline = time.monotonic() + 10
+        while True:
+            raw = ask(client, messages=[system, {"role": "user", "content": paraphrase}])
+            if raw.headers.get("x-switchyard-cache-audit") or time.monotonic() > deadline:
+                return raw
+            # Not yet stored: the paraphrase missed plainly; ask it anew.
+            system["content"] += "+"
+            ask(client, messages=[system, {"role": "user", "content": water}])
+            time.sleep(0.05)
+
+    def stop(gw):
+        gw.process.send_signal(signal.SIGTERM)
+        assert gw.process.wait_exit(10) == 0
+
+    first = launch.gateway(config, env=env)
+    raw = paraphrase_in(first, "scope one")
+    assert raw.headers["x-switchyard-cache-audit"] == "hit"
+    raised = audits(first, 1)
+    assert raised["disagreed"] == 1 and raised["similarity"] > 0.61, raised
+    stop(first)
+    assert (tmp_path / "cache-audits.sqlite3").is_file()
+
+    # Restarted: the same threshold and totals, so the paraphrase is no hit
+    # (a near miss, compared again).
+    second = launch.gateway(config, env=env)
+    a = audits(second)
+    assert a["similarity"] == pytest.approx(raised["similarity"]) and a["disagreed"] == 1, a
+    raw = paraphrase_in(second, "scope two")
+    assert raw.headers["x-switchyard-cache"] == "miss"
+    assert raw.headers["x-switchyard-cache-audit"] == "near"
+    assert audits(second, 2)["disagreed"] == 2
+    # Reset through the CLI: back to the configured similarity.
+    out = cli("reset-audits", "--model", "gpt-test", "--url", second.url)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"reset": {"groups": ["gpt-test"], "removed": 2}}
+    a = audits(second)
+    assert (a["similarity"], a["agreed"], a["disagreed"]) == (pytest.approx(0.6), 0, 0), a
+    r = second.http("POST", "/admin/cache/audits/reset", {"group": "gpt-test"}, headers=auth)
+    assert r.status == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert second.http("POST", "/admin/cache/audits/reset", {}).status == 401
+    stop(second)
+
+    # The reset lasts: a third start begins from the configured similarity,
+    # and the paraphrase is a semantic hit again (audited, so answered fresh).
+    third = launch.gateway(config, env=env)
+    a = audits(third)
+    assert (a["similarity"], a["disagreed"]) == (pytest.approx(0.6), 0), a
+    raw = paraphrase_in(third, "scope three")
+    assert raw.headers["x-switchyard-cache-audit"] == "hit"
+
+
 def test_unaudited_groups_have_no_audits(sem):
     gw, fake, client = sem
     ask(client, messages=user("What is the boiling point of water?"))

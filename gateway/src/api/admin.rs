@@ -1,5 +1,6 @@
 //! Admin endpoints of the response cache (behind the master key):
-//! `GET /admin/cache/stats` and `POST /admin/cache/purge`.
+//! `GET /admin/cache/stats`, `POST /admin/cache/purge` and
+//! `POST /admin/cache/audits/reset`.
 
 use std::sync::Arc;
 
@@ -14,6 +15,25 @@ use crate::error::ApiError;
 
 fn store_error(e: crate::cache::StoreError) -> ApiError {
     ApiError::Internal(format!("The cache's vector store failed: {e}"))
+}
+
+/// The cache, or a 400 when it is off.
+fn enabled(app: &App) -> Result<&Arc<crate::cache::Cache>, ApiError> {
+    app.cache.as_ref().ok_or_else(|| {
+        ApiError::invalid(
+            "The response cache is not enabled ([cache] enabled = false).",
+            None,
+        )
+    })
+}
+
+/// A row in the admin audit log, when virtual keys are on.
+fn log_admin(app: &App, headers: &axum::http::HeaderMap, action: &str, detail: Value) {
+    if let Some(access) = &app.access {
+        access
+            .store
+            .audit(&super::keys::actor(headers), action, None, &detail);
+    }
 }
 
 /// Counters, memory tier and vector store; `{"enabled": false}` when the
@@ -52,12 +72,7 @@ pub async fn cache_purge(
     body: JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let request: PurgeRequest = view(&body)?;
-    let Some(cache) = &app.cache else {
-        return Err(ApiError::invalid(
-            "The response cache is not enabled ([cache] enabled = false).",
-            None,
-        ));
-    };
+    let cache = enabled(&app)?;
     let purged = cache
         .purge(request.tenant.as_deref(), request.model.as_deref())
         .await
@@ -69,13 +84,49 @@ pub async fn cache_purge(
         store = purged.store,
         "cache purged"
     );
-    if let Some(access) = &app.access {
-        access.store.audit(
-            &super::keys::actor(&headers),
-            "cache.purge",
-            None,
-            &json!({"tenant": request.tenant, "model": request.model, "purged": purged}),
-        );
-    }
+    log_admin(
+        &app,
+        &headers,
+        "cache.purge",
+        json!({"tenant": request.tenant, "model": request.model, "purged": purged}),
+    );
     Ok(Json(json!({"purged": purged})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetAuditsRequest {
+    /// A model group; absent: every group.
+    model: Option<String>,
+}
+
+/// Forgets a model group's audit outcomes (`{}`: every group's), saved and
+/// in memory, so its threshold is the configured similarity again: after
+/// fixing what made its answers disagree (an upstream fault, a changed
+/// model), the evidence against the old answers no longer holds.
+pub async fn cache_reset_audits(
+    State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+    body: JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let request: ResetAuditsRequest = view(&body)?;
+    let cache = enabled(&app)?.clone();
+    let model = request.model.clone();
+    let reset = tokio::task::spawn_blocking(move || cache.reset_audits(model.as_deref()))
+        .await
+        .map_err(|e| ApiError::Internal(format!("Resetting the cache's audits failed: {e}")))?
+        .map_err(|e| ApiError::Internal(format!("The cache's audit database failed: {e}")))?;
+    tracing::info!(
+        model = request.model.as_deref().unwrap_or("*"),
+        groups = ?reset.groups,
+        removed = reset.removed,
+        "cache audits reset"
+    );
+    log_admin(
+        &app,
+        &headers,
+        "cache.audits.reset",
+        json!({"model": request.model, "reset": reset}),
+    );
+    Ok(Json(json!({"reset": reset})))
 }

@@ -71,6 +71,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/deployments", get(info::deployments))
         .route("/admin/cache/stats", get(admin::cache_stats))
         .route("/admin/cache/purge", post(admin::cache_purge))
+        .route("/admin/cache/audits/reset", post(admin::cache_reset_audits))
         .route("/admin/keys", get(keys::list).post(keys::create))
         .route("/admin/keys/{id}", get(keys::get).patch(keys::update))
         .route("/admin/keys/{id}/rotate", post(keys::rotate))

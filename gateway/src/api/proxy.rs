@@ -405,8 +405,23 @@ fn compare(
             );
             return;
         };
-        let threshold = auditor.record(similarity, agreed);
-        tracing::info!(group, similarity, agreed, threshold, "cache audit");
+        // Recording writes the outcome to disk: off the async threads.
+        let recorded = tokio::task::spawn_blocking({
+            let (cache, group) = (cache.clone(), group.clone());
+            move || {
+                cache
+                    .auditor(&group)
+                    .map(|auditor| auditor.record(similarity, agreed))
+            }
+        })
+        .await;
+        match recorded {
+            Ok(Some(threshold)) => {
+                tracing::info!(group, similarity, agreed, threshold, "cache audit")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(group, error = %e, "cache audit: recording failed"),
+        }
     });
 }
 

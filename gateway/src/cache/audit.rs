@@ -29,13 +29,20 @@
 //! negation, entity or order between them. Strict on purpose: a false
 //! disagreement costs some hits, a false agreement would keep a bad
 //! threshold.
+//!
+//! With a [`Journal`], every outcome is also written to disk and a group's
+//! window is read back when the gateway starts, so its threshold survives a
+//! restart.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
 use super::verify::Verifier;
+
+mod journal;
+pub use journal::{Journal, Saved};
 
 /// Outcomes kept per group.
 pub const WINDOW: usize = 1000;
@@ -62,6 +69,8 @@ pub struct Auditor {
     /// The configured similarity: the threshold's floor.
     floor: f32,
     state: Mutex<State>,
+    /// Where outcomes are saved, and the group they are saved under.
+    journal: Option<(Arc<Journal>, String)>,
 }
 
 #[derive(Debug)]
@@ -84,16 +93,45 @@ pub struct AuditStats {
 }
 
 impl Auditor {
+    /// An auditor whose outcomes live in memory only.
     pub fn new(settings: AuditSettings, floor: f32) -> Self {
+        Self::from_saved(settings, floor, Saved::default(), None)
+    }
+
+    /// Model group `group`'s auditor, starting from the outcomes `journal`
+    /// saved, and saving each new one there.
+    pub fn restore(
+        settings: AuditSettings,
+        floor: f32,
+        group: &str,
+        journal: Arc<Journal>,
+    ) -> rusqlite::Result<Self> {
+        let saved = journal.load(group)?;
+        Ok(Self::from_saved(
+            settings,
+            floor,
+            saved,
+            Some((journal, group.to_owned())),
+        ))
+    }
+
+    fn from_saved(
+        settings: AuditSettings,
+        floor: f32,
+        saved: Saved,
+        journal: Option<(Arc<Journal>, String)>,
+    ) -> Self {
+        let threshold = threshold(&saved.outcomes, floor, settings.target_error_rate);
         Self {
             settings,
             floor,
             state: Mutex::new(State {
-                outcomes: VecDeque::new(),
-                threshold: floor,
-                agreed: 0,
-                disagreed: 0,
+                outcomes: saved.outcomes,
+                threshold,
+                agreed: saved.agreed,
+                disagreed: saved.disagreed,
             }),
+            journal,
         }
     }
 
@@ -115,20 +153,42 @@ impl Auditor {
         self.settings.rate > 0.0 && rand::random::<f64>() < self.settings.rate
     }
 
-    /// Records one comparison and returns the new threshold.
+    /// Records one comparison and returns the new threshold. With a
+    /// journal this writes to disk: call it off the async threads. A failed
+    /// write is logged; the outcome still counts in memory.
     pub fn record(&self, similarity: f32, agreed: bool) -> f32 {
+        let threshold = {
+            let mut s = self.state();
+            if s.outcomes.len() == WINDOW {
+                s.outcomes.pop_front();
+            }
+            s.outcomes.push_back((similarity, agreed));
+            if agreed {
+                s.agreed += 1;
+            } else {
+                s.disagreed += 1;
+            }
+            s.threshold = threshold(&s.outcomes, self.floor, self.settings.target_error_rate);
+            s.threshold
+        };
+        // After the state's lock: lookups read the threshold meanwhile.
+        if let Some((journal, group)) = &self.journal {
+            let at = super::http::now_secs();
+            if let Err(e) = journal.append(group, similarity, agreed, at) {
+                tracing::warn!(group, error = %e, "cache audit: outcome not saved");
+            }
+        }
+        threshold
+    }
+
+    /// Forgets every outcome: the threshold is the configured similarity
+    /// again. The caller resets the journal.
+    pub fn forget(&self) {
         let mut s = self.state();
-        if s.outcomes.len() == WINDOW {
-            s.outcomes.pop_front();
-        }
-        s.outcomes.push_back((similarity, agreed));
-        if agreed {
-            s.agreed += 1;
-        } else {
-            s.disagreed += 1;
-        }
-        s.threshold = threshold(&s.outcomes, self.floor, self.settings.target_error_rate);
-        s.threshold
+        s.outcomes.clear();
+        s.agreed = 0;
+        s.disagreed = 0;
+        s.threshold = self.floor;
     }
 
     pub fn stats(&self) -> AuditStats {

@@ -181,6 +181,15 @@ pub struct MemoryStats {
     pub expirations: u64,
 }
 
+/// What resetting audits did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditsReset {
+    /// The audited groups whose threshold went back to the configured one.
+    pub groups: Vec<String>,
+    /// Saved outcomes removed.
+    pub removed: usize,
+}
+
 /// What a purge removed.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Purged {
@@ -200,6 +209,8 @@ pub struct Cache {
     groups: HashMap<String, Settings>,
     /// The model groups whose semantic hits are audited.
     auditors: HashMap<String, audit::Auditor>,
+    /// Where their outcomes are kept (present when any group is audited).
+    journal: Option<Arc<audit::Journal>>,
 }
 
 impl Cache {
@@ -240,12 +251,29 @@ impl Cache {
             .iter()
             .filter_map(|g| Some((g.name.clone(), defaults.with(g.cache.as_ref()?))))
             .collect();
-        let auditors = groups
+        let audited: Vec<_> = groups
             .iter()
             .map(|g| (g, group_settings.get(&g.name).copied().unwrap_or(defaults)))
             .filter(|(_, s)| semantic.is_some() && s.semantic && s.audit.rate > 0.0)
-            .map(|(g, s)| (g.name.clone(), audit::Auditor::new(s.audit, s.similarity)))
             .collect();
+        let journal = match (&c.embedding_model, audited.is_empty()) {
+            (Some(model), false) => {
+                let path = c.audit_db();
+                let journal = audit::Journal::open(&path, model)
+                    .map_err(|e| format!("cache.audit_db ({}): {e}", path.display()))?;
+                Some(Arc::new(journal))
+            }
+            _ => None,
+        };
+        let mut auditors = HashMap::new();
+        for (g, s) in audited {
+            let auditor = match &journal {
+                Some(j) => audit::Auditor::restore(s.audit, s.similarity, &g.name, j.clone())
+                    .map_err(|e| format!("cache.audit_db: reading `{}`: {e}", g.name))?,
+                None => audit::Auditor::new(s.audit, s.similarity),
+            };
+            auditors.insert(g.name.clone(), auditor);
+        }
         Ok(Some(Arc::new(Self {
             exact: exact::ExactTier::new(c.max_entries, c.max_bytes),
             semantic,
@@ -254,6 +282,7 @@ impl Cache {
             defaults,
             groups: group_settings,
             auditors,
+            journal,
         })))
     }
 
@@ -265,6 +294,29 @@ impl Cache {
     /// Model group `group`'s auditor, when its semantic hits are audited.
     pub fn auditor(&self, group: &str) -> Option<&audit::Auditor> {
         self.auditors.get(group)
+    }
+
+    /// Forgets model group `group`'s audit outcomes (`None`: every
+    /// group's), on disk and in memory: its threshold is the configured
+    /// similarity again. Returns the groups whose live threshold was reset
+    /// and how many saved outcomes were removed. Disk work: call it off the
+    /// async threads.
+    pub fn reset_audits(&self, group: Option<&str>) -> Result<AuditsReset, String> {
+        let removed = match &self.journal {
+            Some(j) => j.reset(group).map_err(|e| e.to_string())?,
+            None => 0,
+        };
+        let mut groups: Vec<String> = self
+            .auditors
+            .iter()
+            .filter(|(g, _)| group.is_none_or(|w| w == g.as_str()))
+            .map(|(g, a)| {
+                a.forget();
+                g.clone()
+            })
+            .collect();
+        groups.sort();
+        Ok(AuditsReset { groups, removed })
     }
 
     /// Counters and sizes; a store that cannot be read is reported in

@@ -415,6 +415,23 @@ pub struct CacheConfig {
     pub target_error_rate: f64,
     /// Least cosine between two answers' embeddings for them to agree.
     pub audit_agreement: f32,
+    /// The SQLite file where audit outcomes are kept across restarts.
+    /// Unset: `<dir>-audits.sqlite3` beside `dir` (`data/cache-audits.sqlite3`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_db: Option<std::path::PathBuf>,
+}
+
+impl CacheConfig {
+    /// Where audit outcomes are kept: `audit_db`, or a file beside `dir`.
+    pub fn audit_db(&self) -> std::path::PathBuf {
+        self.audit_db.clone().unwrap_or_else(|| {
+            let name = self
+                .dir
+                .file_name()
+                .map_or_else(|| "cache".into(), |n| n.to_string_lossy().into_owned());
+            self.dir.with_file_name(format!("{name}-audits.sqlite3"))
+        })
+    }
 }
 
 impl Default for CacheConfig {
@@ -439,6 +456,7 @@ impl Default for CacheConfig {
             audit_rate: 0.0,
             target_error_rate: 0.01,
             audit_agreement: 0.9,
+            audit_db: None,
         }
     }
 }

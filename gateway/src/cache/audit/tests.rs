@@ -146,3 +146,106 @@ fn the_threshold_grid_has_no_drift_and_ends_at_one() {
     assert!(threshold(&outcomes, 0.6, 0.01) > 1.0);
     assert_eq!(threshold(&VecDeque::new(), 1.0, 0.01), 1.0);
 }
+
+fn journal(dir: &tempfile::TempDir, model: &str) -> Arc<Journal> {
+    Arc::new(Journal::open(&dir.path().join("audits.sqlite3"), model).unwrap())
+}
+
+#[test]
+fn a_restored_auditor_has_the_saved_window_threshold_and_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Auditor::restore(settings(0.01), 0.6, "g", journal(&dir, "minilm")).unwrap();
+    for _ in 0..5 {
+        a.record(0.7, true);
+    }
+    let raised = a.record(0.8, false);
+    assert!(raised > 0.8, "{raised}");
+    let before = a.stats();
+    drop(a);
+    // Reopened from the file, as a restarted gateway would.
+    let b = Auditor::restore(settings(0.01), 0.6, "g", journal(&dir, "minilm")).unwrap();
+    assert_eq!(b.threshold(), raised);
+    let after = b.stats();
+    assert_eq!(
+        (after.agreed, after.disagreed),
+        (before.agreed, before.disagreed)
+    );
+    // Another group, or another embedding model (whose similarities mean
+    // something else), starts afresh.
+    let other = Auditor::restore(settings(0.01), 0.6, "h", journal(&dir, "minilm")).unwrap();
+    assert_eq!(other.threshold(), 0.6);
+    let remodelled = Auditor::restore(settings(0.01), 0.6, "g", journal(&dir, "mpnet")).unwrap();
+    assert_eq!(remodelled.threshold(), 0.6);
+    assert_eq!(remodelled.stats().disagreed, 0);
+    // The saved outcomes are facts, not a threshold: a restart with a
+    // looser target reads them afresh.
+    let looser = Auditor::restore(settings(0.5), 0.6, "g", journal(&dir, "minilm")).unwrap();
+    assert_eq!(looser.threshold(), 0.6);
+}
+
+#[test]
+fn the_journal_keeps_the_last_window_of_each_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(&dir, "m");
+    // Interleaved with another group's, so ids are not contiguous.
+    for i in 0..WINDOW + 7 {
+        j.append(
+            "g",
+            0.5 + (i % 100) as f32 / 1000.0,
+            !i.is_multiple_of(3),
+            1,
+        )
+        .unwrap();
+        if i.is_multiple_of(10) {
+            j.append("h", 0.9, false, 1).unwrap();
+        }
+    }
+    let g = j.load("g").unwrap();
+    assert_eq!(g.outcomes.len(), WINDOW);
+    // Oldest first: the first seven are gone.
+    assert_eq!(
+        g.outcomes[0],
+        (0.5 + 7.0 / 1000.0, !7usize.is_multiple_of(3))
+    );
+    assert_eq!(
+        g.outcomes[WINDOW - 1],
+        (0.5 + 6.0 / 1000.0, !(WINDOW + 6).is_multiple_of(3))
+    );
+    // Totals count every outcome, not only the window's.
+    let disagreed = (0..WINDOW + 7).filter(|i| i.is_multiple_of(3)).count() as u64;
+    assert_eq!(
+        (g.agreed + g.disagreed, g.disagreed),
+        ((WINDOW + 7) as u64, disagreed)
+    );
+    let h = j.load("h").unwrap();
+    assert_eq!((h.outcomes.len(), h.disagreed), (101, 101));
+    // Resetting one group leaves the other.
+    assert_eq!(j.reset(Some("g")).unwrap(), WINDOW);
+    assert_eq!(j.load("g").unwrap(), Saved::default());
+    assert_eq!(j.load("h").unwrap().outcomes.len(), 101);
+    assert_eq!(j.reset(None).unwrap(), 101);
+    assert_eq!(j.load("h").unwrap(), Saved::default());
+}
+
+#[test]
+fn forgetting_returns_to_the_configured_similarity_and_damaged_rows_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(&dir, "m");
+    let a = Auditor::restore(settings(0.01), 0.6, "g", j.clone()).unwrap();
+    assert!(a.record(0.9, false) > 0.9);
+    a.forget();
+    assert_eq!(a.threshold(), 0.6);
+    assert_eq!((a.stats().agreed, a.stats().disagreed), (0, 0));
+    // A similarity outside [-1, 1] (a damaged or hand-edited file) is not
+    // read back.
+    j.reset(None).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("audits.sqlite3")).unwrap();
+    conn.execute(
+        "INSERT INTO outcomes (model_group, embedding_model, similarity, agreed, at)
+         VALUES ('g', 'm', 7.0, 0, 1), ('g', 'm', 0.95, 0, 1)",
+        [],
+    )
+    .unwrap();
+    let saved = j.load("g").unwrap();
+    assert_eq!(saved.outcomes, VecDeque::from([(0.95, false)]));
+}
