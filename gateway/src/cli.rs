@@ -343,6 +343,10 @@ pub enum CacheCommand {
         /// precision you serve.
         #[arg(long, default_value = "bf16")]
         precision: switchyard_embedder::Precision,
+        /// Calibrate with the verifier's `backstory` check off, as for a
+        /// group that sets `backstory = false`.
+        #[arg(long)]
+        no_backstory: bool,
     },
     /// A running gateway's cache counters, memory tier and vector store
     /// (`GET /admin/cache/stats`).
@@ -454,8 +458,9 @@ async fn run(command: Command) -> ExitCode {
                     model,
                     target,
                     precision,
+                    no_backstory,
                 },
-        } => match calibrate(&pairs, &model, target, precision) {
+        } => match calibrate(&pairs, &model, target, precision, !no_backstory) {
             Ok(report) => {
                 let _ = write!(std::io::stdout(), "{report}");
                 ExitCode::SUCCESS
@@ -880,6 +885,7 @@ fn calibrate(
     model: &std::path::Path,
     target: f64,
     precision: switchyard_embedder::Precision,
+    backstory: bool,
 ) -> Result<String, String> {
     use crate::cache::calibrate::{Setting, read_pairs, report};
     use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir};
@@ -906,7 +912,10 @@ fn calibrate(
         .collect();
     let default = Setting {
         threshold: crate::cache::DEFAULT_SIMILARITY,
-        verifier: Some(crate::cache::verify::Verifier::default()),
+        verifier: Some(crate::cache::verify::Verifier {
+            backstory,
+            ..Default::default()
+        }),
     };
     Ok(report(&pairs, &similarities, default, target))
 }

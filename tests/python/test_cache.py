@@ -317,6 +317,7 @@ def test_group_settings_override_the_cache_section(launch, tmp_path):
         "exact-only": {"semantic": False},
         "short-lived": {"ttl_secs": 1},
         "strict": {"similarity": 0.99},
+        "no-backstory": {"backstory": False},
     }))
     client = gw.client()
     water, paraphrase = user("What is the boiling point of water?"), user("what's the boiling point of water")
@@ -330,6 +331,20 @@ def test_group_settings_override_the_cache_section(launch, tmp_path):
     until_cache(client, "hit-semantic", paraphrase)
     assert ask(client, messages=paraphrase, model="exact-only").headers["x-switchyard-cache"] == "miss"
     assert ask(client, messages=paraphrase, model="strict").headers["x-switchyard-cache"] == "miss"
+    # A question after a backstory is the bare question, unless the group
+    # compares prompts whole only.
+    story = user("My neighbour gave me a jar of starter last weekend and I have never baked bread, "
+                 "so I don't want to kill it. How do I feed a sourdough starter?")
+    for model in ("gpt-test", "no-backstory"):
+        assert ask(client, messages=story, model=model).headers["x-switchyard-cache"] == "miss"
+    bare = user("How do I feed a sourdough starter?")
+    hit = until_cache(client, "hit-semantic", bare)
+    assert hit.parse().choices[0].message.content == answer_to(story[0]["content"])
+    # (The story is in that group's store: its own rewording hits.)
+    reworded = user(story[0]["content"].lower().replace(",", ""))
+    assert until_cache(client, "hit-semantic", reworded, model="no-backstory").headers[
+        "x-switchyard-cache"] == "hit-semantic"
+    assert ask(client, messages=bare, model="no-backstory").headers["x-switchyard-cache"] == "miss"
     # Expiry is kept in whole seconds: a one-second TTL stored just before a
     # second ticks over has expired by the next request. Start early in a
     # second so the repeat lands in the same one.

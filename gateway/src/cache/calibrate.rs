@@ -136,10 +136,16 @@ pub fn evaluate(setting: Setting, pairs: &[Pair], similarities: &[f32]) -> Outco
 }
 
 /// The settings `calibrate` compares: cosine alone, and the verifier with
-/// each substitution limit, at thresholds 0.50 to 0.95.
-pub fn settings() -> Vec<Setting> {
+/// each substitution limit (and `backstory` as given), at thresholds 0.50
+/// to 0.95.
+pub fn settings(backstory: bool) -> Vec<Setting> {
     let thresholds = (0..10).map(|i| 0.5 + 0.05 * i as f32);
-    let verifiers = (0..=3).map(|max_substitution| Some(Verifier { max_substitution }));
+    let verifiers = (0..=3).map(move |max_substitution| {
+        Some(Verifier {
+            max_substitution,
+            backstory,
+        })
+    });
     std::iter::once(None)
         .chain(verifiers)
         .flat_map(|verifier| {
@@ -181,16 +187,20 @@ fn describe(setting: &Setting) -> String {
     match setting.verifier {
         None => format!("cosine ≥ {:.2}, no verifier", setting.threshold),
         Some(v) => format!(
-            "cosine ≥ {:.2}, verifier (substitution ≤ {})",
-            setting.threshold, v.max_substitution
+            "cosine ≥ {:.2}, verifier (substitution ≤ {}{})",
+            setting.threshold,
+            v.max_substitution,
+            if v.backstory { "" } else { ", backstory off" }
         ),
     }
 }
 
 /// The full report: every setting, the recommendation, and the default
-/// setting's per-category table with the verifier's reasons.
+/// setting's per-category table with the verifier's reasons. The verified
+/// settings set `backstory` as `default` does.
 pub fn report(pairs: &[Pair], similarities: &[f32], default: Setting, target: f64) -> String {
-    let outcomes: Vec<Outcome> = settings()
+    let backstory = default.verifier.is_none_or(|v| v.backstory);
+    let outcomes: Vec<Outcome> = settings(backstory)
         .into_iter()
         .map(|s| evaluate(s, pairs, similarities))
         .collect();

@@ -114,6 +114,7 @@ impl Settings {
             similarity: c.similarity,
             verifier: verify::Verifier {
                 max_substitution: c.max_substitution,
+                backstory: c.backstory,
             },
             audit: audit::AuditSettings {
                 rate: c.audit_rate,
@@ -131,6 +132,7 @@ impl Settings {
             similarity: g.similarity.unwrap_or(self.similarity),
             verifier: verify::Verifier {
                 max_substitution: g.max_substitution.unwrap_or(self.verifier.max_substitution),
+                backstory: g.backstory.unwrap_or(self.verifier.backstory),
             },
             audit: audit::AuditSettings {
                 rate: g.audit_rate.unwrap_or(self.audit.rate),

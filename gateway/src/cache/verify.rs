@@ -36,6 +36,11 @@
 //!   own than they share ("handle errors in Rust" against "check if a file
 //!   exists in Rust"): the words give no evidence of the same question.
 //!
+//! And one allowance ([`Verifier::check_at`], `backstory`): a prompt that
+//! is context followed by a question is also compared by the question
+//! alone, unless the context names a number or a language the question
+//! does not.
+//!
 //! Chosen by measurement on `cache-eval/dev_pairs.tsv`, by principle rather
 //! than by listing its prompts (`switchyard cache calibrate` reruns it).
 
@@ -45,12 +50,16 @@ pub struct Verifier {
     /// Refuse when at most this many content words differ on each side while
     /// at least as many are shared (0 turns the substitution check off).
     pub max_substitution: usize,
+    /// Also compare a prompt that opens with context and ends in a question
+    /// by that question alone ([`Verifier::check_at`]).
+    pub backstory: bool,
 }
 
 impl Default for Verifier {
     fn default() -> Self {
         Self {
             max_substitution: 2,
+            backstory: true,
         }
     }
 }
@@ -430,7 +439,28 @@ impl Verifier {
     /// refuses a rewording below [`REWORDED_MIN`]: when each prompt has
     /// more content words of its own than the two share, the words give no
     /// evidence that they ask the same thing, so the similarity must.
+    ///
+    /// With `backstory`, a pair the whole prompts fail is checked again
+    /// when one of them is context followed by a question and the other is
+    /// a single sentence: the question against the other prompt. Backstory
+    /// ("I'm planning a trip next year and realised I don't know. What's the
+    /// capital of New Zealand?") brings numbers, names and negations the
+    /// short form lacks without changing what is asked; context that names
+    /// a number or a language the question does not is not set aside
+    /// ("I'm on Python 2. How do I print a line?"). Instructions after the
+    /// question ("…? Answer only yes or no.") are never set aside either.
     pub fn check_at(&self, cached: &str, incoming: &str, similarity: f32) -> Result<(), Reason> {
+        let whole = self.reworded_at(cached, incoming, similarity);
+        let Err(reason) = whole else {
+            return whole;
+        };
+        match backstory(cached, incoming).filter(|_| self.backstory) {
+            Some((a, b)) => self.reworded_at(a, b, similarity).map_err(|_| reason),
+            None => Err(reason),
+        }
+    }
+
+    fn reworded_at(&self, cached: &str, incoming: &str, similarity: f32) -> Result<(), Reason> {
         let words = self.words(cached, incoming)?;
         if similarity < REWORDED_MIN && words.only_a.min(words.only_b) > words.shared {
             return Err(Reason::Reworded);
@@ -536,6 +566,58 @@ impl Verifier {
             only_b: db.len(),
             shared,
         })
+    }
+}
+
+/// The question at the end of a prompt that opens with context: its last
+/// sentence, when it asks (ends in `?`) and something comes before it.
+fn final_question(text: &str) -> Option<&str> {
+    let text = text.trim();
+    if !text.ends_with(['?', '？']) {
+        return None;
+    }
+    let body = &text[..text.len() - text.chars().last()?.len_utf8()];
+    // The last sentence end followed by a space.
+    let cut = body
+        .char_indices()
+        .filter(|&(i, c)| {
+            matches!(c, '.' | '!' | '?')
+                && body[i + c.len_utf8()..].starts_with(char::is_whitespace)
+        })
+        .map(|(i, c)| i + c.len_utf8())
+        .next_back()?;
+    let (context, question) = (text[..cut].trim(), text[cut..].trim());
+    if question.is_empty() || context.is_empty() {
+        return None;
+    }
+    // Context that names a number or a language the question does not
+    // ("I'm on Python 2. How do I print a line?") can change the answer.
+    let asked = tokenize(question);
+    let decisive = |t: &Token| {
+        is_number(&t.low)
+            || t.surface.chars().any(|c| c.is_ascii_digit())
+            || LANGUAGES.contains(&t.low.as_str())
+    };
+    let unasked = tokenize(context)
+        .iter()
+        .filter(|t| decisive(t))
+        .any(|t| !asked.iter().any(|q| q.low == t.low));
+    (!unasked).then_some(question)
+}
+
+/// When exactly one prompt is context followed by a question and the other
+/// is a single sentence, that question and the other prompt.
+fn backstory<'a>(a: &'a str, b: &'a str) -> Option<(&'a str, &'a str)> {
+    let single = |t: &str| {
+        let t = t.trim().trim_end_matches(['?', '.', '!', '？']);
+        !t.char_indices().any(|(i, c)| {
+            matches!(c, '.' | '!' | '?') && t[i + c.len_utf8()..].starts_with(char::is_whitespace)
+        })
+    };
+    match (final_question(a), final_question(b)) {
+        (Some(q), None) if single(b) => Some((q, b)),
+        (None, Some(q)) if single(a) => Some((a, q)),
+        _ => None,
     }
 }
 

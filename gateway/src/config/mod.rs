@@ -398,6 +398,9 @@ pub struct CacheConfig {
     /// The verifier's substitution limit (docs/cache.md; 0 turns that check
     /// off).
     pub max_substitution: usize,
+    /// Compare a prompt that opens with context and ends in a question also
+    /// by that question alone (docs/cache.md, Verification).
+    pub backstory: bool,
     /// Longest a semantic lookup (embed and search) may take; past it the
     /// request goes on uncached.
     pub lookup_budget_ms: u64,
@@ -450,6 +453,7 @@ impl Default for CacheConfig {
             qdrant_collection: "switchyard_cache".into(),
             similarity: crate::cache::DEFAULT_SIMILARITY,
             max_substitution: crate::cache::verify::Verifier::default().max_substitution,
+            backstory: crate::cache::verify::Verifier::default().backstory,
             lookup_budget_ms: 20,
             store_max_entries: 1_000_000,
             store_sweep_secs: 60,
@@ -873,6 +877,8 @@ pub struct GroupCacheConfig {
     pub similarity: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_substitution: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backstory: Option<bool>,
     /// `false`: exact matches only for this group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semantic: Option<bool>,

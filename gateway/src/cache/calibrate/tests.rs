@@ -71,7 +71,7 @@ fn rates_count_what_they_say() {
 fn recommends_the_most_hits_within_the_target() {
     let p = pairs();
     let sims = [0.9, 0.99, 0.2, 0.7];
-    let outcomes: Vec<Outcome> = settings()
+    let outcomes: Vec<Outcome> = settings(true)
         .into_iter()
         .map(|s| evaluate(s, &p, &sims))
         .collect();

@@ -126,6 +126,7 @@ fn changed_specifics_are_refused_with_their_reason() {
 fn substitution_check_can_be_turned_off() {
     let off = Verifier {
         max_substitution: 0,
+        ..Verifier::default()
     };
     let (a, b) = (
         "What is the boiling point of water?",
@@ -194,5 +195,69 @@ fn a_rewording_needs_more_similarity_than_the_words_alone() {
     assert_eq!(
         v.check_at("Convert 10 km to miles", "Convert 12 km to miles", 0.99),
         Err(Reason::Number)
+    );
+}
+
+#[test]
+fn backstory_before_a_question_is_set_aside_unless_it_names_a_number_or_language() {
+    let v = Verifier::default();
+    let short = "How do I feed a sourdough starter?";
+    let long = "My neighbour Margaret gave me a jar of starter last weekend and I have never \
+                baked bread before, so I don't want to kill it. How do I feed a sourdough starter?";
+    // The whole prompts differ (a name, a time word, a negation)...
+    assert!(v.check(long, short).is_err());
+    // ...the question does not, in either order.
+    assert_eq!(v.check_at(long, short, 0.8), Ok(()));
+    assert_eq!(v.check_at(short, long, 0.8), Ok(()));
+    // Turned off, the whole prompts decide.
+    let off = Verifier {
+        backstory: false,
+        ..v
+    };
+    assert_eq!(off.check_at(long, short, 0.8), v.check(long, short));
+    // A question that differs is still refused, for its own reason.
+    let france = "My sister moved to Lyon last year. What is the capital of France?";
+    assert!(
+        v.check_at(france, "What is the capital of Spain?", 0.8)
+            .is_err()
+    );
+    assert_eq!(
+        v.check_at(france, "What is the capital of France?", 0.8),
+        Ok(())
+    );
+    for (context_matters, short) in [
+        // A version or a quantity in the context can change the answer.
+        (
+            "I'm stuck on Python 2 at work. How do I print a line?",
+            "How do I print a line?",
+        ),
+        (
+            "I have 3 kids and a dog. How big a car should I buy?",
+            "How big a car should I buy?",
+        ),
+        // So can a language the question does not name.
+        (
+            "I'm writing Go these days. How do I reverse a list?",
+            "How do I reverse a list?",
+        ),
+        // Instructions after the question are not context.
+        (
+            "Is 57 a prime number? Answer only yes or no.",
+            "Is 57 a prime number?",
+        ),
+    ] {
+        assert!(
+            v.check_at(context_matters, short, 0.9).is_err(),
+            "{context_matters:?} vs {short:?}"
+        );
+    }
+    // Only one side may have context: two backstories are compared whole.
+    let other = "I bake every Sunday for my family. How do I feed a sourdough starter?";
+    assert!(v.check_at(long, other, 0.9).is_err());
+    // A decimal point or an abbreviation is no sentence end.
+    assert_eq!(final_question("Is 3.5 bigger than e.g.?"), None);
+    assert_eq!(
+        final_question("I tried. Then? What next?"),
+        Some("What next?")
     );
 }
