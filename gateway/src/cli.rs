@@ -347,6 +347,10 @@ pub enum CacheCommand {
         /// group that sets `backstory = false`.
         #[arg(long)]
         no_backstory: bool,
+        /// Also list the pairs the default setting gets wrong (false hits,
+        /// then missed same-answer pairs, with their cosine and reason).
+        #[arg(long)]
+        misjudged: bool,
     },
     /// A running gateway's cache counters, memory tier and vector store
     /// (`GET /admin/cache/stats`).
@@ -459,8 +463,9 @@ async fn run(command: Command) -> ExitCode {
                     target,
                     precision,
                     no_backstory,
+                    misjudged,
                 },
-        } => match calibrate(&pairs, &model, target, precision, !no_backstory) {
+        } => match calibrate(&pairs, &model, target, precision, !no_backstory, misjudged) {
             Ok(report) => {
                 let _ = write!(std::io::stdout(), "{report}");
                 ExitCode::SUCCESS
@@ -886,8 +891,9 @@ fn calibrate(
     target: f64,
     precision: switchyard_embedder::Precision,
     backstory: bool,
+    list_misjudged: bool,
 ) -> Result<String, String> {
-    use crate::cache::calibrate::{Setting, read_pairs, report};
+    use crate::cache::calibrate::{Setting, misjudged, read_pairs, report};
     use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir};
     if !(0.0..=1.0).contains(&target) {
         return Err(format!("--target must be between 0 and 1, not {target}"));
@@ -917,7 +923,11 @@ fn calibrate(
             ..Default::default()
         }),
     };
-    Ok(report(&pairs, &similarities, default, target))
+    let mut out = report(&pairs, &similarities, default, target);
+    if list_misjudged {
+        out.push_str(&misjudged(&pairs, &similarities, default));
+    }
+    Ok(out)
 }
 
 /// This machine's name, for an agent's samples.

@@ -294,5 +294,47 @@ pub fn report(pairs: &[Pair], similarities: &[f32], default: Setting, target: f6
     out
 }
 
+/// The pairs `setting` gets wrong, false hits first: each with its cosine
+/// and why it missed (under the threshold, or the verifier's reason), to
+/// see what a setting costs on a route's own pairs.
+pub fn misjudged(pairs: &[Pair], similarities: &[f32], setting: Setting) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n| misjudged | id | category | cosine | why | cached | incoming |"
+    );
+    let _ = writeln!(out, "|---|---|---|---:|---|---|---|");
+    let wrong = |p: &Pair, s: f32| hits(&setting, p, s) != p.same_answer;
+    let mut rows: Vec<(&Pair, f32)> = pairs
+        .iter()
+        .zip(similarities.iter().copied())
+        .filter(|&(p, s)| wrong(p, s))
+        .collect();
+    rows.sort_by_key(|(p, _)| p.same_answer);
+    for (p, s) in rows {
+        let why = if p.same_answer && s < setting.threshold {
+            "below the threshold".to_owned()
+        } else if p.same_answer {
+            setting
+                .verifier
+                .and_then(|v| v.check_at(&p.cached, &p.incoming, s).err())
+                .map_or_else(String::new, |r| r.as_str().to_owned())
+        } else {
+            String::new()
+        };
+        let cell = |t: &str| t.replace('|', "\\|");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {s:.3} | {why} | {} | {} |",
+            if p.same_answer { "missed" } else { "false hit" },
+            p.id,
+            p.category,
+            cell(&p.cached),
+            cell(&p.incoming)
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

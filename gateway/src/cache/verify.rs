@@ -134,10 +134,25 @@ const FUNCTION_CAPS: &[&str] = &[
 const LANGUAGES: &[&str] = &[
     "python", "rust", "java", "javascript", "typescript", "go", "golang", "c", "c++", "c#",
     "ruby", "php", "swift", "kotlin", "scala", "bash", "sql", "html", "css", "r", "perl",
-    "haskell", "lua", "dart", "julia", "matlab", "powershell", "english", "spanish", "french",
+    "haskell", "lua", "dart", "julia", "matlab", "powershell", "js", "ts", "py", "cpp", "csharp",
+    "english", "spanish", "french",
     "german", "chinese", "japanese", "italian", "portuguese", "russian", "korean", "arabic",
     "hindi", "dutch", "mandarin",
 ];
+/// Short and long names of the same language: one matches the other.
+#[rustfmt::skip]
+const ALIASES: &[(&str, &str)] = &[
+    ("js", "javascript"), ("ts", "typescript"), ("py", "python"), ("golang", "go"),
+    ("cpp", "c++"), ("csharp", "c#"),
+];
+
+/// The other name of a language, if it has one.
+fn alias(low: &str) -> Option<&'static str> {
+    ALIASES
+        .iter()
+        .find_map(|&(a, b)| (a == low).then_some(b).or((b == low).then_some(a)))
+}
+
 #[rustfmt::skip]
 const NEGATIONS: &[&str] = &[
     "not", "no", "never", "don't", "doesn't", "didn't", "isn't", "aren't", "wasn't", "weren't",
@@ -388,11 +403,17 @@ fn negations(tokens: &[Token]) -> usize {
         .count()
 }
 
+/// The words of `lexicon` in `tokens`, leaving out greetings ("good
+/// evening" names no time).
 fn in_lexicon(tokens: &[Token], lexicon: &[&str]) -> std::collections::BTreeSet<String> {
     tokens
         .iter()
-        .filter(|t| lexicon.contains(&t.stem.as_str()) || lexicon.contains(&t.low.as_str()))
-        .map(|t| t.stem.clone())
+        .enumerate()
+        .filter(|&(i, t)| {
+            let greeting = i > 0 && tokens[i - 1].low == "good" && !t.boundary;
+            !greeting && (lexicon.contains(&t.stem.as_str()) || lexicon.contains(&t.low.as_str()))
+        })
+        .map(|(_, t)| t.stem.clone())
         .collect()
 }
 
@@ -477,6 +498,7 @@ impl Verifier {
         let words = |ts: &[Token]| -> Vec<String> {
             ts.iter()
                 .flat_map(|t| [t.low.clone(), t.stem.clone()])
+                .chain(ts.iter().filter_map(|t| alias(&t.low)).map(str::to_owned))
                 .collect()
         };
         let (wa, wb) = (words(&a), words(&b));
@@ -542,7 +564,11 @@ impl Verifier {
         }
         let only = |xs: &[Token], ys: &[Token]| -> Vec<Token> {
             xs.iter()
-                .filter(|t| !ys.iter().any(|u| same_word(&t.stem, &u.stem, false)))
+                .filter(|t| {
+                    !ys.iter().any(|u| {
+                        same_word(&t.stem, &u.stem, false) || alias(&t.low) == Some(u.low.as_str())
+                    })
+                })
                 .cloned()
                 .collect()
         };

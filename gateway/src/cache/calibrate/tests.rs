@@ -82,3 +82,40 @@ fn recommends_the_most_hits_within_the_target() {
     let report = report(&p, &sims, outcomes[0].setting, 0.01);
     assert!(report.contains("| number | no | 1 | "), "{report}");
 }
+
+#[test]
+fn misjudged_lists_false_hits_first_then_misses_with_why() {
+    let p = pairs();
+    let sims = [0.9, 0.99, 0.2, 0.7];
+    let cosine = Setting {
+        threshold: 0.8,
+        verifier: None,
+    };
+    let list = misjudged(&p, &sims, cosine);
+    let rows: Vec<&str> = list.lines().filter(|l| l.starts_with("| ")).collect();
+    // Header, then p2 (a false hit), then p4 (under the threshold); p1 and
+    // p3 are right.
+    assert_eq!(rows.len(), 3, "{list}");
+    assert!(
+        rows[1].starts_with("| false hit | p2 | number | 0.990 |"),
+        "{list}"
+    );
+    assert!(
+        rows[2].starts_with("| missed | p4 | typo | 0.700 | below the threshold |"),
+        "{list}"
+    );
+    // With the verifier: nothing wrong but what it refuses, with its reason.
+    let verified = Setting {
+        threshold: 0.6,
+        verifier: Some(Verifier::default()),
+    };
+    let mut p = p;
+    p[0].cached = "How do I sort an array?".into();
+    p[0].incoming = "How do I sort a tuple?".into();
+    let list = misjudged(&p, &sims, verified);
+    assert!(
+        list.contains("| missed | p1 | reword | 0.900 | substitution | How do I sort an array? | How do I sort a tuple? |"),
+        "{list}"
+    );
+    assert!(!list.contains("p2") && !list.contains("p4"), "{list}");
+}

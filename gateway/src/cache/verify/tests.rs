@@ -261,3 +261,39 @@ fn backstory_before_a_question_is_set_aside_unless_it_names_a_number_or_language
         Some("What next?")
     );
 }
+
+#[test]
+fn greetings_name_no_time_and_a_language_may_go_by_its_short_name() {
+    let v = Verifier::default();
+    assert_eq!(
+        v.check(
+            "Good morning! How do I undo a git rebase?",
+            "How do I undo a git rebase?"
+        ),
+        Ok(())
+    );
+    // A time of day that is not a greeting still counts.
+    assert_eq!(
+        v.check("Is it good to run in the morning?", "Is it good to run?"),
+        Err(Reason::Time)
+    );
+    assert_eq!(
+        v.check(
+            "How do I parse a date in js?",
+            "How do I parse a date in JavaScript?"
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        v.check(
+            "How do I parse a date in py?",
+            "How do I parse a date in JavaScript?"
+        ),
+        Err(Reason::KeyTerm)
+    );
+    // The short name is a key term of its own: it must be in the other prompt.
+    assert_eq!(
+        v.check("How do I parse a date in ts?", "How do I parse a date?"),
+        Err(Reason::KeyTerm)
+    );
+}
