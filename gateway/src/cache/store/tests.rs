@@ -105,6 +105,21 @@ async fn expired_entries_are_not_found(store: &VectorStore) {
     assert_eq!(ids, vec![fresh.id]);
 }
 
+/// Expired entries not yet swept, nearer than every live one, do not hide
+/// the live one.
+async fn expired_entries_do_not_hide_live_ones(store: &VectorStore) {
+    let expired: Vec<Entry> = (0..6).map(|_| entry(7, "s", NOW - 1.0)).collect();
+    let live = entry(8, "s", NOW + 60.0);
+    let mut all = expired;
+    all.push(live.clone());
+    store.upsert(all).await.unwrap();
+    for limit in [1, 2, 4] {
+        let found = store.nearest("s", unit(7), limit, NOW).await.unwrap();
+        let ids: Vec<Uuid> = found.iter().map(|n| n.id).collect();
+        assert_eq!(ids, vec![live.id], "limit {limit}");
+    }
+}
+
 async fn upsert_replaces_and_remove_deletes(store: &VectorStore) {
     let mut e = entry(1, "s", NOW + 60.0);
     store.upsert(vec![e.clone()]).await.unwrap();
@@ -204,6 +219,7 @@ async fn edge_store_behaviour() {
     finds_the_nearest_entry_of_its_scope(&edge(&dir.path().join("1"))).await;
     never_returns_another_scopes_entry(&edge(&dir.path().join("2"))).await;
     expired_entries_are_not_found(&edge(&dir.path().join("3"))).await;
+    expired_entries_do_not_hide_live_ones(&edge(&dir.path().join("9"))).await;
     upsert_replaces_and_remove_deletes(&edge(&dir.path().join("4"))).await;
     wrong_lengths_are_refused(&edge(&dir.path().join("5"))).await;
     sweep_deletes_only_expired_entries(&edge(&dir.path().join("6"))).await;
@@ -232,6 +248,7 @@ async fn qdrant_suite(url: &str) {
     finds_the_nearest_entry_of_its_scope(&qdrant(url, &c(1)).await).await;
     never_returns_another_scopes_entry(&qdrant(url, &c(2)).await).await;
     expired_entries_are_not_found(&qdrant(url, &c(3)).await).await;
+    expired_entries_do_not_hide_live_ones(&qdrant(url, &c(10)).await).await;
     upsert_replaces_and_remove_deletes(&qdrant(url, &c(4)).await).await;
     wrong_lengths_are_refused(&qdrant(url, &c(5)).await).await;
     sweep_deletes_only_expired_entries(&qdrant(url, &c(6)).await).await;
