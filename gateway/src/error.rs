@@ -223,6 +223,14 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("false"));
         }
+        if matches!(self, Self::Unauthorized(_) | Self::PayloadTooLarge { .. }) {
+            // Refused before (all of) the request body was read: the server
+            // closes such a connection once the response is out. Saying so
+            // keeps a client from reusing it for its next request, which
+            // would race the close and fail with "server disconnected".
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(after) = self.retry_after() {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -80,3 +80,21 @@ def test_without_master_key_v1_is_open_and_admin_is_404(basic):
     r = basic.gateway.http("GET", "/admin/deployments")
     assert r.status == 404
     assert r.json()["error"]["code"] == "unknown_url"
+
+
+def test_a_refused_request_closes_its_connection_so_the_next_request_gets_a_fresh_one(secured):
+    """A 401 is sent before the request body is read, and the server then
+    closes that connection; it must say `Connection: close`, or a client
+    that reuses the connection for its next request races the close and
+    sees "server disconnected" (seen once in CI). The SDK here does not
+    retry, so any such race fails the test."""
+    fake, gw = secured
+    client = gw.client(api_key="sk-not-the-master-key")
+    body = "x" * 20_000  # more than one TCP segment, so not all of it is read
+    for _ in range(40):
+        with pytest.raises(openai.AuthenticationError) as exc:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": body}])
+        assert exc.value.response.headers.get("connection") == "close"
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()
+    assert fake.requests() == []

@@ -130,6 +130,9 @@ def test_body_too_large_is_413(limited):
     assert e.code == "request_too_large"
     assert e.type == "invalid_request_error"
     assert "2048" in e.message
+    # The rest of the body was never read: the connection is closed, and
+    # the response says so (test_auth.py explains why it matters).
+    assert e.response.headers.get("connection") == "close"
     assert fake.requests() == []
 
 
