@@ -48,6 +48,10 @@ struct Args {
     /// stays F32).
     #[arg(long, default_value = "f32")]
     precision: String,
+    /// Idle time before each single-prompt sample (ms): a gateway's embeds
+    /// come between requests, after the embedding threads went to sleep.
+    #[arg(long, default_value_t = 0.0)]
+    gap_ms: f64,
 }
 
 const BATCHES: [usize; 4] = [1, 8, 32, 128];
@@ -62,7 +66,8 @@ struct Handoff {
 
 /// Alternates direct and batched calls (the same prompts, the shape of
 /// `cache_latency`'s paraphrases) so both see the same machine.
-fn handoff(model: Arc<CandleEmbedder>, samples: usize) -> anyhow::Result<Handoff> {
+fn handoff(model: Arc<CandleEmbedder>, samples: usize, gap_ms: f64) -> anyhow::Result<Handoff> {
+    let gap = std::time::Duration::from_secs_f64(gap_ms.max(0.0) / 1e3);
     let prompts: Vec<String> = [
         "reverse a list",
         "read a file",
@@ -83,10 +88,12 @@ fn handoff(model: Arc<CandleEmbedder>, samples: usize) -> anyhow::Result<Handoff
     let (mut direct, mut batched) = (Vec::new(), Vec::new());
     for i in 0..samples {
         let text = prompts[i % prompts.len()].clone();
+        std::thread::sleep(gap);
         let t = Instant::now();
         model.embed(std::slice::from_ref(&text))?;
         direct.push(t.elapsed().as_secs_f64() * 1e3);
         let b = batcher.clone();
+        std::thread::sleep(gap);
         let ms = runtime.block_on(async move {
             tokio::spawn(async move {
                 let t = Instant::now();
@@ -197,7 +204,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     lat.sort_by(f64::total_cmp);
     let (p50, p99) = (lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
-    let handoff = handoff(Arc::new(model), args.latency_samples)?;
+    let handoff = handoff(Arc::new(model), args.latency_samples, args.gap_ms)?;
 
     let reference: Option<Value> = match &args.python {
         Some(py) => {
