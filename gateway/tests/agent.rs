@@ -317,8 +317,15 @@ async fn a_silent_agent_goes_stale_and_a_configured_gpu_it_never_reports_is_drai
     let a = sim("sim-d", 0).await;
     let node = agent("127.0.0.1:0", &[&a]);
     let gw = Gateway::start(&one_backend(&a, node.addr, "\"0\""), &[]);
-    until(&gw, "healthy through the agent", |f| {
+    // Healthy with a GPU sample in hand: a backend is healthy for its first
+    // `stale_after_ms` before any sample, and an agent stopped before its
+    // first sample arrived would leave it with none (`no_telemetry`), not a
+    // stale one (seen once in CI, on a loaded machine).
+    until(&gw, "healthy through the agent, with a sample", |f| {
         health(f, 0).0 == "healthy"
+            && f["backends"][0]["gpus"]
+                .as_array()
+                .is_some_and(|g| !g.is_empty())
     })
     .await;
     // Stopped, not killed: connections stay open and nothing answers.
