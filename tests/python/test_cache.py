@@ -617,16 +617,21 @@ def test_audits_survive_a_restart_and_reset_through_the_cli(launch, tmp_path):
     assert raw.headers["x-switchyard-cache"] == "miss"
     assert raw.headers["x-switchyard-cache-audit"] == "near"
     assert audits(second, 2)["disagreed"] == 2
-    # Reset through the CLI: back to the configured similarity.
-    out = cli("reset-audits", "--model", "gpt-test", "--url", second.url)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == {"reset": {"groups": ["gpt-test"], "removed": 2}}
-    a = audits(second)
-    assert (a["similarity"], a["agreed"], a["disagreed"]) == (pytest.approx(0.6), 0, 0), a
-    r = second.http("POST", "/admin/cache/audits/reset", {"group": "gpt-test"}, headers=auth)
-    assert r.status == 400 and r.json()["error"]["type"] == "invalid_request_error"
-    assert second.http("POST", "/admin/cache/audits/reset", {}).status == 401
+    # Reset through the CLI, on a gateway with audits off: the saved
+    # outcomes go all the same (no group's threshold was live to reset).
     stop(second)
+    quiet = launch.gateway(semantic_config(fake, tmp_path / "cache", auth=True), env=env)
+    r = quiet.http("GET", "/admin/cache/stats", headers=auth)
+    assert r.status == 200 and r.json()["audits"] == {}, r
+    out = cli("reset-audits", "--model", "gpt-test", "--url", quiet.url)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"reset": {"groups": [], "removed": 2}}
+    r = quiet.http("POST", "/admin/cache/audits/reset", {"model": "no-such-group"}, headers=auth)
+    assert r.status == 404 and "no-such-group" in r.json()["error"]["message"]
+    r = quiet.http("POST", "/admin/cache/audits/reset", {"group": "gpt-test"}, headers=auth)
+    assert r.status == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert quiet.http("POST", "/admin/cache/audits/reset", {}).status == 401
+    stop(quiet)
 
     # The reset lasts: a third start begins from the configured similarity,
     # and the paraphrase is a semantic hit again (audited, so answered fresh).
@@ -635,6 +640,13 @@ def test_audits_survive_a_restart_and_reset_through_the_cli(launch, tmp_path):
     assert (a["similarity"], a["disagreed"]) == (pytest.approx(0.6), 0), a
     raw = paraphrase_in(third, "scope three")
     assert raw.headers["x-switchyard-cache-audit"] == "hit"
+    # A reset on a live auditor: its threshold goes back at once.
+    assert audits(third, 1)["similarity"] > 0.61
+    out = cli("reset-audits", "--url", third.url)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"reset": {"groups": ["gpt-test"], "removed": 1}}
+    a = audits(third)
+    assert (a["similarity"], a["agreed"], a["disagreed"]) == (pytest.approx(0.6), 0, 0), a
 
 
 def test_unaudited_groups_have_no_audits(sem):

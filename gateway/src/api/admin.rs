@@ -111,6 +111,11 @@ pub async fn cache_reset_audits(
 ) -> Result<Json<Value>, ApiError> {
     let request: ResetAuditsRequest = view(&body)?;
     let cache = enabled(&app)?.clone();
+    if let Some(g) = request.model.as_deref().filter(|g| !cache.has_group(g)) {
+        return Err(ApiError::NotFound(format!(
+            "There is no model group `{g}`."
+        )));
+    }
     let model = request.model.clone();
     let reset = tokio::task::spawn_blocking(move || cache.reset_audits(model.as_deref()))
         .await

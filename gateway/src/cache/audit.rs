@@ -157,6 +157,7 @@ impl Auditor {
     /// journal this writes to disk: call it off the async threads. A failed
     /// write is logged; the outcome still counts in memory.
     pub fn record(&self, similarity: f32, agreed: bool) -> f32 {
+        let _serial = self.journal.as_ref().map(|(j, _)| j.serial());
         let threshold = {
             let mut s = self.state();
             if s.outcomes.len() == WINDOW {
@@ -171,7 +172,8 @@ impl Auditor {
             s.threshold = threshold(&s.outcomes, self.floor, self.settings.target_error_rate);
             s.threshold
         };
-        // After the state's lock: lookups read the threshold meanwhile.
+        // After the state's lock (lookups read the threshold meanwhile),
+        // before the serial one (a reset waits for the write).
         if let Some((journal, group)) = &self.journal {
             let at = super::http::now_secs();
             if let Err(e) = journal.append(group, similarity, agreed, at) {
@@ -182,7 +184,7 @@ impl Auditor {
     }
 
     /// Forgets every outcome: the threshold is the configured similarity
-    /// again. The caller resets the journal.
+    /// again. The caller resets the journal, holding [`Journal::serial`].
     pub fn forget(&self) {
         let mut s = self.state();
         s.outcomes.clear();

@@ -209,6 +209,8 @@ pub struct Cache {
     pub counters: Counters,
     defaults: Settings,
     groups: HashMap<String, Settings>,
+    /// Every configured model group.
+    group_names: std::collections::HashSet<String>,
     /// The model groups whose semantic hits are audited.
     auditors: HashMap<String, audit::Auditor>,
     /// Where their outcomes are kept (present when any group is audited).
@@ -258,9 +260,11 @@ impl Cache {
             .map(|g| (g, group_settings.get(&g.name).copied().unwrap_or(defaults)))
             .filter(|(_, s)| semantic.is_some() && s.semantic && s.audit.rate > 0.0)
             .collect();
-        let journal = match (&c.embedding_model, audited.is_empty()) {
-            (Some(model), false) => {
-                let path = c.audit_db();
+        // Opened when a group is audited, or when an earlier run saved
+        // outcomes (so a reset reaches them while audits are off).
+        let path = c.audit_db();
+        let journal = match &c.embedding_model {
+            Some(model) if semantic.is_some() && (!audited.is_empty() || path.is_file()) => {
                 let journal = audit::Journal::open(&path, model)
                     .map_err(|e| format!("cache.audit_db ({}): {e}", path.display()))?;
                 Some(Arc::new(journal))
@@ -283,6 +287,7 @@ impl Cache {
             counters: Counters::default(),
             defaults,
             groups: group_settings,
+            group_names: groups.iter().map(|g| g.name.clone()).collect(),
             auditors,
             journal,
         })))
@@ -291,6 +296,11 @@ impl Cache {
     /// The settings of model group `group`.
     pub fn settings(&self, group: &str) -> Settings {
         self.groups.get(group).copied().unwrap_or(self.defaults)
+    }
+
+    /// Whether `group` is a configured model group.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.group_names.contains(group)
     }
 
     /// Model group `group`'s auditor, when its semantic hits are audited.
@@ -304,6 +314,7 @@ impl Cache {
     /// and how many saved outcomes were removed. Disk work: call it off the
     /// async threads.
     pub fn reset_audits(&self, group: Option<&str>) -> Result<AuditsReset, String> {
+        let _serial = self.journal.as_ref().map(|j| j.serial());
         let removed = match &self.journal {
             Some(j) => j.reset(group).map_err(|e| e.to_string())?,
             None => 0,

@@ -180,14 +180,15 @@ fn disk_usage(dir: &Path) -> u64 {
         .sum()
 }
 
-/// A search result as a [`Neighbour`], or `None` when it is not one the
-/// caller may see: another scope's entry (defence in depth: every search
-/// already filters on the scope; this is logged as the bug it would be) or
-/// an expired one.
 /// A search result before its scope and expiry are checked: id, score,
 /// payload.
 type Found = (Uuid, f32, Map<String, Value>);
 
+/// A search result as a [`Neighbour`], or `None` when it is not one the
+/// caller may see: another scope's entry (defence in depth: every search
+/// already filters on the scope; this is logged as the bug it would be) or
+/// an expired one (the embedded store's first search does not filter on
+/// expiry).
 fn neighbour(
     id: Uuid,
     similarity: f32,

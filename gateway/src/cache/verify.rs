@@ -403,15 +403,28 @@ fn negations(tokens: &[Token]) -> usize {
         .count()
 }
 
-/// The words of `lexicon` in `tokens`, leaving out greetings ("good
-/// evening" names no time).
 fn in_lexicon(tokens: &[Token], lexicon: &[&str]) -> std::collections::BTreeSet<String> {
+    tokens
+        .iter()
+        .filter(|t| lexicon.contains(&t.stem.as_str()) || lexicon.contains(&t.low.as_str()))
+        .map(|t| t.stem.clone())
+        .collect()
+}
+
+/// The time words in `tokens`, leaving out greetings: "Good evening." at
+/// the start of a sentence and ending its phrase names no time ("a good
+/// night routine" does).
+fn times(tokens: &[Token]) -> std::collections::BTreeSet<String> {
     tokens
         .iter()
         .enumerate()
         .filter(|&(i, t)| {
-            let greeting = i > 0 && tokens[i - 1].low == "good" && !t.boundary;
-            !greeting && (lexicon.contains(&t.stem.as_str()) || lexicon.contains(&t.low.as_str()))
+            let greeting = i > 0
+                && tokens[i - 1].low == "good"
+                && tokens[i - 1].start
+                && !t.boundary
+                && tokens.get(i + 1).is_none_or(|next| next.boundary);
+            !greeting && (TIME.contains(&t.stem.as_str()) || TIME.contains(&t.low.as_str()))
         })
         .map(|(_, t)| t.stem.clone())
         .collect()
@@ -476,7 +489,13 @@ impl Verifier {
             return whole;
         };
         match backstory(cached, incoming).filter(|_| self.backstory) {
-            Some((a, b)) => self.reworded_at(a, b, similarity).map_err(|_| reason),
+            // The question alone is short, so its words must carry the
+            // match: at least one shared, and no more of its own on either
+            // side than shared.
+            Some((a, b)) => match self.words(a, b) {
+                Ok(w) if w.shared >= 1 && w.only_a.max(w.only_b) <= w.shared => Ok(()),
+                _ => Err(reason),
+            },
             None => Err(reason),
         }
     }
@@ -532,14 +551,13 @@ impl Verifier {
                 return Err(Reason::Opposite);
             }
         }
-        for (lexicon, reason) in [
-            (FORMAT, Reason::Format),
-            (SCOPE, Reason::Scope),
-            (TIME, Reason::Time),
-        ] {
+        for (lexicon, reason) in [(FORMAT, Reason::Format), (SCOPE, Reason::Scope)] {
             if in_lexicon(&a, lexicon) != in_lexicon(&b, lexicon) {
                 return Err(reason);
             }
+        }
+        if times(&a) != times(&b) {
+            return Err(Reason::Time);
         }
         let (ca, cb) = (content(&a), content(&b));
         let (ka, kb): (Vec<&str>, Vec<&str>) = (
@@ -613,23 +631,55 @@ fn final_question(text: &str) -> Option<&str> {
         .map(|(i, c)| i + c.len_utf8())
         .next_back()?;
     let (context, question) = (text[..cut].trim(), text[cut..].trim());
-    if question.is_empty() || context.is_empty() {
+    let asked = tokenize(question);
+    let told = tokenize(context);
+    if asked.is_empty() || told.is_empty() {
         return None;
     }
-    // Context that names a number or a language the question does not
-    // ("I'm on Python 2. How do I print a line?") can change the answer.
-    let asked = tokenize(question);
-    let decisive = |t: &Token| {
-        is_number(&t.low)
-            || t.surface.chars().any(|c| c.is_ascii_digit())
-            || LANGUAGES.contains(&t.low.as_str())
-    };
-    let unasked = tokenize(context)
+    // A question that points back into its context ("Is that dangerous?",
+    // "How many milliliters is that?") does not stand alone.
+    if asked.iter().any(|t| REFERRING.contains(&t.low.as_str())) {
+        return None;
+    }
+    // Context that gives an instruction ("Reply in JSON.", "Don't use any
+    // libraries.") is part of the request.
+    if told
         .iter()
-        .filter(|t| decisive(t))
-        .any(|t| !asked.iter().any(|q| q.low == t.low));
-    (!unasked).then_some(question)
+        .any(|t| t.start && INSTRUCTIONS.contains(&t.low.as_str()))
+    {
+        return None;
+    }
+    // Context that names a number, a language or an output format the
+    // question does not ("I'm on Python 2.", "We are a family of four.")
+    // can change the answer.
+    let named = |ts: &[Token]| -> std::collections::BTreeSet<String> {
+        let mut s = numbers(ts);
+        s.extend(
+            ts.iter()
+                .filter(|t| LANGUAGES.contains(&t.low.as_str()))
+                .map(|t| t.low.clone()),
+        );
+        s.extend(in_lexicon(ts, FORMAT));
+        s
+    };
+    named(&told).is_subset(&named(&asked)).then_some(question)
 }
+
+/// Words by which a question refers back to what came before it.
+#[rustfmt::skip]
+const REFERRING: &[&str] = &[
+    "it", "its", "it's", "that", "that's", "this", "these", "those", "they", "them", "their",
+    "he", "him", "his", "she", "her", "there",
+];
+
+/// Words that open an instruction to the model.
+#[rustfmt::skip]
+const INSTRUCTIONS: &[&str] = &[
+    "answer", "reply", "respond", "use", "write", "give", "keep", "format", "explain",
+    "include", "avoid", "only", "please", "limit", "list", "return", "output", "show", "don't",
+    "dont", "do", "never", "always", "be", "assume", "ignore", "pretend", "act", "translate",
+    "summarize", "summarise", "describe", "provide", "make", "respond", "note", "remember",
+];
 
 /// When exactly one prompt is context followed by a question and the other
 /// is a single sentence, that question and the other prompt.

@@ -50,6 +50,10 @@ pub struct Saved {
 pub struct Journal {
     conn: Mutex<Connection>,
     embedding_model: String,
+    /// Held across a change made both in memory and here (an outcome
+    /// recorded, a reset), so that a reset cannot fall between the two
+    /// halves of a recording and leave them disagreeing.
+    serial: Mutex<()>,
 }
 
 impl Journal {
@@ -61,7 +65,14 @@ impl Journal {
         Ok(Self {
             conn: Mutex::new(conn),
             embedding_model: embedding_model.to_owned(),
+            serial: Mutex::new(()),
         })
+    }
+
+    /// See [`Journal::serial`]'s field: take it before changing an
+    /// auditor's memory together with the file.
+    pub fn serial(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.serial.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

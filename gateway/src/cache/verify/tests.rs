@@ -245,6 +245,35 @@ fn backstory_before_a_question_is_set_aside_unless_it_names_a_number_or_language
             "Is 57 a prime number? Answer only yes or no.",
             "Is 57 a prime number?",
         ),
+        // Nor are instructions before it, nor a format or a number word.
+        (
+            "Reply in JSON. What are the planets in the solar system?",
+            "What are the planets in the solar system?",
+        ),
+        (
+            "Don't use any libraries. How do I parse a CSV file in Python?",
+            "How do I parse a CSV file in Python?",
+        ),
+        (
+            "I need this for a slide. What is the capital of Australia in one word?",
+            "What is the capital of Australia?",
+        ),
+        (
+            "We are a family of four. How much rice should we cook?",
+            "How much rice should we cook?",
+        ),
+        // A question that points back into its context does not stand
+        // alone, and one with no words of its own says nothing.
+        (
+            "My dog Max ate a grape. Is that dangerous?",
+            "Is it dangerous to eat raw chicken?",
+        ),
+        ("I have a question. ?", "What is Rust?"),
+        // The question's words must carry the match.
+        (
+            "My neighbour asked me about snakes yesterday. Are snakes dangerous?",
+            "Are snakes dangerous to keep as pets in a small flat?",
+        ),
     ] {
         assert!(
             v.check_at(context_matters, short, 0.9).is_err(),
@@ -272,10 +301,22 @@ fn greetings_name_no_time_and_a_language_may_go_by_its_short_name() {
         ),
         Ok(())
     );
-    // A time of day that is not a greeting still counts.
+    // A time of day that is not a greeting still counts...
     assert_eq!(
         v.check("Is it good to run in the morning?", "Is it good to run?"),
         Err(Reason::Time)
+    );
+    assert_eq!(
+        v.check(
+            "What's a good night routine?",
+            "What's a good morning routine?"
+        ),
+        Err(Reason::Time)
+    );
+    // ...and "good" spares no other kind of word.
+    assert_eq!(
+        v.check("Write a good poem about the sea.", "Write about the sea."),
+        Err(Reason::Format)
     );
     assert_eq!(
         v.check(
