@@ -298,9 +298,10 @@ async fn cache_lookup(
                             (found, near)
                         }
                     };
-                    audit = near.map(|n| AuditCandidate {
+                    audit = near.zip(audits).map(|(n, a)| AuditCandidate {
                         similarity: n.similarity,
                         body: n.body,
+                        generation: a.generation(),
                     });
                     if let Some(found) = found {
                         let kind = if found.exact {

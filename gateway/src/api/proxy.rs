@@ -71,6 +71,8 @@ pub struct CacheWrite {
 pub struct AuditCandidate {
     pub similarity: f32,
     pub body: bytes::Bytes,
+    /// The auditor's generation when the audit began.
+    pub generation: u64,
 }
 
 /// How a cached answer was found.
@@ -370,7 +372,11 @@ fn compare(
         // Parsing the answers and the verifier's word-by-word pass are CPU
         // work: off the async threads.
         let verifier = cache.settings(&group).verifier;
-        let AuditCandidate { similarity, body } = candidate;
+        let AuditCandidate {
+            similarity,
+            body,
+            generation,
+        } = candidate;
         let checked = tokio::task::spawn_blocking(move || {
             let mut cached = audit::answer_text(&body)?;
             let mut fresh = audit::answer_text(&fresh)?;
@@ -411,7 +417,7 @@ fn compare(
             move || {
                 cache
                     .auditor(&group)
-                    .map(|auditor| auditor.record(similarity, agreed))
+                    .and_then(|auditor| auditor.record_since(generation, similarity, agreed))
             }
         })
         .await;
@@ -419,7 +425,12 @@ fn compare(
             Ok(Some(threshold)) => {
                 tracing::info!(group, similarity, agreed, threshold, "cache audit")
             }
-            Ok(None) => {}
+            Ok(None) => tracing::info!(
+                group,
+                similarity,
+                agreed,
+                "cache audit: begun before a reset; not recorded"
+            ),
             Err(e) => tracing::warn!(group, error = %e, "cache audit: recording failed"),
         }
     });

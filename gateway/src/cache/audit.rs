@@ -79,6 +79,9 @@ struct State {
     threshold: f32,
     agreed: u64,
     disagreed: u64,
+    /// Resets so far: an audit begun before a reset is not recorded after
+    /// it.
+    generation: u64,
 }
 
 /// What `/admin/cache/stats` shows of a group's audits.
@@ -130,6 +133,7 @@ impl Auditor {
                 threshold,
                 agreed: saved.agreed,
                 disagreed: saved.disagreed,
+                generation: 0,
             }),
             journal,
         }
@@ -157,9 +161,27 @@ impl Auditor {
     /// journal this writes to disk: call it off the async threads. A failed
     /// write is logged; the outcome still counts in memory.
     pub fn record(&self, similarity: f32, agreed: bool) -> f32 {
+        let generation = self.generation();
+        self.record_since(generation, similarity, agreed)
+            .unwrap_or_else(|| self.threshold())
+    }
+
+    /// The auditor's resets so far: take it when an audit begins, and
+    /// record its outcome with [`Self::record_since`].
+    pub fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// [`Self::record`] for an audit begun at `generation`: `None`, and
+    /// nothing recorded, when the auditor was reset since (the evidence it
+    /// carries is what the reset set aside).
+    pub fn record_since(&self, generation: u64, similarity: f32, agreed: bool) -> Option<f32> {
         let _serial = self.journal.as_ref().map(|(j, _)| j.serial());
         let threshold = {
             let mut s = self.state();
+            if s.generation != generation {
+                return None;
+            }
             if s.outcomes.len() == WINDOW {
                 s.outcomes.pop_front();
             }
@@ -180,7 +202,7 @@ impl Auditor {
                 tracing::warn!(group, error = %e, "cache audit: outcome not saved");
             }
         }
-        threshold
+        Some(threshold)
     }
 
     /// Forgets every outcome: the threshold is the configured similarity
@@ -191,6 +213,7 @@ impl Auditor {
         s.agreed = 0;
         s.disagreed = 0;
         s.threshold = self.floor;
+        s.generation += 1;
     }
 
     pub fn stats(&self) -> AuditStats {

@@ -249,3 +249,24 @@ fn forgetting_returns_to_the_configured_similarity_and_damaged_rows_are_skipped(
     let saved = j.load("g").unwrap();
     assert_eq!(saved.outcomes, VecDeque::from([(0.95, false)]));
 }
+
+#[test]
+fn an_audit_begun_before_a_reset_is_not_recorded_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(&dir, "m");
+    let a = Auditor::restore(settings(0.01), 0.6, "g", j.clone()).unwrap();
+    let begun = a.generation();
+    a.forget();
+    assert_eq!(a.record_since(begun, 0.9, false), None);
+    assert_eq!(a.threshold(), 0.6);
+    assert_eq!(a.stats().disagreed, 0);
+    assert_eq!(
+        j.load("g").unwrap(),
+        Saved::default(),
+        "nothing saved either"
+    );
+    // An audit begun after the reset counts.
+    let begun = a.generation();
+    assert!(a.record_since(begun, 0.9, false).unwrap() > 0.9);
+    assert_eq!(j.load("g").unwrap().disagreed, 1);
+}
