@@ -290,6 +290,23 @@ def test_entries_survive_a_restart(launch, tmp_path, stop):
     assert len(fake.requests()) == 1
 
 
+def test_long_prompts_use_the_exact_tier_only(sem):
+    """Past 2,048 bytes the embedding model cannot see the whole text
+    (256 tokens), so a long prompt's near-copy is no semantic hit."""
+    gw, fake, client = sem
+    long = "Please review the following deployment notes carefully. " * 38
+    assert len(long.encode()) > 2048
+    assert ask(client, messages=user(long)).headers["x-switchyard-cache"] == "miss"
+    time.sleep(0.5)  # the store write is in the background
+    assert ask(client, messages=user(long.lower())).headers["x-switchyard-cache"] == "miss"
+    assert ask(client, messages=user(long)).headers["x-switchyard-cache"] == "hit-exact"
+    # The same near-copy of a short prompt does hit.
+    short = "Please review the following deployment notes carefully."
+    ask(client, messages=user(short))
+    assert until_cache(client, "hit-semantic", user(short.lower())).headers[
+        "x-switchyard-cache"] == "hit-semantic"
+
+
 def test_a_lookup_over_budget_fails_open(launch, tmp_path):
     fake = launch.fake()
     gw = launch.gateway(semantic_config(fake, tmp_path / "cache", lookup_budget_ms=0))

@@ -252,7 +252,10 @@ async fn cache_lookup(
     let now = now_secs();
     let mut vector = None;
     let mut audit = None;
-    let semantic = cache.semantic.as_ref().filter(|_| settings.semantic);
+    let semantic = cache
+        .semantic
+        .as_ref()
+        .filter(|_| settings.semantic && key.text.len() <= crate::cache::SEMANTIC_MAX_BYTES);
     let ttl_secs = controls
         .ttl
         .map_or(settings.ttl_secs, |t| t.min(settings.ttl_secs));

@@ -29,12 +29,19 @@ pub mod verify;
 
 /// The semantic tier's default similarity threshold, used with
 /// [`verify::Verifier::default`]: on the cache-eval development pairs this
-/// setting hits 62% of same-answer pairs with no false hit (`docs/cache.md`).
+/// setting hits 68% of same-answer pairs with no false hit (`docs/cache.md`).
 pub const DEFAULT_SIMILARITY: f32 = 0.6;
 
 /// The highest temperature cached by default. Requests that leave it unset
 /// get the API's default, 1, and are cached; above 1 they are not.
 pub const DEFAULT_MAX_TEMPERATURE: f64 = 1.0;
+
+/// The longest last user turn (bytes of UTF-8) the semantic tier looks up
+/// or stores; longer ones use the exact tier only. all-MiniLM-L6-v2 reads
+/// 256 tokens (about 1,000 characters of English), so beyond this the
+/// embedding cannot see what differs, and the verifier, which compares
+/// every word with every word, would cost the request path milliseconds.
+pub const SEMANTIC_MAX_BYTES: usize = 2_048;
 
 pub use store::{EdgeStore, Entry, Neighbour, QdrantStore, StoreError, VectorStore};
 

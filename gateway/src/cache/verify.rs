@@ -319,11 +319,17 @@ fn stem(word: &str) -> String {
     w.to_owned()
 }
 
+/// The longest word compared letter by letter (longer ones match only
+/// when equal): no word is longer, and the table below grows with the
+/// square of the length.
+const MAX_FUZZY_CHARS: usize = 40;
+
 /// Optimal-string-alignment distance (a transposition counts once), or
-/// more than 2 when the lengths alone differ by more.
+/// more than 2 when the lengths alone differ by more, or either is longer
+/// than [`MAX_FUZZY_CHARS`].
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len().abs_diff(b.len()) > 2 {
+    if a.len().abs_diff(b.len()) > 2 || a.len().max(b.len()) > MAX_FUZZY_CHARS {
         return 3;
     }
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
@@ -654,16 +660,46 @@ fn final_question(text: &str) -> Option<&str> {
     // can change the answer.
     let named = |ts: &[Token]| -> std::collections::BTreeSet<String> {
         let mut s = numbers(ts);
+        // Digits glued to a unit or a name ("80kg", "Python2", "ES6").
+        s.extend(
+            ts.iter()
+                .filter(|t| t.low.chars().any(|c| c.is_ascii_digit()))
+                .map(|t| t.low.clone()),
+        );
         s.extend(
             ts.iter()
                 .filter(|t| LANGUAGES.contains(&t.low.as_str()))
                 .map(|t| t.low.clone()),
         );
         s.extend(in_lexicon(ts, FORMAT));
+        // Names, places, products ("I'm on a Mac.", "I live in Canada.")
+        // and scope ("I only need a brief answer.").
+        s.extend(ts.iter().filter(|t| is_key(t)).map(|t| t.low.clone()));
+        s.extend(in_lexicon(ts, SCOPE));
         s
     };
-    named(&told).is_subset(&named(&asked)).then_some(question)
+    // A constraint on the means: "without", or a negation just before a
+    // verb of using or having ("I can't use any libraries.", "I don't have
+    // admin rights."). Other negations are the story's ("I've never baked
+    // bread", "I'd rather not receive them").
+    let constrained = told.iter().enumerate().any(|(i, t)| {
+        t.low == "without"
+            || ((NEGATIONS.contains(&t.low.as_str()) || t.low.ends_with("n't"))
+                && told[i + 1..]
+                    .iter()
+                    .take(2)
+                    .any(|v| MEANS.contains(&v.stem.as_str())))
+    });
+    (!constrained && named(&told).is_subset(&named(&asked))).then_some(question)
 }
+
+/// Verbs of using or having: negated in a backstory, they constrain how
+/// the question may be answered.
+#[rustfmt::skip]
+const MEANS: &[&str] = &[
+    "use", "using", "have", "install", "access", "allowed", "include", "import", "call", "run",
+    "own", "afford", "eat", "drink",
+];
 
 /// Words by which a question refers back to what came before it.
 #[rustfmt::skip]

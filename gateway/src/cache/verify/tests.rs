@@ -202,9 +202,9 @@ fn a_rewording_needs_more_similarity_than_the_words_alone() {
 fn backstory_before_a_question_is_set_aside_unless_it_names_a_number_or_language() {
     let v = Verifier::default();
     let short = "How do I feed a sourdough starter?";
-    let long = "My neighbour Margaret gave me a jar of starter last weekend and I have never \
+    let long = "My neighbour gave me a jar of starter last weekend and I have never \
                 baked bread before, so I don't want to kill it. How do I feed a sourdough starter?";
-    // The whole prompts differ (a name, a time word, a negation)...
+    // The whole prompts differ (a time word, a negation)...
     assert!(v.check(long, short).is_err());
     // ...the question does not, in either order.
     assert_eq!(v.check_at(long, short, 0.8), Ok(()));
@@ -216,7 +216,7 @@ fn backstory_before_a_question_is_set_aside_unless_it_names_a_number_or_language
     };
     assert_eq!(off.check_at(long, short, 0.8), v.check(long, short));
     // A question that differs is still refused, for its own reason.
-    let france = "My sister moved to Lyon last year. What is the capital of France?";
+    let france = "My sister keeps quizzing me on geography. What is the capital of France?";
     assert!(
         v.check_at(france, "What is the capital of Spain?", 0.8)
             .is_err()
@@ -245,7 +245,29 @@ fn backstory_before_a_question_is_set_aside_unless_it_names_a_number_or_language
             "Is 57 a prime number? Answer only yes or no.",
             "Is 57 a prime number?",
         ),
-        // Nor are instructions before it, nor a format or a number word.
+        // Nor are instructions before it, nor a format or a number word,
+        // nor digits glued to a unit, a name, a scope word, or a negated
+        // verb of using or having.
+        (
+            "I weigh 80kg. How much protein should I eat a day?",
+            "How much protein should I eat a day?",
+        ),
+        (
+            "I'm on a Mac. How do I take a screenshot?",
+            "How do I take a screenshot?",
+        ),
+        (
+            "I'm writing Elixir these days. How do I reverse a list?",
+            "How do I reverse a list?",
+        ),
+        (
+            "I only need a brief answer. What causes inflation?",
+            "What causes inflation?",
+        ),
+        (
+            "I can't use any libraries. How do I parse a CSV file in Python?",
+            "How do I parse a CSV file in Python?",
+        ),
         (
             "Reply in JSON. What are the planets in the solar system?",
             "What are the planets in the solar system?",
@@ -337,4 +359,14 @@ fn greetings_name_no_time_and_a_language_may_go_by_its_short_name() {
         v.check("How do I parse a date in ts?", "How do I parse a date?"),
         Err(Reason::KeyTerm)
     );
+}
+
+#[test]
+fn long_words_match_only_when_equal() {
+    let (a, b) = ("x".repeat(5_000), format!("{}y", "x".repeat(4_999)));
+    assert_eq!(edit_distance(&a, &b), 3);
+    assert!(!same_word(&a, &b, false));
+    assert!(same_word(&a, &a.clone(), false));
+    // Ordinary words still allow a typo.
+    assert_eq!(edit_distance("receive", "recieve"), 1);
 }
