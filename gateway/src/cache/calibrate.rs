@@ -93,9 +93,13 @@ pub struct Outcome {
     pub precision: f64,
 }
 
-/// Whether `pair`, at `similarity`, hits under `setting`.
+/// Whether `pair`, at `similarity`, hits under `setting` (never when a
+/// prompt is longer than the semantic tier takes).
 pub fn hits(setting: &Setting, pair: &Pair, similarity: f32) -> bool {
-    similarity >= setting.threshold
+    let max = super::SEMANTIC_MAX_BYTES;
+    pair.cached.len() <= max
+        && pair.incoming.len() <= max
+        && similarity >= setting.threshold
         && setting
             .verifier
             .is_none_or(|v| v.check_at(&pair.cached, &pair.incoming, similarity).is_ok())

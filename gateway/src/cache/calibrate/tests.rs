@@ -119,3 +119,15 @@ fn misjudged_lists_false_hits_first_then_misses_with_why() {
     );
     assert!(!list.contains("p2") && !list.contains("p4"), "{list}");
 }
+
+#[test]
+fn a_prompt_the_semantic_tier_does_not_take_never_hits() {
+    let mut p = pairs();
+    let cosine = Setting {
+        threshold: 0.5,
+        verifier: None,
+    };
+    assert!(hits(&cosine, &p[0], 0.9));
+    p[0].incoming = "sort ".repeat(500);
+    assert!(!hits(&cosine, &p[0], 0.99));
+}
