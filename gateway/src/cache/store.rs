@@ -744,14 +744,17 @@ impl EdgeStore {
         // Only when an expired entry took a place among them is the search
         // run again with the expiry in the filter.
         let scoped = must(vec![keyword(SCOPE, scope)?]);
+        let live = |found: Vec<Found>| -> Vec<Neighbour> {
+            found
+                .into_iter()
+                .filter_map(|(id, score, payload)| neighbour(id, score, payload, scope, now))
+                .collect()
+        };
         let found = Self::search(shard, scoped, vector.clone(), limit)?;
         let complete = found.len() < limit;
-        let live: Vec<Neighbour> = found
-            .into_iter()
-            .filter_map(|(id, score, payload)| neighbour(id, score, payload, scope, now))
-            .collect();
-        if live.len() == limit || complete {
-            return Ok(live);
+        let first = live(found);
+        if first.len() == limit || complete {
+            return Ok(first);
         }
         let unexpired = must(vec![
             keyword(SCOPE, scope)?,
@@ -765,10 +768,7 @@ impl EdgeStore {
                 },
             )),
         ]);
-        Ok(Self::search(shard, unexpired, vector, limit)?
-            .into_iter()
-            .filter_map(|(id, score, payload)| neighbour(id, score, payload, scope, now))
-            .collect())
+        Ok(live(Self::search(shard, unexpired, vector, limit)?))
     }
 
     /// The `limit` nearest points that pass `filter`, with their payloads.

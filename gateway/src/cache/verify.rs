@@ -619,6 +619,17 @@ impl Verifier {
     }
 }
 
+/// Byte offsets just past each sentence end in `text`: a `.`, `!` or `?`
+/// followed by a space (so not a decimal point or "e.g." mid-word).
+fn sentence_ends(text: &str) -> impl DoubleEndedIterator<Item = usize> + '_ {
+    text.char_indices()
+        .filter(move |&(i, c)| {
+            matches!(c, '.' | '!' | '?')
+                && text[i + c.len_utf8()..].starts_with(char::is_whitespace)
+        })
+        .map(|(i, c)| i + c.len_utf8())
+}
+
 /// The question at the end of a prompt that opens with context: its last
 /// sentence, when it asks (ends in `?`) and something comes before it.
 fn final_question(text: &str) -> Option<&str> {
@@ -627,15 +638,7 @@ fn final_question(text: &str) -> Option<&str> {
         return None;
     }
     let body = &text[..text.len() - text.chars().last()?.len_utf8()];
-    // The last sentence end followed by a space.
-    let cut = body
-        .char_indices()
-        .filter(|&(i, c)| {
-            matches!(c, '.' | '!' | '?')
-                && body[i + c.len_utf8()..].starts_with(char::is_whitespace)
-        })
-        .map(|(i, c)| i + c.len_utf8())
-        .next_back()?;
+    let cut = sentence_ends(body).next_back()?;
     let (context, question) = (text[..cut].trim(), text[cut..].trim());
     let asked = tokenize(question);
     let told = tokenize(context);
@@ -655,26 +658,14 @@ fn final_question(text: &str) -> Option<&str> {
     {
         return None;
     }
-    // Context that names a number, a language or an output format the
-    // question does not ("I'm on Python 2.", "We are a family of four.")
-    // can change the answer.
+    // Context that names something the question does not can change the
+    // answer: a number ("We are a family of four."), a key term (a name, a
+    // language, digits glued to a unit: "I'm on a Mac.", "I weigh 80kg."),
+    // an output format or a scope word ("I only need a brief answer.").
     let named = |ts: &[Token]| -> std::collections::BTreeSet<String> {
         let mut s = numbers(ts);
-        // Digits glued to a unit or a name ("80kg", "Python2", "ES6").
-        s.extend(
-            ts.iter()
-                .filter(|t| t.low.chars().any(|c| c.is_ascii_digit()))
-                .map(|t| t.low.clone()),
-        );
-        s.extend(
-            ts.iter()
-                .filter(|t| LANGUAGES.contains(&t.low.as_str()))
-                .map(|t| t.low.clone()),
-        );
-        s.extend(in_lexicon(ts, FORMAT));
-        // Names, places, products ("I'm on a Mac.", "I live in Canada.")
-        // and scope ("I only need a brief answer.").
         s.extend(ts.iter().filter(|t| is_key(t)).map(|t| t.low.clone()));
+        s.extend(in_lexicon(ts, FORMAT));
         s.extend(in_lexicon(ts, SCOPE));
         s
     };
@@ -714,17 +705,16 @@ const INSTRUCTIONS: &[&str] = &[
     "answer", "reply", "respond", "use", "write", "give", "keep", "format", "explain",
     "include", "avoid", "only", "please", "limit", "list", "return", "output", "show", "don't",
     "dont", "do", "never", "always", "be", "assume", "ignore", "pretend", "act", "translate",
-    "summarize", "summarise", "describe", "provide", "make", "respond", "note", "remember",
+    "summarize", "summarise", "describe", "provide", "make", "note", "remember",
 ];
 
 /// When exactly one prompt is context followed by a question and the other
 /// is a single sentence, that question and the other prompt.
 fn backstory<'a>(a: &'a str, b: &'a str) -> Option<(&'a str, &'a str)> {
     let single = |t: &str| {
-        let t = t.trim().trim_end_matches(['?', '.', '!', '？']);
-        !t.char_indices().any(|(i, c)| {
-            matches!(c, '.' | '!' | '?') && t[i + c.len_utf8()..].starts_with(char::is_whitespace)
-        })
+        sentence_ends(t.trim().trim_end_matches(['?', '.', '!', '？']))
+            .next()
+            .is_none()
     };
     match (final_question(a), final_question(b)) {
         (Some(q), None) if single(b) => Some((q, b)),
