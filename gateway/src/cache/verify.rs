@@ -73,6 +73,7 @@ pub enum Reason {
     Opposite,
     Format,
     Scope,
+    Condition,
     Time,
     Order,
     Substitution,
@@ -89,6 +90,7 @@ impl Reason {
             Self::Opposite => "opposite",
             Self::Format => "format",
             Self::Scope => "scope",
+            Self::Condition => "condition",
             Self::Time => "time",
             Self::Order => "order",
             Self::Substitution => "substitution",
@@ -557,7 +559,11 @@ impl Verifier {
                 return Err(Reason::Opposite);
             }
         }
-        for (lexicon, reason) in [(FORMAT, Reason::Format), (SCOPE, Reason::Scope)] {
+        for (lexicon, reason) in [
+            (FORMAT, Reason::Format),
+            (SCOPE, Reason::Scope),
+            (CONDITIONS, Reason::Condition),
+        ] {
             if in_lexicon(&a, lexicon) != in_lexicon(&b, lexicon) {
                 return Err(reason);
             }
@@ -661,12 +667,16 @@ fn final_question(text: &str) -> Option<&str> {
     // Context that names something the question does not can change the
     // answer: a number ("We are a family of four."), a key term (a name, a
     // language, digits glued to a unit: "I'm on a Mac.", "I weigh 80kg."),
-    // an output format or a scope word ("I only need a brief answer.").
+    // an output format or a scope word ("I only need a brief answer."), or
+    // a condition the advice must respect ("I'm allergic to nuts.", "It's
+    // winter here.").
     let named = |ts: &[Token]| -> std::collections::BTreeSet<String> {
         let mut s = numbers(ts);
         s.extend(ts.iter().filter(|t| is_key(t)).map(|t| t.low.clone()));
         s.extend(in_lexicon(ts, FORMAT));
         s.extend(in_lexicon(ts, SCOPE));
+        s.extend(in_lexicon(ts, CONDITIONS));
+        s.extend(in_lexicon(ts, SEASONS));
         s
     };
     // A constraint on the means: "without", or a negation just before a
@@ -691,6 +701,28 @@ const MEANS: &[&str] = &[
     "use", "using", "have", "install", "access", "allowed", "include", "import", "call", "run",
     "own", "afford", "eat", "drink",
 ];
+
+/// Conditions of the asker that change advice told in plain words: diet
+/// and health, age, climate, budget, and platforms written in lower case
+/// (capitalised names are key terms already). One prompt naming one the
+/// other does not is refused; told in a backstory, they keep it from being
+/// set aside, as seasons do.
+#[rustfmt::skip]
+const CONDITIONS: &[&str] = &[
+    "allergic", "allergy", "vegan", "vegetarian", "pescatarian", "pregnant", "pregnancy",
+    "breastfeeding", "diabetic", "diabetes", "celiac", "coeliac", "gluten", "lactose", "dairy",
+    "nut", "peanut", "kosher", "halal", "keto", "intolerant", "intolerance", "medication",
+    "meds", "asthma", "asthmatic", "injury", "injured", "surgery", "disabled", "disability",
+    "wheelchair", "blind", "deaf", "toddler", "baby", "infant", "newborn", "elderly", "senior",
+    "teenager", "teen", "retired", "tropical", "hemisphere", "climate", "humid", "altitude",
+    "budget", "broke", "windows", "mac", "macos", "linux", "ubuntu", "iphone", "ipad",
+    "android", "ios", "chromebook",
+];
+
+/// The time words that set the conditions of advice ("It's winter here.");
+/// other time words in a backstory (an interview yesterday, a trip next
+/// year) only tell the story.
+const SEASONS: &[&str] = &["spring", "summer", "autumn", "fall", "winter"];
 
 /// Words by which a question refers back to what came before it.
 #[rustfmt::skip]

@@ -96,6 +96,11 @@ fn changed_specifics_are_refused_with_their_reason() {
         ),
         ("Name a planet", "Name every planet", Reason::Scope),
         (
+            "Is it safe to drink coffee?",
+            "Is it safe to drink coffee when pregnant?",
+            Reason::Condition,
+        ),
+        (
             "what is the weather like in winter",
             "what is the weather like in summer",
             Reason::Time,
@@ -283,6 +288,19 @@ fn backstory_before_a_question_is_set_aside_unless_it_names_a_number_or_language
         (
             "We are a family of four. How much rice should we cook?",
             "How much rice should we cook?",
+        ),
+        // A condition told in plain words changes advice.
+        (
+            "I'm allergic to nuts. What is a good snack for a long hike?",
+            "What is a good snack for a long hike?",
+        ),
+        (
+            "It's winter here. What vegetables can I plant now?",
+            "What vegetables can I plant now?",
+        ),
+        (
+            "im on windows and new to coding. How do I install git?",
+            "How do I install git?",
         ),
         // A question that points back into its context does not stand
         // alone, and one with no words of its own says nothing.
