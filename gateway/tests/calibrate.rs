@@ -1,7 +1,8 @@
 //! `switchyard cache calibrate` with the real binary and the real embedding
 //! model on the cache-eval development pairs: the default semantic-tier
 //! setting must keep issue #4's accuracy target on them (≥ 60% of
-//! same-answer pairs hit, ≤ 1% of different-answer pairs hit).
+//! same-answer pairs hit, ≤ 1% of different-answer pairs hit), and the
+//! false-hit bound on the two second sets.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,11 +13,11 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-#[test]
-fn the_default_setting_meets_the_accuracy_target_on_the_dev_pairs() {
+/// The default setting's hit rate and false-hit rate on a pairs file.
+fn default_rates(pairs: &str) -> (f64, f64, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["cache", "calibrate", "--pairs"])
-        .arg(root().join("gateway/tests/data/cache-eval/dev_pairs.tsv"))
+        .arg(root().join("gateway/tests/data/cache-eval").join(pairs))
         .arg("--model")
         .arg(root().join("models/all-MiniLM-L6-v2"))
         .output()
@@ -30,7 +31,8 @@ fn the_default_setting_meets_the_accuracy_target_on_the_dev_pairs() {
     let line = stdout
         .lines()
         .find(|l| l.starts_with("default: "))
-        .unwrap_or_else(|| panic!("no default line in:\n{stdout}"));
+        .unwrap_or_else(|| panic!("no default line in:\n{stdout}"))
+        .to_owned();
     let number = |key: &str| -> f64 {
         let rest = &line[line.find(key).unwrap() + key.len()..];
         rest.split([',', ')'])
@@ -40,11 +42,36 @@ fn the_default_setting_meets_the_accuracy_target_on_the_dev_pairs() {
             .parse()
             .unwrap()
     };
-    let (hit, false_hit) = (number("hit rate "), number("false-hit rate "));
-    assert!(hit >= 0.60, "hit rate {hit}: {line}");
-    assert!(false_hit <= 0.01, "false-hit rate {false_hit}: {line}");
+    (
+        number("hit rate "),
+        number("false-hit rate "),
+        stdout.into_owned(),
+    )
+}
+
+#[test]
+fn the_default_setting_meets_the_accuracy_target_on_the_dev_pairs() {
+    let (hit, false_hit, stdout) = default_rates("dev_pairs.tsv");
+    assert!(hit >= 0.60, "hit rate {hit}:\n{stdout}");
+    assert!(false_hit <= 0.01, "false-hit rate {false_hit}:\n{stdout}");
     // The plain-cosine rows are there for comparison, and they are worse.
     assert!(stdout.contains("| cosine ≥ 0.60, no verifier |"));
+}
+
+/// The two second sets were written apart from the dev pairs and the
+/// verifier (`gateway/tests/data/cache-eval/README.md`). The false-hit
+/// bound holds on them; their hit rates are recorded in `docs/cache.md`
+/// (the second set's is below 60%), and kept from falling back here.
+#[test]
+fn the_default_setting_keeps_false_hits_under_one_percent_on_the_second_sets() {
+    for (pairs, floor) in [("second_pairs_a.tsv", 0.60), ("second_pairs_b.tsv", 0.50)] {
+        let (hit, false_hit, stdout) = default_rates(pairs);
+        assert!(
+            false_hit <= 0.01,
+            "{pairs}: false-hit rate {false_hit}:\n{stdout}"
+        );
+        assert!(hit >= floor, "{pairs}: hit rate {hit}:\n{stdout}");
+    }
 }
 
 #[test]

@@ -74,6 +74,7 @@ pub enum Reason {
     Format,
     Scope,
     Condition,
+    Qualifier,
     Time,
     Order,
     Substitution,
@@ -91,6 +92,7 @@ impl Reason {
             Self::Format => "format",
             Self::Scope => "scope",
             Self::Condition => "condition",
+            Self::Qualifier => "qualifier",
             Self::Time => "time",
             Self::Order => "order",
             Self::Substitution => "substitution",
@@ -114,7 +116,7 @@ const STOP: &[&str] = &[
     "any", "some", "something", "anything", "tell", "know", "want", "wanna", "like", "need",
     "give", "let", "let's", "i'm", "i've", "i'd", "i'll", "it's", "that's", "there's", "im",
     "ive", "id", "ill", "dont", "pls", "plz", "sup", "yo", "bro", "you're", "youre", "again",
-    "quickly", "help", "out", "up", "get",
+    "quickly", "help", "out", "up", "get", "when's", "where's", "who's", "how's", "here's",
 ];
 #[rustfmt::skip]
 const NUMBER_WORDS: &[(&str, &str)] = &[
@@ -160,6 +162,11 @@ const NEGATIONS: &[&str] = &[
     "not", "no", "never", "don't", "doesn't", "didn't", "isn't", "aren't", "wasn't", "weren't",
     "can't", "cannot", "won't", "wouldn't", "shouldn't", "couldn't", "without", "nor",
     "neither", "none", "nothing", "nobody",
+    // German, French, Spanish, Italian, Portuguese, Chinese.
+    "nicht", "kein", "keine", "keinen", "keinem", "keiner", "keines", "nie", "niemals", "ohne",
+    "nichts", "weder", "ne", "pas", "jamais", "sans", "aucun", "aucune", "rien", "nunca",
+    "jamás", "sin", "ningún", "ninguno", "ninguna", "nada", "tampoco", "non", "mai", "senza",
+    "nessuno", "não", "sem", "nenhum", "nenhuma", "不", "没", "别", "無", "无", "未", "非",
 ];
 #[rustfmt::skip]
 const OPPOSITES: &[(&str, &str)] = &[
@@ -208,6 +215,20 @@ const TIME: &[&str] = &[
     "may", "june", "july", "august", "september", "october", "november", "december", "monday",
     "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
 ];
+/// Words beside which "may" is the verb ("How may I…", "it may rain").
+#[rustfmt::skip]
+const MODAL_NEIGHBOURS: &[&str] = &[
+    "i", "we", "you", "he", "she", "it", "they", "one", "this", "that", "there", "be", "have",
+    "not", "also", "well",
+];
+/// Words that make a following time word a greeting ([`times`]).
+const PLEASANT: &[&str] = &["good", "great", "nice", "lovely", "wonderful", "happy"];
+/// Abbreviated time units, read as the word.
+#[rustfmt::skip]
+const ABBREVIATIONS: &[(&str, &str)] = &[
+    ("yr", "year"), ("yrs", "year"), ("hr", "hour"), ("hrs", "hour"), ("mins", "minute"),
+    ("sec", "second"), ("secs", "second"), ("wk", "week"), ("wks", "week"),
+];
 /// Prefixes that turn a word into its opposite.
 const PREFIXES: &[&str] = &["dis", "un", "non", "de", "in", "im", "anti", "en"];
 
@@ -220,6 +241,9 @@ struct Token {
     boundary: bool,
     /// First token of a sentence.
     start: bool,
+    /// Which clause of the prompt the token is in (clauses end at any
+    /// punctuation), from 0.
+    clause: usize,
     cjk: bool,
 }
 
@@ -239,11 +263,12 @@ fn tokenize(text: &str) -> Vec<Token> {
     let chars: Vec<char> = text.chars().collect();
     let mut tokens = Vec::new();
     let (mut boundary, mut start) = (true, true);
-    let mut i = 0;
+    let (mut i, mut clause) = (0, 0);
     while i < chars.len() {
         let c = chars[i];
         if is_cjk(c) {
-            tokens.push(token(c.to_string(), boundary, start, true));
+            clause += usize::from(boundary && !tokens.is_empty());
+            tokens.push(token(c.to_string(), boundary, start, clause, true));
             (boundary, start) = (false, false);
             i += 1;
         } else if c.is_alphanumeric() {
@@ -260,10 +285,12 @@ fn tokenize(text: &str) -> Vec<Token> {
             {
                 end -= 1;
             }
+            clause += usize::from(boundary && !tokens.is_empty());
             tokens.push(token(
                 chars[i..end].iter().collect(),
                 boundary,
                 start,
+                clause,
                 false,
             ));
             (boundary, start) = (false, false);
@@ -296,14 +323,18 @@ fn tokenize(text: &str) -> Vec<Token> {
     tokens
 }
 
-fn token(surface: String, boundary: bool, start: bool, cjk: bool) -> Token {
+fn token(surface: String, boundary: bool, start: bool, clause: usize, cjk: bool) -> Token {
     let low = surface.to_lowercase();
     Token {
-        stem: stem(&low),
+        stem: ABBREVIATIONS
+            .iter()
+            .find(|(short, _)| *short == low)
+            .map_or_else(|| stem(&low), |(_, word)| (*word).to_owned()),
         low,
         surface,
         boundary,
         start,
+        clause,
         cjk,
     }
 }
@@ -419,20 +450,28 @@ fn in_lexicon(tokens: &[Token], lexicon: &[&str]) -> std::collections::BTreeSet<
         .collect()
 }
 
-/// The time words in `tokens`, leaving out greetings: "Good evening." at
-/// the start of a sentence and ending its phrase names no time ("a good
-/// night routine" does).
+/// The time words in `tokens`, leaving out greetings and the modal "may":
+/// a time word after a pleasant word and ending its phrase ("Good
+/// evening.", "have a great day!") or standing alone ("Morning!") names no
+/// time ("a good night routine" and "in the morning" do).
 fn times(tokens: &[Token]) -> std::collections::BTreeSet<String> {
     tokens
         .iter()
         .enumerate()
         .filter(|&(i, t)| {
-            let greeting = i > 0
-                && tokens[i - 1].low == "good"
-                && tokens[i - 1].start
-                && !t.boundary
-                && tokens.get(i + 1).is_none_or(|next| next.boundary);
-            !greeting && (TIME.contains(&t.stem.as_str()) || TIME.contains(&t.low.as_str()))
+            let phrase_ends = tokens.get(i + 1).is_none_or(|next| next.boundary);
+            let greeting = phrase_ends
+                && ((i > 0 && PLEASANT.contains(&tokens[i - 1].low.as_str()) && !t.boundary)
+                    || t.start);
+            let modal = t.low == "may"
+                && [i.checked_sub(1), Some(i + 1)]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|j| tokens.get(j))
+                    .any(|n| MODAL_NEIGHBOURS.contains(&n.low.as_str()));
+            !greeting
+                && !modal
+                && (TIME.contains(&t.stem.as_str()) || TIME.contains(&t.low.as_str()))
         })
         .map(|(_, t)| t.stem.clone())
         .collect()
@@ -592,13 +631,28 @@ impl Verifier {
                 return Err(Reason::Order);
             }
         }
+        // Each word on one side pairs with one on the other, the same stem
+        // first, then a misspelling or an alias: "…POST request with
+        // requests?" against "…POST request with httpx?" leaves "requests"
+        // unpaired.
         let only = |xs: &[Token], ys: &[Token]| -> Vec<Token> {
-            xs.iter()
-                .filter(|t| {
-                    !ys.iter().any(|u| {
-                        same_word(&t.stem, &u.stem, false) || alias(&t.low) == Some(u.low.as_str())
-                    })
-                })
+            let mut used = vec![false; ys.len()];
+            let mut pair = |t: &Token, exact: bool| {
+                let found = ys.iter().enumerate().position(|(j, u)| {
+                    !used[j]
+                        && if exact {
+                            t.stem == u.stem
+                        } else {
+                            same_word(&t.stem, &u.stem, false)
+                                || alias(&t.low) == Some(u.low.as_str())
+                        }
+                });
+                found.inspect(|&j| used[j] = true).is_some()
+            };
+            let unpaired: Vec<&Token> = xs.iter().filter(|t| !pair(t, true)).collect();
+            unpaired
+                .into_iter()
+                .filter(|t| !pair(t, false))
                 .cloned()
                 .collect()
         };
@@ -613,6 +667,28 @@ impl Verifier {
             && shared >= da.len().max(db.len())
         {
             return Err(Reason::Substitution);
+        }
+        // Words added on one side only, in a clause that holds shared
+        // words, narrow what is asked ("What's your return policy for
+        // shoes?", "…side effects of ibuprofen on the stomach?"). Added
+        // clauses of their own ("Hey friend, …", "Sorry if this is a dumb
+        // question, but …") and pleasantries or misspelt function words
+        // within one ("lemme know…", "wat is…") do not.
+        for (extra, all, other) in [(&da, &ca, &db), (&db, &cb, &da)] {
+            if !other.is_empty() {
+                continue;
+            }
+            let asking: std::collections::BTreeSet<usize> = all
+                .iter()
+                .filter(|t| !extra.iter().any(|e| e.clause == t.clause && e.low == t.low))
+                .map(|t| t.clause)
+                .collect();
+            if extra
+                .iter()
+                .any(|t| asking.contains(&t.clause) && !incidental(t))
+            {
+                return Err(Reason::Qualifier);
+            }
         }
         if !da.is_empty() && !db.is_empty() && da.iter().chain(&db).any(|t| t.cjk) {
             return Err(Reason::Script);
@@ -717,6 +793,35 @@ const CONDITIONS: &[&str] = &[
     "teenager", "teen", "retired", "tropical", "hemisphere", "climate", "humid", "altitude",
     "budget", "broke", "windows", "mac", "macos", "linux", "ubuntu", "iphone", "ipad",
     "android", "ios", "chromebook",
+];
+
+/// A word added to a request that does not narrow it: a pleasantry, or a
+/// misspelt function word ("wat", "wich", "teh": one edit from a common
+/// one, same first letter).
+fn incidental(t: &Token) -> bool {
+    PLEASANTRIES.contains(&t.low.as_str())
+        || PLEASANTRIES.contains(&t.stem.as_str())
+        || (t.low.chars().count() >= 3
+            && MISSPELT
+                .iter()
+                .any(|w| w.chars().next() == t.low.chars().next() && edit_distance(w, &t.low) == 1))
+}
+
+/// Words of politeness, chat and framing that ask for nothing more.
+#[rustfmt::skip]
+const PLEASANTRIES: &[&str] = &[
+    "sorry", "bother", "bothering", "friend", "team", "folks", "guy", "cheers", "greeting",
+    "grateful", "many", "lemme", "ngl", "dumb", "silly", "wondering", "wonder", "curious",
+    "appreciate", "appreciated", "random", "assistant", "regards", "kind", "advance", "lol",
+    "ty", "tysm", "hiya", "interrupting", "hope", "way", "given", "describe", "explain",
+    "process", "inform", "exactly", "actually", "basically", "simply",
+];
+
+/// Function words often misspelt ([`incidental`]).
+#[rustfmt::skip]
+const MISSPELT: &[&str] = &[
+    "what", "which", "with", "when", "where", "the", "how", "does", "this", "that", "your",
+    "there", "their", "about", "should", "would", "could",
 ];
 
 /// The time words that set the conditions of advice ("It's winter here.");
