@@ -136,7 +136,8 @@ const NUMBER_WORDS: &[(&str, &str)] = &[
 #[rustfmt::skip]
 const FUNCTION_CAPS: &[&str] = &[
     "i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "hi", "hello", "hey", "please", "thanks",
-    "thank",
+    "thank", "hallo", "danke", "dank", "vielen", "bitte", "hola", "gracias", "bonjour", "merci",
+    "salut", "ciao", "grazie",
 ];
 /// Programming and human languages: key terms even in lower case.
 #[rustfmt::skip]
@@ -204,7 +205,8 @@ const FORMAT: &[&str] = &[
     "sentence", "poem", "haiku", "limerick", "dialogue", "essay", "tweet", "email", "letter",
     "story", "song", "code", "summary", "outline", "step", "steps", "step-by-step", "word",
     "one-liner", "yes/no", "phrase", "liste", "puce", "tableau", "tabla", "lista", "absatz",
-    "párrafo", "frase", "satz", "gedicht", "poème", "poema", "diagram", "chart",
+    "párrafo", "frase", "satz", "gedicht", "poème", "poema", "diagram", "chart", "numbered",
+    "bulleted", "comma-separated", "line",
 ];
 #[rustfmt::skip]
 const SCOPE: &[&str] = &[
@@ -500,6 +502,25 @@ fn content(tokens: &[Token]) -> Vec<Token> {
     out
 }
 
+/// A verb or adjective and its regular inflections: include, included,
+/// including; stop, stopped; hot, hotter.
+fn inflections(w: &str) -> Vec<String> {
+    let mut out = vec![w.to_owned()];
+    let root = w.strip_suffix('e').unwrap_or(w);
+    for end in ["ed", "ing", "er", "est"] {
+        out.push(format!("{root}{end}"));
+    }
+    if let Some(last) = w.chars().last().filter(|c| !"aeiouwy".contains(*c)) {
+        for end in ["ed", "ing", "er", "est"] {
+            out.push(format!("{w}{last}{end}"));
+        }
+    }
+    if let Some(root) = w.strip_suffix('y') {
+        out.push(format!("{root}ied"));
+    }
+    out
+}
+
 /// `x` and `y` are the same word but for an opposite-making prefix
 /// (advantage/disadvantage, enable/disable).
 fn prefixed_opposites(x: &str, y: &str) -> bool {
@@ -592,8 +613,11 @@ impl Verifier {
         let (sa, sb) = (stems(&a), stems(&b));
         for (p, q) in OPPOSITES {
             let (p, q) = (stem(p), stem(q));
-            if (sa.contains(&p) && sb.contains(&q) && !sa.contains(&q))
-                || (sa.contains(&q) && sb.contains(&p) && !sa.contains(&p))
+            let has = |set: &std::collections::BTreeSet<String>, w: &str| {
+                inflections(w).iter().any(|f| set.contains(f))
+            };
+            if (has(&sa, &p) && has(&sb, &q) && !has(&sa, &q))
+                || (has(&sa, &q) && has(&sb, &p) && !has(&sa, &p))
             {
                 return Err(Reason::Opposite);
             }
@@ -819,6 +843,7 @@ const PLEASANTRIES: &[&str] = &[
     "grateful", "many", "lemme", "ngl", "dumb", "silly", "wondering", "wonder", "curious",
     "appreciate", "appreciated", "random", "assistant", "regards", "kind", "advance", "lol",
     "ty", "tysm", "hiya", "interrupting", "hope", "way", "given", "describe", "explain",
+    "hallo", "danke", "dank", "vielen", "bitte", "hola", "gracias", "bonjour", "merci", "salut",
     "process", "inform", "exactly", "actually", "basically", "simply",
 ];
 

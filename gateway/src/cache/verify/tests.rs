@@ -475,6 +475,32 @@ fn each_word_pairs_with_one_word_on_the_other_side() {
 }
 
 #[test]
+fn inflected_opposites_and_line_formats_are_seen() {
+    let v = Verifier::default();
+    assert_eq!(
+        v.check(
+            "List the features included in the Premium plan.",
+            "List the features excluded from the Premium plan."
+        ),
+        Err(Reason::Opposite)
+    );
+    assert_eq!(
+        v.check(
+            "Why has the backup service stopped?",
+            "Why has the backup service started?"
+        ),
+        Err(Reason::Opposite)
+    );
+    assert_eq!(
+        v.check(
+            "List the planets from the Sun as a numbered list.",
+            "List the planets from the Sun as a single comma-separated line."
+        ),
+        Err(Reason::Format)
+    );
+}
+
+#[test]
 fn negations_are_counted_in_other_languages_too() {
     let v = Verifier::default();
     for (a, b) in [
