@@ -348,6 +348,8 @@ fn token(surface: String, boundary: bool, start: bool, clause: usize, cjk: bool)
 
 /// A light stemmer: plurals only (`ies` → `y`, a final `s`).
 fn stem(word: &str) -> String {
+    // A possessive is the word: "a tenant's obligations" names the tenant.
+    let word = word.strip_suffix("'s").unwrap_or(word);
     let w = word.trim_matches(|c| matches!(c, '\'' | '-' | '.'));
     let n = w.chars().count();
     if n > 4 && w.ends_with("ies") {

@@ -112,6 +112,11 @@ fn changed_specifics_are_refused_with_their_reason() {
             Reason::Order,
         ),
         (
+            "What are a landlord's obligations towards a tenant?",
+            "What are a tenant's obligations towards a landlord?",
+            Reason::Order,
+        ),
+        (
             "What is the boiling point of water?",
             "What is the boiling point of ethanol?",
             Reason::Substitution,
