@@ -504,6 +504,15 @@ fn content(tokens: &[Token]) -> Vec<Token> {
     out
 }
 
+/// Each pair of [`OPPOSITES`] as the stems of its words' forms, built once.
+static OPPOSITE_FORMS: std::sync::LazyLock<Vec<(Vec<String>, Vec<String>)>> =
+    std::sync::LazyLock::new(|| {
+        OPPOSITES
+            .iter()
+            .map(|(p, q)| (inflections(&stem(p)), inflections(&stem(q))))
+            .collect()
+    });
+
 /// A verb or adjective and its regular inflections: include, included,
 /// including; stop, stopped; hot, hotter.
 fn inflections(w: &str) -> Vec<String> {
@@ -613,13 +622,12 @@ impl Verifier {
             ts.iter().map(|t| t.stem.clone()).collect()
         };
         let (sa, sb) = (stems(&a), stems(&b));
-        for (p, q) in OPPOSITES {
-            let (p, q) = (stem(p), stem(q));
-            let has = |set: &std::collections::BTreeSet<String>, w: &str| {
-                inflections(w).iter().any(|f| set.contains(f))
+        for (p, q) in OPPOSITE_FORMS.iter() {
+            let has = |set: &std::collections::BTreeSet<String>, forms: &[String]| {
+                forms.iter().any(|f| set.contains(f))
             };
-            if (has(&sa, &p) && has(&sb, &q) && !has(&sa, &q))
-                || (has(&sa, &q) && has(&sb, &p) && !has(&sa, &p))
+            if (has(&sa, p) && has(&sb, q) && !has(&sa, q))
+                || (has(&sa, q) && has(&sb, p) && !has(&sa, p))
             {
                 return Err(Reason::Opposite);
             }
