@@ -136,8 +136,14 @@ const NUMBER_WORDS: &[(&str, &str)] = &[
 #[rustfmt::skip]
 const FUNCTION_CAPS: &[&str] = &[
     "i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "hi", "hello", "hey", "please", "thanks",
-    "thank", "hallo", "danke", "dank", "vielen", "bitte", "hola", "gracias", "bonjour", "merci",
-    "salut", "ciao", "grazie",
+    "thank",
+];
+/// Greetings and thanks in the other languages the cache-eval sets use:
+/// capitalised, they name nothing; added to a request, they narrow nothing.
+#[rustfmt::skip]
+const GREETINGS: &[&str] = &[
+    "hallo", "danke", "dank", "vielen", "bitte", "hola", "gracias", "bonjour", "merci", "salut",
+    "ciao", "grazie",
 ];
 /// Programming and human languages: key terms even in lower case.
 #[rustfmt::skip]
@@ -436,7 +442,7 @@ fn numbers(tokens: &[Token]) -> std::collections::BTreeSet<String> {
 
 fn is_key(t: &Token) -> bool {
     let s = &t.surface;
-    let function = FUNCTION_CAPS.contains(&t.low.as_str());
+    let function = FUNCTION_CAPS.contains(&t.low.as_str()) || GREETINGS.contains(&t.low.as_str());
     s.chars().any(|c| c.is_ascii_digit())
         || s.contains('_')
         || LANGUAGES.contains(&t.low.as_str())
@@ -622,10 +628,10 @@ impl Verifier {
             ts.iter().map(|t| t.stem.clone()).collect()
         };
         let (sa, sb) = (stems(&a), stems(&b));
+        let has = |set: &std::collections::BTreeSet<String>, forms: &[String]| {
+            forms.iter().any(|f| set.contains(f))
+        };
         for (p, q) in OPPOSITE_FORMS.iter() {
-            let has = |set: &std::collections::BTreeSet<String>, forms: &[String]| {
-                forms.iter().any(|f| set.contains(f))
-            };
             if (has(&sa, p) && has(&sb, q) && !has(&sa, q))
                 || (has(&sa, q) && has(&sb, p) && !has(&sa, p))
             {
@@ -674,7 +680,7 @@ impl Verifier {
         // first, then a misspelling or an alias: "…POST request with
         // requests?" against "…POST request with httpx?" leaves "requests"
         // unpaired.
-        let only = |xs: &[Token], ys: &[Token]| -> Vec<Token> {
+        let paired = |xs: &[Token], ys: &[Token]| -> Vec<bool> {
             let mut used = vec![false; ys.len()];
             let mut pair = |t: &Token, exact: bool| {
                 let found = ys.iter().enumerate().position(|(j, u)| {
@@ -688,14 +694,21 @@ impl Verifier {
                 });
                 found.inspect(|&j| used[j] = true).is_some()
             };
-            let unpaired: Vec<&Token> = xs.iter().filter(|t| !pair(t, true)).collect();
-            unpaired
-                .into_iter()
-                .filter(|t| !pair(t, false))
-                .cloned()
+            let exact: Vec<bool> = xs.iter().map(|t| pair(t, true)).collect();
+            xs.iter()
+                .zip(exact)
+                .map(|(t, done)| done || pair(t, false))
                 .collect()
         };
-        let (da, db) = (only(&ca, &cb), only(&cb, &ca));
+        let (pa, pb) = (paired(&ca, &cb), paired(&cb, &ca));
+        let only = |xs: &[Token], mask: &[bool]| -> Vec<Token> {
+            xs.iter()
+                .zip(mask)
+                .filter(|(_, p)| !**p)
+                .map(|(t, _)| t.clone())
+                .collect()
+        };
+        let (da, db) = (only(&ca, &pa), only(&cb, &pb));
         let shared = ca.len() - da.len();
         if self.max_substitution > 0
             && !da.is_empty()
@@ -713,14 +726,15 @@ impl Verifier {
         // clauses of their own ("Hey friend, …", "Sorry if this is a dumb
         // question, but …") and pleasantries or misspelt function words
         // within one ("lemme know…", "wat is…") do not.
-        for (extra, all, other) in [(&da, &ca, &db), (&db, &cb, &da)] {
+        for (extra, all, mask, other) in [(&da, &ca, &pa, &db), (&db, &cb, &pb, &da)] {
             if !other.is_empty() {
                 continue;
             }
             let asking: std::collections::BTreeSet<usize> = all
                 .iter()
-                .filter(|t| !extra.iter().any(|e| e.clause == t.clause && e.low == t.low))
-                .map(|t| t.clause)
+                .zip(mask.iter())
+                .filter(|(_, p)| **p)
+                .map(|(t, _)| t.clause)
                 .collect();
             if extra
                 .iter()
@@ -840,6 +854,7 @@ const CONDITIONS: &[&str] = &[
 fn incidental(t: &Token) -> bool {
     PLEASANTRIES.contains(&t.low.as_str())
         || PLEASANTRIES.contains(&t.stem.as_str())
+        || GREETINGS.contains(&t.low.as_str())
         || (t.low.chars().count() >= 3
             && MISSPELT
                 .iter()
@@ -853,7 +868,6 @@ const PLEASANTRIES: &[&str] = &[
     "grateful", "many", "lemme", "ngl", "dumb", "silly", "wondering", "wonder", "curious",
     "appreciate", "appreciated", "random", "assistant", "regards", "kind", "advance", "lol",
     "ty", "tysm", "hiya", "interrupting", "hope", "way", "given", "describe", "explain",
-    "hallo", "danke", "dank", "vielen", "bitte", "hola", "gracias", "bonjour", "merci", "salut",
     "process", "inform", "exactly", "actually", "basically", "simply",
 ];
 
