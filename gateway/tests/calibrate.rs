@@ -69,6 +69,7 @@ fn the_default_setting_keeps_false_hits_under_one_percent_on_the_second_sets() {
         ("second_pairs_b.tsv", 0.50),
         ("second_pairs_c.tsv", 0.40),
         ("second_pairs_d.tsv", 0.45),
+        ("second_pairs_e.tsv", 0.60),
     ] {
         let (hit, false_hit, stdout) = default_rates(pairs);
         assert!(

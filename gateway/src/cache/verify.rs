@@ -218,6 +218,13 @@ const FORMAT: &[&str] = &[
 const SCOPE: &[&str] = &[
     "all", "every", "each", "both", "only", "entire", "whole", "complete", "full", "detailed",
     "brief", "briefly", "list", "name",
+    // German, French, Spanish, Italian, Portuguese.
+    "alle", "jede", "jeder", "jedes", "jeden", "beide", "nur", "ganze", "vollständige",
+    "auflisten", "nenne", "tous", "toutes", "tout", "toute", "chaque", "seulement",
+    "uniquement", "entier", "complet", "complète", "énumère", "énumérer", "todos", "todas",
+    "todo", "toda", "cada", "ambos", "solo", "sólo", "solamente", "únicamente", "entero",
+    "completo", "completa", "enumera", "enumerar", "enumere", "tutti", "tutte", "tutto",
+    "ogni", "soltanto", "intero", "elenca", "elencare", "apenas", "inteiro",
 ];
 #[rustfmt::skip]
 const TIME: &[&str] = &[
@@ -257,6 +264,11 @@ struct Token {
     /// Which clause of the prompt the token is in (clauses end at any
     /// punctuation), from 0.
     clause: usize,
+    /// Which sentence (sentences end at `.`, `?`, `!`, `:`, `;`), from 0.
+    sentence: usize,
+    /// Joined to the content word before it by "and" or "or" ("Tokyo and
+    /// Seoul"); set by [`content`].
+    coordinated: bool,
     cjk: bool,
 }
 
@@ -276,12 +288,14 @@ fn tokenize(text: &str) -> Vec<Token> {
     let chars: Vec<char> = text.chars().collect();
     let mut tokens = Vec::new();
     let (mut boundary, mut start) = (true, true);
-    let (mut i, mut clause) = (0, 0);
+    let (mut i, mut clause, mut sentence) = (0, 0, 0);
     while i < chars.len() {
         let c = chars[i];
         if is_cjk(c) {
             clause += usize::from(boundary && !tokens.is_empty());
-            tokens.push(token(c.to_string(), boundary, start, clause, true));
+            sentence += usize::from(start && !tokens.is_empty());
+            let place = (boundary, clause, sentence);
+            tokens.push(token(c.to_string(), start, place, true));
             (boundary, start) = (false, false);
             i += 1;
         } else if c.is_alphanumeric() {
@@ -299,13 +313,9 @@ fn tokenize(text: &str) -> Vec<Token> {
                 end -= 1;
             }
             clause += usize::from(boundary && !tokens.is_empty());
-            tokens.push(token(
-                chars[i..end].iter().collect(),
-                boundary,
-                start,
-                clause,
-                false,
-            ));
+            sentence += usize::from(start && !tokens.is_empty());
+            let place = (boundary, clause, sentence);
+            tokens.push(token(chars[i..end].iter().collect(), start, place, false));
             (boundary, start) = (false, false);
             // What was trimmed (a full stop…) is read again as punctuation.
             i = end;
@@ -336,7 +346,8 @@ fn tokenize(text: &str) -> Vec<Token> {
     tokens
 }
 
-fn token(surface: String, boundary: bool, start: bool, clause: usize, cjk: bool) -> Token {
+fn token(surface: String, start: bool, place: (bool, usize, usize), cjk: bool) -> Token {
+    let (boundary, clause, sentence) = place;
     let low = surface.to_lowercase();
     Token {
         stem: ABBREVIATIONS
@@ -348,6 +359,8 @@ fn token(surface: String, boundary: bool, start: bool, clause: usize, cjk: bool)
         boundary,
         start,
         clause,
+        sentence,
+        coordinated: false,
         cjk,
     }
 }
@@ -493,15 +506,29 @@ fn times(tokens: &[Token]) -> std::collections::BTreeSet<String> {
 }
 
 /// Content words (stop words dropped), each marked with whether punctuation
-/// came since the previous content word.
+/// came since the previous content word, and whether it is coordinated
+/// with it: the two words on either side of "and" or "or", articles
+/// aside ("Tokyo and Seoul", "a list or a tuple").
 fn content(tokens: &[Token]) -> Vec<Token> {
-    let mut out = Vec::new();
+    let is_stop =
+        |t: &Token| !t.cjk && (STOP.contains(&t.stem.as_str()) || STOP.contains(&t.low.as_str()));
+    let mut out: Vec<Token> = Vec::new();
     let mut boundary = true;
-    for t in tokens {
+    for (i, t) in tokens.iter().enumerate() {
         boundary |= t.boundary;
-        if t.cjk || !(STOP.contains(&t.stem.as_str()) || STOP.contains(&t.low.as_str())) {
+        if !is_stop(t) {
+            let mut before = tokens[..i]
+                .iter()
+                .rev()
+                .skip_while(|u| ARTICLES.contains(&u.low.as_str()) && !u.boundary);
+            let coordinated = !t.boundary
+                && before
+                    .next()
+                    .is_some_and(|c| COORDINATORS.contains(&c.low.as_str()) && !c.boundary)
+                && before.next().is_some_and(|x| !is_stop(x));
             out.push(Token {
                 boundary,
+                coordinated,
                 ..t.clone()
             });
             boundary = false;
@@ -509,6 +536,27 @@ fn content(tokens: &[Token]) -> Vec<Token> {
     }
     out
 }
+
+/// The content words' stems in the order the order check compares: two
+/// coordinated words in alphabetical order.
+fn order_keys(cs: &[Token]) -> Vec<&str> {
+    let mut k: Vec<&str> = cs.iter().map(|t| t.stem.as_str()).collect();
+    for i in 1..k.len() {
+        if cs[i].coordinated && k[i] < k[i - 1] {
+            k.swap(i, i - 1);
+        }
+    }
+    k
+}
+
+/// Words that join two words or clauses of equal standing.
+#[rustfmt::skip]
+const COORDINATORS: &[&str] = &[
+    "and", "or", "und", "oder", "et", "ou", "y", "o", "e",
+];
+
+/// Articles, skipped when looking for what "and" or "or" joins.
+const ARTICLES: &[&str] = &["a", "an", "the"];
 
 /// Each pair of [`OPPOSITES`] as the stems of its words' forms, built once.
 static OPPOSITE_FORMS: std::sync::LazyLock<Vec<(Vec<String>, Vec<String>)>> =
@@ -656,10 +704,9 @@ impl Verifier {
             return Err(Reason::Time);
         }
         let (ca, cb) = (content(&a), content(&b));
-        let (ka, kb): (Vec<&str>, Vec<&str>) = (
-            ca.iter().map(|t| t.stem.as_str()).collect(),
-            cb.iter().map(|t| t.stem.as_str()).collect(),
-        );
+        // Two words joined by "and" or "or" are compared in one order
+        // ("&str and String" is "String and &str").
+        let (ka, kb) = (order_keys(&ca), order_keys(&cb));
         if ka != kb && {
             let (mut x, mut y) = (ka.clone(), kb.clone());
             x.sort_unstable();
@@ -725,20 +772,31 @@ impl Verifier {
         // shoes?", "…side effects of ibuprofen on the stomach?"). Added
         // clauses of their own ("Hey friend, …", "Sorry if this is a dumb
         // question, but …") and pleasantries or misspelt function words
-        // within one ("lemme know…", "wat is…") do not.
-        for (extra, all, mask, other) in [(&da, &ca, &pa, &db), (&db, &cb, &pb, &da)] {
+        // within one ("lemme know…", "wat is…") do not. An added clause
+        // joined by "and" or "or" to an asking one in its sentence extends
+        // what is asked ("What do git stash, git rebase and git
+        // cherry-pick do?", "…, and how do I undo it?").
+        for (extra, all, mask, other, tokens) in
+            [(&da, &ca, &pa, &db, &a), (&db, &cb, &pb, &da, &b)]
+        {
             if !other.is_empty() {
                 continue;
             }
-            let asking: std::collections::BTreeSet<usize> = all
+            let asking: std::collections::BTreeSet<(usize, usize)> = all
                 .iter()
                 .zip(mask.iter())
                 .filter(|(_, p)| **p)
-                .map(|(t, _)| t.clause)
+                .map(|(t, _)| (t.sentence, t.clause))
                 .collect();
+            let joined = |t: &Token| {
+                asking.iter().any(|&(s, _)| s == t.sentence)
+                    && tokens
+                        .iter()
+                        .any(|u| u.clause == t.clause && COORDINATORS.contains(&u.low.as_str()))
+            };
             if extra
                 .iter()
-                .any(|t| asking.contains(&t.clause) && !incidental(t))
+                .any(|t| (asking.contains(&(t.sentence, t.clause)) || joined(t)) && !incidental(t))
             {
                 return Err(Reason::Qualifier);
             }

@@ -578,3 +578,82 @@ fn may_the_verb_sign_offs_and_abbreviated_units_name_no_other_time() {
         Err(Reason::Time)
     );
 }
+
+#[test]
+fn words_joined_by_and_or_or_may_swap_but_other_words_may_not() {
+    for (a, b) in [
+        (
+            "In Go, what's the difference between a slice and an array?",
+            "What's the difference between an array and a slice in Go?",
+        ),
+        (
+            "Should I learn Vue or React first?",
+            "Should I learn React or Vue first?",
+        ),
+        (
+            "Compare Lima and Quito for a three-day trip.",
+            "For a three-day trip, compare Quito and Lima.",
+        ),
+    ] {
+        assert_eq!(check(a, b), Ok(()), "{a:?} vs {b:?}");
+        assert_eq!(check(b, a), Ok(()), "{b:?} vs {a:?}");
+    }
+    // Not joined by "and": the order still decides.
+    assert_eq!(
+        check(
+            "How do I turn a string into an integer?",
+            "How do I turn an integer into a string?"
+        ),
+        Err(Reason::Order)
+    );
+    // "and then" joins steps, whose order matters.
+    assert_eq!(
+        check(
+            "Should I stretch and then run?",
+            "Should I run and then stretch?"
+        ),
+        Err(Reason::Order)
+    );
+}
+
+#[test]
+fn a_list_joined_to_the_question_widens_it() {
+    for (narrow, wide) in [
+        (
+            "What does npm ci do?",
+            "What do npm ci, npm install and npm update do?",
+        ),
+        (
+            "What is a mutex?",
+            "What is a mutex, and when should I use a semaphore instead?",
+        ),
+    ] {
+        assert_eq!(check(narrow, wide), Err(Reason::Qualifier), "{wide:?}");
+        assert_eq!(check(wide, narrow), Err(Reason::Qualifier), "{wide:?}");
+    }
+    // An added clause that joins nothing to the question is still an aside.
+    assert_eq!(
+        check("Hey friend, what does npm ci do?", "What does npm ci do?"),
+        Ok(())
+    );
+}
+
+#[test]
+fn scope_words_are_seen_in_other_languages_too() {
+    for (a, b) in [
+        (
+            "¿Cuál es el lago más grande de Chile?",
+            "Enumera todos los lagos de Chile por tamaño.",
+        ),
+        (
+            "Quel est le plus haut sommet des Alpes ?",
+            "Quels sont tous les sommets des Alpes ?",
+        ),
+        (
+            "Welche Zutaten braucht man für Pfannkuchen?",
+            "Welche Zutaten braucht man nur für Pfannkuchen?",
+        ),
+    ] {
+        assert_eq!(check(a, b), Err(Reason::Scope), "{a:?} vs {b:?}");
+    }
+}
