@@ -27,12 +27,13 @@
 //! - **order**: the same content words in another order, unless a whole
 //!   clause moved at a comma or other boundary ("In Excel, how do I…" is
 //!   "How do I… in Excel?", but "string to integer" is not "integer to
-//!   string");
+//!   string"), or two words joined by "and" or "or" swapped;
 //! - **substitution**: a content word or two replaced while the rest is
 //!   shared ("melting point of copper" vs "of iron"). Paraphrases change
 //!   more than that, typos less (one or two letters, tolerated);
 //! - **qualifier**: words added on one side only, in the clause that asks
-//!   ("return policy for shoes" vs "return policy");
+//!   or one joined to it by "and" or "or" ("return policy for shoes" vs
+//!   "return policy");
 //! - **script**: differing Chinese, Japanese or Korean characters (words are
 //!   not space-separated there, so the checks above cannot see them);
 //! - **rewording** ([`Verifier::check_at`], given the cosine): below
@@ -46,8 +47,9 @@
 //! scope, a condition or a season the question does not, or instructs.
 //!
 //! Chosen by measurement on `cache-eval/dev_pairs.tsv`, by principle rather
-//! than by listing its prompts, and checked on two sets written apart from
-//! it (`second_pairs_*.tsv`; `switchyard cache calibrate` reruns them).
+//! than by listing its prompts, and checked on five sets written apart
+//! from it (`second_pairs_*.tsv`; `switchyard cache calibrate` reruns
+//! them).
 
 /// Decides whether a candidate may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
