@@ -17,8 +17,10 @@
 //!   containing digits or `_` or inner capitals, or a programming or human
 //!   language), each of which must appear in the other prompt, allowing one
 //!   typo;
-//! - **negation** (not, never, without, …n't, and their counterparts in
-//!   German, French, Spanish, Italian, Portuguese and Chinese) and
+//! - **negation** (not, never, without, …n't with or without its
+//!   apostrophe, the asker's own "I don't get what…" aside, and their
+//!   counterparts in German, French, Spanish, Italian, Portuguese and
+//!   Chinese) and
 //!   **opposites** (a small lexicon: enable/disable, add/remove,
 //!   for/against, …, plus prefixed forms such as *dis*advantage);
 //! - **output format**, **scope** (all/every/only/list…), **conditions**
@@ -124,6 +126,7 @@ const STOP: &[&str] = &[
     "give", "let", "let's", "i'm", "i've", "i'd", "i'll", "it's", "that's", "there's", "im",
     "ive", "id", "ill", "dont", "pls", "plz", "sup", "yo", "bro", "you're", "youre", "again",
     "quickly", "help", "out", "up", "get", "when's", "where's", "who's", "how's", "here's",
+    "using", "since", "because", "via",
 ];
 #[rustfmt::skip]
 const NUMBER_WORDS: &[(&str, &str)] = &[
@@ -175,7 +178,9 @@ fn alias(low: &str) -> Option<&'static str> {
 const NEGATIONS: &[&str] = &[
     "not", "no", "never", "don't", "doesn't", "didn't", "isn't", "aren't", "wasn't", "weren't",
     "can't", "cannot", "won't", "wouldn't", "shouldn't", "couldn't", "without", "nor",
-    "neither", "none", "nothing", "nobody",
+    "neither", "none", "nothing", "nobody", "dont", "doesnt", "didnt", "isnt", "arent",
+    "wasnt", "werent", "cant", "wont", "wouldnt", "shouldnt", "couldnt", "havent", "hasnt",
+    "hadnt",
     // German, French, Spanish, Italian, Portuguese, Chinese.
     "nicht", "kein", "keine", "keinen", "keinem", "keiner", "keines", "nie", "niemals", "ohne",
     "nichts", "weder", "ne", "pas", "jamais", "sans", "aucun", "aucune", "rien", "nunca",
@@ -219,7 +224,7 @@ const FORMAT: &[&str] = &[
 #[rustfmt::skip]
 const SCOPE: &[&str] = &[
     "all", "every", "each", "both", "only", "entire", "whole", "complete", "full", "detailed",
-    "brief", "briefly", "list", "name",
+    "brief", "briefly", "list", "name", "anywhere", "everywhere", "recursive", "recursively",
     // German, French, Spanish, Italian, Portuguese.
     "alle", "jede", "jeder", "jedes", "jeden", "beide", "nur", "ganze", "vollständige",
     "auflisten", "nenne", "tous", "toutes", "tout", "toute", "chaque", "seulement",
@@ -465,11 +470,49 @@ fn is_key(t: &Token) -> bool {
         || (!function && s.chars().skip(1).any(char::is_uppercase))
 }
 
+/// The negations that bear on what is asked: not the asker's own "I don't
+/// get what…", "I'm not sure how…" (a negated verb of knowing between "I"
+/// and a question word or the end of its phrase), which frames the
+/// question without changing it.
 fn negations(tokens: &[Token]) -> usize {
+    let low = |k: usize| tokens.get(k).map(|t| t.low.as_str());
+    let framing = |k: usize| {
+        let asker = k >= 1
+            && (matches!(low(k - 1), Some("i" | "i'm" | "im"))
+                || (k >= 2 && low(k - 1) == Some("do") && low(k - 2) == Some("i")));
+        let knowing = tokens
+            .get(k + 1)
+            .is_some_and(|v| KNOWING.contains(&v.stem.as_str()) && !v.boundary);
+        let then_asks = tokens
+            .get(k + 2)
+            .is_none_or(|w| w.boundary || QUESTION_WORDS.contains(&w.low.as_str()));
+        asker && knowing && then_asks
+    };
     tokens
         .iter()
-        .filter(|t| NEGATIONS.contains(&t.low.as_str()) || t.low.ends_with("n't"))
+        .enumerate()
+        .filter(|&(k, t)| is_negation(&t.low) && !framing(k))
         .count()
+}
+
+/// Verbs of knowing, negated by the asker to frame a question ([`negations`]).
+const KNOWING: &[&str] = &["know", "get", "understand", "remember", "sure"];
+
+/// Words that open an indirect question.
+#[rustfmt::skip]
+const QUESTION_WORDS: &[&str] = &[
+    "what", "how", "why", "which", "who", "where", "when", "whether", "if",
+];
+
+/// A negation, written with or without its apostrophe, or a long one
+/// misspelt ("wihtout", "cannnot").
+fn is_negation(low: &str) -> bool {
+    NEGATIONS.contains(&low)
+        || low.ends_with("n't")
+        || (low.chars().count() >= 6
+            && NEGATIONS
+                .iter()
+                .any(|n| n.chars().count() >= 6 && edit_distance(n, low) == 1))
 }
 
 fn in_lexicon(tokens: &[Token], lexicon: &[&str]) -> std::collections::BTreeSet<String> {
@@ -874,7 +917,7 @@ fn final_question(text: &str) -> Option<&str> {
     // bread", "I'd rather not receive them").
     let constrained = told.iter().enumerate().any(|(i, t)| {
         t.low == "without"
-            || ((NEGATIONS.contains(&t.low.as_str()) || t.low.ends_with("n't"))
+            || (is_negation(&t.low)
                 && told[i + 1..]
                     .iter()
                     .take(2)
