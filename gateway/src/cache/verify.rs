@@ -827,22 +827,21 @@ impl Verifier {
             if !other.is_empty() {
                 continue;
             }
-            let asking: std::collections::BTreeSet<(usize, usize)> = all
+            let asking: Vec<&Token> = all
                 .iter()
                 .zip(mask.iter())
                 .filter(|(_, p)| **p)
-                .map(|(t, _)| (t.sentence, t.clause))
+                .map(|(t, _)| t)
                 .collect();
             let joined = |t: &Token| {
-                asking.iter().any(|&(s, _)| s == t.sentence)
+                asking.iter().any(|u| u.sentence == t.sentence)
                     && tokens
                         .iter()
                         .any(|u| u.clause == t.clause && COORDINATORS.contains(&u.low.as_str()))
             };
-            if extra
-                .iter()
-                .any(|t| (asking.contains(&(t.sentence, t.clause)) || joined(t)) && !incidental(t))
-            {
+            if extra.iter().any(|t| {
+                (asking.iter().any(|u| u.clause == t.clause) || joined(t)) && !incidental(t)
+            }) {
                 return Err(Reason::Qualifier);
             }
         }
