@@ -203,13 +203,17 @@ def semantic_config(fake, cache_dir, groups: dict[str, dict | None] | None = Non
     )
 
 
-def until_cache(client, status: str, messages, headers=None, timeout: float = 10.0, model="gpt-test"):
-    """Ask until the answer's x-switchyard-cache is `status` (answers are
-    stored in the vector store in the background)."""
+def until_semantic_hit(client, messages, headers=None, timeout: float = 10.0, model="gpt-test"):
+    """Ask until the answer is a semantic hit. The earlier answer reaches
+    the vector store in the background, so a probe can arrive first; the
+    probes carry `x-switchyard-cache-ttl: 0` (look up, store nothing), or
+    such a probe's own answer would be stored and every later probe would
+    be an exact hit."""
+    probe = {**(headers or {}), "x-switchyard-cache-ttl": "0"}
     deadline = time.monotonic() + timeout
     while True:
-        raw = ask(client, headers, messages=messages, model=model)
-        if raw.headers["x-switchyard-cache"] == status or time.monotonic() > deadline:
+        raw = ask(client, probe, messages=messages, model=model)
+        if raw.headers["x-switchyard-cache"] == "hit-semantic" or time.monotonic() > deadline:
             return raw
         time.sleep(0.05)
 
@@ -229,7 +233,7 @@ def test_a_paraphrase_is_answered_by_the_semantic_tier(sem):
     gw, fake, client = sem
     first = ask(client, messages=user("What is the boiling point of water?"))
     assert first.headers["x-switchyard-cache"] == "miss"
-    hit = until_cache(client, "hit-semantic", user("what's the boiling point of water"))
+    hit = until_semantic_hit(client, user("what's the boiling point of water"))
     assert hit.headers["x-switchyard-cache"] == "hit-semantic"
     assert hit.headers["x-switchyard-backend"] == "cache"
     assert float(hit.headers["x-switchyard-cache-similarity"]) >= 0.6
@@ -250,7 +254,7 @@ def test_a_paraphrase_is_answered_by_the_semantic_tier(sem):
 def test_a_changed_specific_is_not_a_hit(sem):
     _, fake, client = sem
     ask(client, messages=user("Convert 10 km to miles"))
-    until_cache(client, "hit-semantic", user("convert 10 km to miles please"))
+    until_semantic_hit(client, user("convert 10 km to miles please"))
     for other in ("Convert 10 miles to km", "Convert 12 km to miles", "Convert 10 km to meters"):
         raw = ask(client, messages=user(other))
         assert raw.headers["x-switchyard-cache"] == "miss", other
@@ -260,7 +264,7 @@ def test_a_changed_specific_is_not_a_hit(sem):
 def test_another_scope_is_never_searched(sem):
     _, fake, client = sem
     ask(client, messages=user("What is the boiling point of water?"))
-    until_cache(client, "hit-semantic", user("what's the boiling point of water"))
+    until_semantic_hit(client, user("what's the boiling point of water"))
     other_system = [{"role": "system", "content": "Answer like a pirate."}] + user("What is the boiling point of water?")
     assert ask(client, messages=other_system).headers["x-switchyard-cache"] == "miss"
     assert ask(client, messages=user("What is the boiling point of water?"), temperature=0.3).headers[
@@ -274,7 +278,7 @@ def test_entries_survive_a_restart(launch, tmp_path, stop):
     first = launch.gateway(config)
     c1 = first.client()
     ask(c1, messages=user("How do I reverse a list in Python?"))
-    until_cache(c1, "hit-semantic", user("how do i reverse a list in python"))
+    until_semantic_hit(c1, user("how do i reverse a list in python"))
     if stop == "sigterm":
         first.process.send_signal(signal.SIGTERM)
         assert first.process.wait_exit(10) == 0
@@ -303,7 +307,7 @@ def test_long_prompts_use_the_exact_tier_only(sem):
     # The same near-copy of a short prompt does hit.
     short = "Please review the following deployment notes carefully."
     ask(client, messages=user(short))
-    assert until_cache(client, "hit-semantic", user(short.lower())).headers[
+    assert until_semantic_hit(client, user(short.lower())).headers[
         "x-switchyard-cache"] == "hit-semantic"
 
 
@@ -345,7 +349,7 @@ def test_group_settings_override_the_cache_section(launch, tmp_path):
     assert ask(client, messages=water, model="strict").headers["x-switchyard-cache"] == "miss"
     assert ask(client, messages=water, model="gpt-test").headers["x-switchyard-cache"] == "miss"
     # The default group's paraphrase hits once stored; the others' never do.
-    until_cache(client, "hit-semantic", paraphrase)
+    until_semantic_hit(client, paraphrase)
     assert ask(client, messages=paraphrase, model="exact-only").headers["x-switchyard-cache"] == "miss"
     assert ask(client, messages=paraphrase, model="strict").headers["x-switchyard-cache"] == "miss"
     # A question after a backstory is the bare question, unless the group
@@ -355,11 +359,11 @@ def test_group_settings_override_the_cache_section(launch, tmp_path):
     for model in ("gpt-test", "no-backstory"):
         assert ask(client, messages=story, model=model).headers["x-switchyard-cache"] == "miss"
     bare = user("How do I feed a sourdough starter?")
-    hit = until_cache(client, "hit-semantic", bare)
+    hit = until_semantic_hit(client, bare)
     assert hit.parse().choices[0].message.content == answer_to(story[0]["content"])
     # (The story is in that group's store: its own rewording hits.)
     reworded = user(story[0]["content"].lower().replace(",", ""))
-    assert until_cache(client, "hit-semantic", reworded, model="no-backstory").headers[
+    assert until_semantic_hit(client, reworded, model="no-backstory").headers[
         "x-switchyard-cache"] == "hit-semantic"
     assert ask(client, messages=bare, model="no-backstory").headers["x-switchyard-cache"] == "miss"
     # Expiry is kept in whole seconds: a one-second TTL stored just before a
@@ -387,7 +391,7 @@ def test_stats_and_purge_through_the_admin_api_and_cli(launch, tmp_path):
     water, paraphrase = user("What is the boiling point of water?"), user("what's the boiling point of water")
     for model in ("gpt-test", "gpt-other"):
         ask(client, messages=water, model=model)
-        until_cache(client, "hit-semantic", paraphrase, model=model)
+        until_semantic_hit(client, paraphrase, model=model)
         ask(client, messages=water, model=model)
     auth = {"authorization": f"Bearer {MASTER_KEY}"}
     r = gw.http("GET", "/admin/cache/stats", headers=auth)
@@ -436,16 +440,16 @@ def test_the_vector_store_evicts_the_least_recently_used(launch, tmp_path):
         return r.json()["store"]["entries"]
 
     ask(client, messages=user(a[0]))
-    until_cache(client, "hit-semantic", user(a[1]))
+    until_semantic_hit(client, user(a[1]))
     time.sleep(1.1)
     ask(client, messages=user(b[0]))
-    until_cache(client, "hit-semantic", user(b[1]))
+    until_semantic_hit(client, user(b[1]))
     time.sleep(1.1)
     # Serving a's paraphrase makes a more recently used than b.
     assert ask(client, messages=user(a[1])).headers["x-switchyard-cache"] == "hit-semantic"
     time.sleep(1.1)
     ask(client, messages=user(c[0]))
-    until_cache(client, "hit-semantic", user(c[1]))
+    until_semantic_hit(client, user(c[1]))
     deadline = time.monotonic() + 10
     while store_entries() != 2 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -669,5 +673,5 @@ def test_audits_survive_a_restart_and_reset_through_the_cli(launch, tmp_path):
 def test_unaudited_groups_have_no_audits(sem):
     gw, fake, client = sem
     ask(client, messages=user("What is the boiling point of water?"))
-    hit = until_cache(client, "hit-semantic", user("what's the boiling point of water"))
+    hit = until_semantic_hit(client, user("what's the boiling point of water"))
     assert "x-switchyard-cache-audit" not in hit.headers
