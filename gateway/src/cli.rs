@@ -351,6 +351,11 @@ pub enum CacheCommand {
         /// then missed same-answer pairs, with their cosine and reason).
         #[arg(long)]
         misjudged: bool,
+        /// Also list every pair with the default setting's decision (hit,
+        /// false hit, missed, refused), its cosine and the reason it was not
+        /// a hit.
+        #[arg(long)]
+        decisions: bool,
     },
     /// A running gateway's cache counters, memory tier and vector store
     /// (`GET /admin/cache/stats`).
@@ -464,8 +469,16 @@ async fn run(command: Command) -> ExitCode {
                     precision,
                     no_backstory,
                     misjudged,
+                    decisions,
                 },
-        } => match calibrate(&pairs, &model, target, precision, !no_backstory, misjudged) {
+        } => match calibrate(
+            &pairs,
+            &model,
+            target,
+            precision,
+            !no_backstory,
+            (misjudged || decisions).then_some(decisions),
+        ) {
             Ok(report) => {
                 let _ = write!(std::io::stdout(), "{report}");
                 ExitCode::SUCCESS
@@ -891,9 +904,10 @@ fn calibrate(
     target: f64,
     precision: switchyard_embedder::Precision,
     backstory: bool,
-    list_misjudged: bool,
+    // Some(false): the misjudged pairs; Some(true): every pair.
+    list: Option<bool>,
 ) -> Result<String, String> {
-    use crate::cache::calibrate::{Setting, misjudged, read_pairs, report};
+    use crate::cache::calibrate::{Setting, decisions, misjudged, read_pairs, report};
     use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir};
     if !(0.0..=1.0).contains(&target) {
         return Err(format!("--target must be between 0 and 1, not {target}"));
@@ -924,8 +938,10 @@ fn calibrate(
         }),
     };
     let mut out = report(&pairs, &similarities, default, target);
-    if list_misjudged {
-        out.push_str(&misjudged(&pairs, &similarities, default));
+    match list {
+        Some(true) => out.push_str(&decisions(&pairs, &similarities, default)),
+        Some(false) => out.push_str(&misjudged(&pairs, &similarities, default)),
+        None => {}
     }
     Ok(out)
 }

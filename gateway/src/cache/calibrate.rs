@@ -302,35 +302,55 @@ pub fn report(pairs: &[Pair], similarities: &[f32], default: Setting, target: f6
 /// and why it missed (under the threshold, or the verifier's reason), to
 /// see what a setting costs on a route's own pairs.
 pub fn misjudged(pairs: &[Pair], similarities: &[f32], setting: Setting) -> String {
+    listing(pairs, similarities, setting, true)
+}
+
+/// Every pair in file order, with `setting`'s decision (`hit`, `false
+/// hit`, `missed`, or `refused` for a different-answer pair turned away),
+/// its cosine and why it was not a hit, to see which check decides which
+/// pairs (`--decisions`).
+pub fn decisions(pairs: &[Pair], similarities: &[f32], setting: Setting) -> String {
+    listing(pairs, similarities, setting, false)
+}
+
+fn listing(pairs: &[Pair], similarities: &[f32], setting: Setting, only_wrong: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n| misjudged | id | category | cosine | why | cached | incoming |"
+        "\n| {} | id | category | cosine | why | cached | incoming |",
+        if only_wrong { "misjudged" } else { "decision" }
     );
     let _ = writeln!(out, "|---|---|---|---:|---|---|---|");
-    let wrong = |p: &Pair, s: f32| hits(&setting, p, s) != p.same_answer;
-    let mut rows: Vec<(&Pair, f32)> = pairs
+    let mut rows: Vec<(&Pair, f32, bool)> = pairs
         .iter()
         .zip(similarities.iter().copied())
-        .filter(|&(p, s)| wrong(p, s))
+        .map(|(p, s)| (p, s, hits(&setting, p, s)))
+        .filter(|&(p, _, hit)| !only_wrong || hit != p.same_answer)
         .collect();
-    rows.sort_by_key(|(p, _)| p.same_answer);
-    for (p, s) in rows {
-        let why = if p.same_answer && s < setting.threshold {
+    if only_wrong {
+        rows.sort_by_key(|(p, _, _)| p.same_answer);
+    }
+    for (p, s, hit) in rows {
+        let why = if hit {
+            String::new()
+        } else if s < setting.threshold {
             "below the threshold".to_owned()
-        } else if p.same_answer {
+        } else {
             setting
                 .verifier
                 .and_then(|v| v.check_at(&p.cached, &p.incoming, s).err())
                 .map_or_else(String::new, |r| r.as_str().to_owned())
-        } else {
-            String::new()
+        };
+        let decision = match (hit, p.same_answer) {
+            (true, true) => "hit",
+            (true, false) => "false hit",
+            (false, true) => "missed",
+            (false, false) => "refused",
         };
         let cell = |t: &str| t.replace('|', "\\|");
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {s:.3} | {why} | {} | {} |",
-            if p.same_answer { "missed" } else { "false hit" },
+            "| {decision} | {} | {} | {s:.3} | {why} | {} | {} |",
             p.id,
             p.category,
             cell(&p.cached),

@@ -121,6 +121,36 @@ fn misjudged_lists_false_hits_first_then_misses_with_why() {
 }
 
 #[test]
+fn decisions_list_every_pair_in_file_order() {
+    let p = pairs();
+    let sims = [0.9, 0.99, 0.2, 0.7];
+    let verified = Setting {
+        threshold: 0.6,
+        verifier: Some(Verifier::default()),
+    };
+    let list = decisions(&p, &sims, verified);
+    let rows: Vec<&str> = list.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 5, "{list}");
+    assert!(rows[0].starts_with("| decision | id |"), "{list}");
+    assert!(
+        rows[1].starts_with("| hit | p1 | reword | 0.900 |  |"),
+        "{list}"
+    );
+    assert!(
+        rows[2].starts_with("| refused | p2 | number | 0.990 | number |"),
+        "{list}"
+    );
+    assert!(
+        rows[3].starts_with("| refused | p3 | unrelated | 0.200 | below the threshold |"),
+        "{list}"
+    );
+    assert!(
+        rows[4].starts_with("| hit | p4 | typo | 0.700 |  |"),
+        "{list}"
+    );
+}
+
+#[test]
 fn a_prompt_the_semantic_tier_does_not_take_never_hits() {
     let mut p = pairs();
     let cosine = Setting {
