@@ -344,7 +344,7 @@ def fleet_config(sim, fake, *, gpu: str, permits: int = 8, slo_ms: int = 2000) -
     """Model group `llama` on one SIMULATED engine, overflowing to the FAKE
     external provider `ext`."""
     return (
-        section("scheduler", ttft_slo_ms=slo_ms, telemetry_interval_ms=100, stale_after_ms=1000)
+        section("scheduler", ttft_slo_ms=slo_ms, telemetry_interval_ms=100, stale_after_ms=5000)
         + section(f"providers.sim-{gpu}-0", type="openai_compat", base_url=f"{sim.url}/v1",
                   local={"gpu": gpu, "gpu_hour_usd": 2.0, "permits": permits, "telemetry": "sim"})
         + openai_provider("ext", fake)

@@ -101,10 +101,10 @@ def test_a_key_is_created_used_rotated_and_revoked(launch):
 
 def test_expired_unknown_and_missing_keys_are_401(launch):
     gw, fake = start(launch)
-    # Expiry is in whole seconds: 2 s leave at least one for the first call.
-    short = create_key(gw, expires_in=2)["key"]
+    # Expiry is in whole seconds: 3 s leave at least two for the first call.
+    short = create_key(gw, expires_in=3)["key"]
     gw.client(api_key=short).chat.completions.create(model="m", messages=HI)
-    time.sleep(2.1)
+    time.sleep(3.1)
     with pytest.raises(openai.AuthenticationError) as exc:
         gw.client(api_key=short).chat.completions.create(model="m", messages=HI)
     assert "expired" in exc.value.message
@@ -187,7 +187,8 @@ def test_a_tenant_limit_is_shared_by_its_keys(launch):
 
 
 def test_concurrency_is_held_until_the_stream_ends(launch):
-    gw, _ = start(launch, fake=launch.fake(token_delay_ms=30))
+    # Slow tokens: the stream lasts about 2 s, ample time for the second call.
+    gw, _ = start(launch, fake=launch.fake(token_delay_ms=200))
     client = gw.client(api_key=create_key(gw, limits={"max_concurrent": 1})["key"])
     stream = client.chat.completions.create(
         model="m", messages=[{"role": "user", "content": "one two three four five six"}], stream=True)

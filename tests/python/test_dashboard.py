@@ -84,8 +84,11 @@ def test_dashboard_state_has_every_section(launch):
     gw = start_fleet(launch)
     gw.client().chat.completions.create(model="llama", max_tokens=4,
                                         messages=[{"role": "user", "content": "hi"}])
-    time.sleep(1.5)
-    s = gw.http("GET", "/api/v1/dashboard").json()
+    # The sampler adds a point a second: wait for the first.
+    deadline = time.monotonic() + 10
+    while not (s := gw.http("GET", "/api/v1/dashboard").json())["series"]:
+        assert time.monotonic() < deadline, s
+        time.sleep(0.1)
     assert s["totals"]["local"] == 1 and s["series"], s
     assert s["fleet"]["backends"][0]["gpus"][0]["simulated"] is True
     assert s["cache"]["enabled"] and s["batches"]["enabled"]

@@ -82,7 +82,7 @@ def test_a_tenants_policy_and_budget_bound_where_its_requests_go(launch):
     fake = launch.fake()
     config = (
         section("auth", master_key={"env": MASTER_KEY_ENV})
-        + section("scheduler", ttft_slo_ms=1000, telemetry_interval_ms=100, stale_after_ms=1000)
+        + section("scheduler", ttft_slo_ms=1000, telemetry_interval_ms=100, stale_after_ms=5000)
         + section("providers.sim-l4-0", type="openai_compat", base_url=f"{sim.url}/v1",
                   local={"gpu": "l4", "gpu_hour_usd": 2.0, "permits": 8, "telemetry": "sim"})
         + openai_provider("ext", fake)
@@ -184,7 +184,7 @@ def test_an_externals_ttft_is_learned_from_the_streams_it_answers(launch):
     sim = launch.sim("l4:llama")
     slow, quick = launch.fake(), launch.fake()
     config = (
-        section("scheduler", ttft_slo_ms=1000, telemetry_interval_ms=100, stale_after_ms=1000)
+        section("scheduler", ttft_slo_ms=1000, telemetry_interval_ms=100, stale_after_ms=5000)
         + section("providers.sim-l4-0", type="openai_compat", base_url=f"{sim.url}/v1",
                   local={"gpu": "l4", "gpu_hour_usd": 2.0, "permits": 8, "telemetry": "sim"})
         + openai_provider("slow", slow)
