@@ -460,6 +460,32 @@ fn numbers(tokens: &[Token]) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// `w` without its accents (Perú: peru, Zürich: zurich).
+fn unaccented(w: &str) -> String {
+    use unicode_normalization::{UnicodeNormalization, char::is_combining_mark};
+    w.nfd().filter(|&c| !is_combining_mark(c)).collect()
+}
+
+fn capitalised(t: &Token) -> bool {
+    t.surface.chars().next().is_some_and(char::is_uppercase)
+}
+
+/// Whether key term `t` is the other prompt's word form `y` (capitalised
+/// there or not). A typo is allowed in names of five letters or more, and
+/// only where one side is in lower case: a writer who capitalises both
+/// names spelled them, and short names one letter apart are different
+/// names (Iran and Iraq, Fuji and Fiji).
+fn same_key(t: &Token, y: &str, y_capitalised: bool) -> bool {
+    if t.low == y || t.stem == y || unaccented(&t.low) == unaccented(y) {
+        return true;
+    }
+    let long = |w: &str| w.chars().count() >= 5;
+    !(capitalised(t) && y_capitalised)
+        && long(&t.low)
+        && long(y)
+        && (same_word(&t.stem, y, true) || same_word(&t.low, y, true))
+}
+
 fn is_key(t: &Token) -> bool {
     let s = &t.surface;
     let function = FUNCTION_CAPS.contains(&t.low.as_str()) || GREETINGS.contains(&t.low.as_str());
@@ -697,19 +723,21 @@ impl Verifier {
         if numbers(&a) != numbers(&b) {
             return Err(Reason::Number);
         }
-        let words = |ts: &[Token]| -> Vec<String> {
+        // Each word's forms, and whether its writer capitalised it.
+        let words = |ts: &[Token]| -> Vec<(String, bool)> {
             ts.iter()
-                .flat_map(|t| [t.low.clone(), t.stem.clone()])
-                .chain(ts.iter().filter_map(|t| alias(&t.low)).map(str::to_owned))
+                .flat_map(|t| {
+                    let caps = capitalised(t);
+                    [(t.low.clone(), caps), (t.stem.clone(), caps)]
+                        .into_iter()
+                        .chain(alias(&t.low).map(|a| (a.to_owned(), caps)))
+                })
                 .collect()
         };
         let (wa, wb) = (words(&a), words(&b));
         for (xs, other) in [(&a, &wb), (&b, &wa)] {
             for t in xs.iter().filter(|t| is_key(t)) {
-                if !other
-                    .iter()
-                    .any(|y| same_word(&t.stem, y, true) || same_word(&t.low, y, true))
-                {
+                if !other.iter().any(|(y, caps)| same_key(t, y, *caps)) {
                     return Err(Reason::KeyTerm);
                 }
             }

@@ -710,3 +710,38 @@ fn using_since_and_because_only_join_a_moved_clause() {
         assert_eq!(check(b, a), Ok(()), "{b:?} vs {a:?}");
     }
 }
+
+#[test]
+fn names_one_letter_apart_are_different_names_unless_one_is_written_casually() {
+    for (a, b) in [
+        (
+            "Which languages are spoken in Iran?",
+            "Which languages are spoken in Iraq?",
+        ),
+        ("How old is Mount Fuji?", "How old is Mount Fiji?"),
+        // Both capitalised: spelled with care, so spelled as meant.
+        (
+            "What is the GDP of Slovenia?",
+            "What is the GDP of Slovania?",
+        ),
+    ] {
+        assert_eq!(check(a, b), Err(Reason::KeyTerm), "{a:?} vs {b:?}");
+        assert_eq!(check(b, a), Err(Reason::KeyTerm), "{b:?} vs {a:?}");
+    }
+    for (a, b) in [
+        // A casual writer's typo in a longer name still matches.
+        (
+            "What is the GDP of Slovenia?",
+            "what is the gdp of slovania",
+        ),
+        // Accents are not letters: Perú is peru.
+        ("¿Cuál es la moneda de Perú?", "cual es la moneda de peru"),
+        (
+            "Wie teuer ist ein Zimmer in Zürich?",
+            "Wie teuer ist ein Zimmer in Zurich?",
+        ),
+    ] {
+        assert_eq!(check(a, b), Ok(()), "{a:?} vs {b:?}");
+        assert_eq!(check(b, a), Ok(()), "{b:?} vs {a:?}");
+    }
+}
