@@ -477,7 +477,8 @@ async fn run(command: Command) -> ExitCode {
             target,
             precision,
             !no_backstory,
-            (misjudged || decisions).then_some(decisions),
+            misjudged,
+            decisions,
         ) {
             Ok(report) => {
                 let _ = write!(std::io::stdout(), "{report}");
@@ -904,8 +905,8 @@ fn calibrate(
     target: f64,
     precision: switchyard_embedder::Precision,
     backstory: bool,
-    // Some(false): the misjudged pairs; Some(true): every pair.
-    list: Option<bool>,
+    list_misjudged: bool,
+    list_decisions: bool,
 ) -> Result<String, String> {
     use crate::cache::calibrate::{Setting, decisions, misjudged, read_pairs, report};
     use switchyard_embedder::{CandleEmbedder, DeviceSpec, Embedder, ModelDir};
@@ -938,10 +939,11 @@ fn calibrate(
         }),
     };
     let mut out = report(&pairs, &similarities, default, target);
-    match list {
-        Some(true) => out.push_str(&decisions(&pairs, &similarities, default)),
-        Some(false) => out.push_str(&misjudged(&pairs, &similarities, default)),
-        None => {}
+    // Every pair already includes the misjudged ones.
+    if list_decisions {
+        out.push_str(&decisions(&pairs, &similarities, default));
+    } else if list_misjudged {
+        out.push_str(&misjudged(&pairs, &similarities, default));
     }
     Ok(out)
 }

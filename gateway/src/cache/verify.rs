@@ -15,8 +15,9 @@
 //! - **numbers** (digits, and number words from two up);
 //! - **key terms**: names and other specific tokens (capitalised mid-sentence,
 //!   containing digits or `_` or inner capitals, or a programming or human
-//!   language), each of which must appear in the other prompt, allowing one
-//!   typo;
+//!   language), each of which must appear in the other prompt, accents
+//!   aside, allowing one typo only in names of five letters or more written
+//!   in lower case on at least one side (Iran is not Iraq);
 //! - **negation** (not, never, without, …n't with or without its
 //!   apostrophe, the asker's own "I don't get what…" aside, and their
 //!   counterparts in German, French, Spanish, Italian, Portuguese and
@@ -460,23 +461,29 @@ fn numbers(tokens: &[Token]) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// `w` without its accents (Perú: peru, Zürich: zurich).
-fn unaccented(w: &str) -> String {
+/// `w` without its accents (Perú: peru, Zürich: zurich); `None` when it
+/// has none.
+fn unaccented(w: &str) -> Option<String> {
     use unicode_normalization::{UnicodeNormalization, char::is_combining_mark};
-    w.nfd().filter(|&c| !is_combining_mark(c)).collect()
+    if w.is_ascii() {
+        return None;
+    }
+    let plain: String = w.nfd().filter(|&c| !is_combining_mark(c)).collect();
+    (plain != w).then_some(plain)
 }
 
 fn capitalised(t: &Token) -> bool {
     t.surface.chars().next().is_some_and(char::is_uppercase)
 }
 
-/// Whether key term `t` is the other prompt's word form `y` (capitalised
-/// there or not). A typo is allowed in names of five letters or more, and
-/// only where one side is in lower case: a writer who capitalises both
-/// names spelled them, and short names one letter apart are different
-/// names (Iran and Iraq, Fuji and Fiji).
-fn same_key(t: &Token, y: &str, y_capitalised: bool) -> bool {
-    if t.low == y || t.stem == y || unaccented(&t.low) == unaccented(y) {
+/// Whether key term `t` (`plain`: without its accents, if it has any) is
+/// the other prompt's word form `y` (capitalised there or not; the forms
+/// include each word without its accents). A typo is allowed in names of
+/// five letters or more, and only where one side is in lower case: a
+/// writer who capitalises both names spelled them, and short names one
+/// letter apart are different names (Iran and Iraq, Fuji and Fiji).
+fn same_key(t: &Token, plain: Option<&str>, y: &str, y_capitalised: bool) -> bool {
+    if t.low == y || t.stem == y || plain == Some(y) {
         return true;
     }
     let long = |w: &str| w.chars().count() >= 5;
@@ -723,7 +730,8 @@ impl Verifier {
         if numbers(&a) != numbers(&b) {
             return Err(Reason::Number);
         }
-        // Each word's forms, and whether its writer capitalised it.
+        // Each word's forms (accents aside too), and whether its writer
+        // capitalised it.
         let words = |ts: &[Token]| -> Vec<(String, bool)> {
             ts.iter()
                 .flat_map(|t| {
@@ -731,13 +739,18 @@ impl Verifier {
                     [(t.low.clone(), caps), (t.stem.clone(), caps)]
                         .into_iter()
                         .chain(alias(&t.low).map(|a| (a.to_owned(), caps)))
+                        .chain(unaccented(&t.low).map(|u| (u, caps)))
                 })
                 .collect()
         };
         let (wa, wb) = (words(&a), words(&b));
         for (xs, other) in [(&a, &wb), (&b, &wa)] {
             for t in xs.iter().filter(|t| is_key(t)) {
-                if !other.iter().any(|(y, caps)| same_key(t, y, *caps)) {
+                let plain = unaccented(&t.low);
+                if !other
+                    .iter()
+                    .any(|(y, caps)| same_key(t, plain.as_deref(), y, *caps))
+                {
                     return Err(Reason::KeyTerm);
                 }
             }
