@@ -99,10 +99,17 @@ pub fn hits(setting: &Setting, pair: &Pair, similarity: f32) -> bool {
     let max = super::SEMANTIC_MAX_BYTES;
     pair.cached.len() <= max
         && pair.incoming.len() <= max
-        && similarity >= setting.threshold
+        && similarity >= needed(setting, pair)
         && setting
             .verifier
             .is_none_or(|v| v.check_at(&pair.cached, &pair.incoming, similarity).is_ok())
+}
+
+/// The similarity `pair` needs under `setting` (less for a typo variant).
+fn needed(setting: &Setting, pair: &Pair) -> f32 {
+    setting.verifier.map_or(setting.threshold, |v| {
+        v.threshold_for(&pair.cached, &pair.incoming, setting.threshold)
+    })
 }
 
 fn rate(num: usize, den: usize) -> f64 {
@@ -333,7 +340,7 @@ fn listing(pairs: &[Pair], similarities: &[f32], setting: Setting, only_wrong: b
     for (p, s, hit) in rows {
         let why = if hit {
             String::new()
-        } else if s < setting.threshold {
+        } else if s < needed(&setting, p) {
             "below the threshold".to_owned()
         } else {
             setting

@@ -135,10 +135,13 @@ impl Semantic {
             if exact {
                 return Some((n.id, candidate()));
             }
-            if n.similarity < floor || verifier.check_at(prompt, &key.text, n.similarity).is_err() {
+            let needed = verifier.threshold_for(prompt, &key.text, similarity);
+            if n.similarity < floor.min(needed)
+                || verifier.check_at(prompt, &key.text, n.similarity).is_err()
+            {
                 return None;
             }
-            if n.similarity >= similarity {
+            if n.similarity >= needed {
                 return Some((n.id, candidate()));
             }
             if near.is_none() {

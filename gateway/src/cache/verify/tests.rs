@@ -160,9 +160,9 @@ fn numbers_typos_and_stems() {
     assert!(!is_number("3.") && !is_number("v2") && !is_number("1.2.3"));
     assert_eq!(edit_distance("recieve", "receive"), 1);
     assert_eq!(edit_distance("kitten", "sitting"), 3);
-    assert!(same_word("pyhton", "python", true));
-    assert!(!same_word("slovenia", "slovakia", true));
-    assert!(!same_word("v1.2", "v1.3", false));
+    assert!(same_word("pyhton", "python", true, true));
+    assert!(!same_word("slovenia", "slovakia", true, true));
+    assert!(!same_word("v1.2", "v1.3", false, true));
     assert_eq!(stem("libraries"), "library");
     assert_eq!(stem("class"), "class");
     assert_eq!(stem("cats"), "cat");
@@ -384,8 +384,8 @@ fn greetings_name_no_time_and_a_language_may_go_by_its_short_name() {
 fn long_words_match_only_when_equal() {
     let (a, b) = ("x".repeat(5_000), format!("{}y", "x".repeat(4_999)));
     assert_eq!(edit_distance(&a, &b), 3);
-    assert!(!same_word(&a, &b, false));
-    assert!(same_word(&a, &a.clone(), false));
+    assert!(!same_word(&a, &b, false, true));
+    assert!(same_word(&a, &a.clone(), false, true));
     // Ordinary words still allow a typo.
     assert_eq!(edit_distance("receive", "recieve"), 1);
 }
@@ -743,5 +743,126 @@ fn names_one_letter_apart_are_different_names_unless_one_is_written_casually() {
     ] {
         assert_eq!(check(a, b), Ok(()), "{a:?} vs {b:?}");
         assert_eq!(check(b, a), Ok(()), "{b:?} vs {a:?}");
+    }
+}
+
+#[test]
+fn a_word_is_not_a_typo_of_another_word() {
+    // Both are English words: another question, however close the letters.
+    for (a, b) in [
+        (
+            "How do I bake bread at home?",
+            "How do I make bread at home?",
+        ),
+        (
+            "How long should I boil broccoli?",
+            "How long should I broil broccoli?",
+        ),
+        (
+            "Write a toast for my sister's wedding.",
+            "Write a roast for my sister's wedding.",
+        ),
+        (
+            "What is the population of iran",
+            "whats the population of iraq",
+        ),
+    ] {
+        assert!(check(a, b).is_err(), "{a:?} vs {b:?}");
+    }
+    // A misspelling is no word, and still passes.
+    assert_eq!(
+        check(
+            "How do I bake bread at home?",
+            "how do i bake braed at home"
+        ),
+        Ok(())
+    );
+    assert!(is_word("moose") && is_word("mouse") && !is_word("brocoli"));
+    assert!(!same_word("moose", "mouse", false, true));
+    // Outside English text the word list says nothing: "cual" is "Cuál".
+    assert_eq!(
+        check("¿Cuál es la capital de Perú?", "cual es la capital de peru"),
+        Ok(())
+    );
+    assert!(same_word("kochen", "kochn", false, false));
+}
+
+#[test]
+fn short_unknown_words_and_capital_acronyms_keep_every_letter() {
+    // Two unknown words under six letters are names or acronyms.
+    assert!(
+        check(
+            "How do I decompress a gzip file?",
+            "How do I decompress a bzip file?"
+        )
+        .is_err()
+    );
+    assert!(!same_word("gzip", "bzip", false, true));
+    assert!(same_word("kubernetes", "kubernets", false, true));
+    // A final S in capitals is a letter, not a plural.
+    assert_eq!(
+        check("What port does HTTP use?", "What port does HTTPS use?"),
+        Err(Reason::KeyTerm)
+    );
+    assert_eq!(
+        check("How do I list my APIs?", "how do i list my API?"),
+        Ok(())
+    );
+    assert_eq!(
+        check(
+            "What is the difference between HTTP and HTTPS?",
+            "whats the difference between http and https"
+        ),
+        Ok(())
+    );
+    // A prompt in capitals throughout is shouted, not an acronym list.
+    assert_eq!(
+        check(
+            "How many calories are in a banana?",
+            "HOW MANY CALORIES ARE IN A BANANA"
+        ),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_question_typed_in_a_hurry_needs_less_similarity() {
+    let v = Verifier::default();
+    let t = 0.6;
+    for (a, b) in [
+        ("What causes earthquakes?", "what causes earthquaks"),
+        (
+            "How do I change my delivery address?",
+            "how do I chnage my delivry adress?",
+        ),
+        (
+            "How do you declare a constant in Go?",
+            "how do u delcare a constnat in go",
+        ),
+    ] {
+        assert!(
+            (v.threshold_for(a, b, t) - (t - TYPO_MARGIN)).abs() < 1e-6,
+            "{a:?} vs {b:?}"
+        );
+    }
+    for (a, b) in [
+        // Another word, not a typo.
+        ("What is the plural of mouse?", "whats the plural of moose"),
+        // One short word one letter off may be another name.
+        (
+            "How do I install deno on a mac?",
+            "how do i install demo on a mac",
+        ),
+        // Not the same words.
+        ("What causes earthquakes?", "why do earthquakes happen"),
+        // Not English: the word list cannot tell.
+        (
+            "¿Cómo hago para rastrear mi pedido?",
+            "como hago para rastrear mi pedio",
+        ),
+        // No typo at all.
+        ("What causes earthquakes?", "what causes earthquakes"),
+    ] {
+        assert_eq!(v.threshold_for(a, b, t), t, "{a:?} vs {b:?}");
     }
 }
