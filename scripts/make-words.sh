@@ -5,15 +5,16 @@
 # how it was made.
 #
 # Source: SCOWL 2020.12.07 (Kevin Atkinson), as Debian's `scowl` package
-# ships it. Common words (sizes 10 to 35, English plus American spellings;
-# no British or variant spellings, so that "colour" stays a typo-tolerant
-# form of "color") and names up to size 50, lower-cased, letters only,
-# without possessives. Licence: gateway/src/cache/verify/WORDS-LICENSE.
+# 2020.12.07-2 ships it. Words and names of sizes 10 to 50 (the size of
+# Debian's `wamerican`), English plus American spellings (no British or
+# variant spellings, so that "colour" stays a typo-tolerant form of
+# "color"), lower-cased, letters only, without possessives. Licence:
+# gateway/src/cache/verify/WORDS-LICENSE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && apt-get download scowl >/dev/null && dpkg -x scowl_*.deb x)
+(cd "$work" && apt-get download scowl=2020.12.07-2 >/dev/null && dpkg -x scowl_*.deb x)
 d="$work/x/usr/share/dict/scowl"
 cat "$d"/english-words.{10,20,35,40,50} "$d"/american-words.{10,20,35,40,50} \
     "$d"/english-upper.{10,35,40,50} "$d"/american-upper.50 \

@@ -277,13 +277,14 @@ async fn cache_lookup(
             // An auditor's threshold starts at, and never falls below, the
             // configured similarity.
             let threshold = auditor.map_or(settings.similarity, |a| a.threshold());
-            let lookup = semantic.lookup(
-                &key,
-                threshold,
-                settings.similarity,
-                settings.verifier,
-                now as f64,
-            );
+            // Audits hold every hit to the group's threshold: no lower one
+            // for typo variants, whose outcomes they would not see.
+            let verifier = crate::cache::verify::Verifier {
+                typo_variants: settings.verifier.typo_variants && auditor.is_none(),
+                ..settings.verifier
+            };
+            let lookup =
+                semantic.lookup(&key, threshold, settings.similarity, verifier, now as f64);
             match tokio::time::timeout(semantic.budget, lookup).await {
                 Ok(Ok(looked)) => {
                     // An audited group: some semantic hits are answered

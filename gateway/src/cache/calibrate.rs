@@ -155,6 +155,7 @@ pub fn settings(backstory: bool) -> Vec<Setting> {
         Some(Verifier {
             max_substitution,
             backstory,
+            typo_variants: true,
         })
     });
     std::iter::once(None)

@@ -122,6 +122,7 @@ impl Settings {
             verifier: verify::Verifier {
                 max_substitution: c.max_substitution,
                 backstory: c.backstory,
+                typo_variants: true,
             },
             audit: audit::AuditSettings {
                 rate: c.audit_rate,
@@ -140,6 +141,7 @@ impl Settings {
             verifier: verify::Verifier {
                 max_substitution: g.max_substitution.unwrap_or(self.verifier.max_substitution),
                 backstory: g.backstory.unwrap_or(self.verifier.backstory),
+                typo_variants: self.verifier.typo_variants,
             },
             audit: audit::AuditSettings {
                 rate: g.audit_rate.unwrap_or(self.audit.rate),

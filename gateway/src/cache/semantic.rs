@@ -99,9 +99,10 @@ impl Semantic {
 
     /// Embeds and searches, with no time limit (the caller sets one).
     /// A candidate is served when it was stored under the same exact key,
-    /// or when its similarity is at least `similarity` and it passes
+    /// or when its similarity is at least `similarity` (less for a typo
+    /// variant, when `verifier.typo_variants` is on) and it passes
     /// `verifier`. Without one, the first verified candidate from `floor`
-    /// up (below `similarity`) is returned as `near`.
+    /// up (below what it needs) is returned as `near`.
     pub async fn lookup(
         &self,
         key: &CacheKey,
@@ -135,7 +136,12 @@ impl Semantic {
             if exact {
                 return Some((n.id, candidate()));
             }
-            let needed = verifier.threshold_for(prompt, &key.text, similarity);
+            // A copy typed in a hurry needs less (`Verifier::threshold_for`).
+            let needed = if n.similarity < similarity {
+                verifier.threshold_for(prompt, &key.text, similarity)
+            } else {
+                similarity
+            };
             if n.similarity < floor.min(needed)
                 || verifier.check_at(prompt, &key.text, n.similarity).is_err()
             {

@@ -68,6 +68,9 @@ pub struct Verifier {
     /// Also compare a prompt that opens with context and ends in a question
     /// by that question alone ([`Verifier::check_at`]).
     pub backstory: bool,
+    /// Lower the threshold by [`TYPO_MARGIN`] for a copy of the question
+    /// typed in a hurry ([`Verifier::threshold_for`]).
+    pub typo_variants: bool,
 }
 
 impl Default for Verifier {
@@ -75,6 +78,7 @@ impl Default for Verifier {
         Self {
             max_substitution: 2,
             backstory: true,
+            typo_variants: true,
         }
     }
 }
@@ -283,6 +287,8 @@ struct Token {
     /// Seoul"); set by [`content`].
     coordinated: bool,
     cjk: bool,
+    /// Written in capitals in a prompt that is not ([`key_stem`]).
+    capitals: bool,
 }
 
 fn is_cjk(c: char) -> bool {
@@ -333,27 +339,41 @@ fn tokenize(text: &str) -> Vec<Token> {
             // What was trimmed (a full stop…) is read again as punctuation.
             i = end;
         } else {
+            // A hyphen between spaces is a dash.
+            let dash = c == '-'
+                && i > 0
+                && chars[i - 1].is_whitespace()
+                && chars.get(i + 1).is_some_and(|n| n.is_whitespace());
             if matches!(c, ',' | '(' | ')' | '，' | '、') {
                 boundary = true;
-            } else if matches!(
-                c,
-                '.' | '!'
-                    | '?'
-                    | ':'
-                    | ';'
-                    | '¿'
-                    | '¡'
-                    | '—'
-                    | '–'
-                    | '。'
-                    | '？'
-                    | '！'
-                    | '：'
-                    | '；'
-            ) {
+            } else if dash
+                || matches!(
+                    c,
+                    '.' | '!'
+                        | '?'
+                        | ':'
+                        | ';'
+                        | '¿'
+                        | '¡'
+                        | '—'
+                        | '–'
+                        | '。'
+                        | '？'
+                        | '！'
+                        | '：'
+                        | '；'
+                )
+            {
                 (boundary, start) = (true, true);
             }
             i += 1;
+        }
+    }
+    // A prompt in capitals throughout is shouted: its words are words.
+    if text.chars().any(char::is_lowercase) {
+        for t in &mut tokens {
+            t.capitals = t.surface.chars().filter(|c| c.is_uppercase()).count() > 1
+                && !t.surface.chars().any(char::is_lowercase);
         }
     }
     tokens
@@ -375,6 +395,7 @@ fn token(surface: String, start: bool, place: (bool, usize, usize), cjk: bool) -
         sentence,
         coordinated: false,
         cjk,
+        capitals: false,
     }
 }
 
@@ -443,16 +464,17 @@ fn is_word(w: &str) -> bool {
     WORDS.contains(w)
 }
 
-/// Whether most of a prompt's words are English words as spelled: the word
-/// list speaks only for English text.
+/// Whether at least half of a prompt's words (Chinese, Japanese and Korean
+/// characters count as unknown ones) are English words as spelled: the
+/// word list speaks only for English text.
 fn english(tokens: &[Token]) -> bool {
     let (mut words, mut known) = (0, 0);
     for t in tokens
         .iter()
-        .filter(|t| !t.cjk && t.low.chars().all(char::is_alphabetic))
+        .filter(|t| t.low.chars().all(char::is_alphabetic))
     {
         words += 1;
-        known += usize::from(is_word(&t.low) || is_word(&t.stem));
+        known += usize::from(!t.cjk && (is_word(&t.low) || is_word(&t.stem)));
     }
     words > 0 && known * 2 >= words
 }
@@ -461,7 +483,8 @@ fn english(tokens: &[Token]) -> bool {
 /// two in long ordinary words). Never across digits. In `english` text,
 /// two words as spelled are two words ("moose" is not a misspelt "mouse",
 /// nor "bake" "make"), and two short unknown ones are names or acronyms
-/// whose every letter counts (gzip and bzip, mysql and mssql).
+/// whose every letter counts (gzip and bzip). `x` and `y` may be stems
+/// ([`stem`]: "campu" is campus).
 fn same_word(x: &str, y: &str, key: bool, english: bool) -> bool {
     let plain = |w: &str| unaccented(w).unwrap_or_else(|| w.to_owned());
     if x == y || (!(x.is_ascii() && y.is_ascii()) && plain(x) == plain(y)) {
@@ -472,7 +495,8 @@ fn same_word(x: &str, y: &str, key: bool, english: bool) -> bool {
         return false;
     }
     if english {
-        match (is_word(x), is_word(y)) {
+        let known = |w: &str| is_word(w) || is_word(&format!("{w}s"));
+        match (known(x), known(y)) {
             (true, true) => return false,
             (false, false) if nx.min(ny) < 6 => return false,
             _ => {}
@@ -522,16 +546,11 @@ fn capitalised(t: &Token) -> bool {
     t.surface.chars().next().is_some_and(char::is_uppercase)
 }
 
-/// A word in capitals, whose final S is one of its letters: HTTPS is not
+/// A key term's stem: the word itself for one written in capitals (in a
+/// prompt that is not), whose final S is one of its letters: HTTPS is not
 /// the plural of HTTP (that is written "HTTPs").
-fn acronym(t: &Token) -> bool {
-    t.surface.chars().filter(|c| c.is_alphabetic()).count() > 1
-        && !t.surface.chars().any(char::is_lowercase)
-}
-
-/// A key term's stem: the word itself for an [`acronym`].
 fn key_stem(t: &Token) -> &str {
-    if acronym(t) { &t.low } else { &t.stem }
+    if t.capitals { &t.low } else { &t.stem }
 }
 
 /// Whether key term `t` (`plain`: without its accents, if it has any) is
@@ -565,7 +584,9 @@ fn is_key(t: &Token) -> bool {
 /// The negations that bear on what is asked: not the asker's own "I don't
 /// get what…", "I'm not sure how…" (a negated verb of knowing between "I"
 /// and a question word or the end of its phrase), which frames the
-/// question without changing it.
+/// question without changing it, nor one in a polite hedge, a clause of
+/// [`HEDGES`] and function words alone ("if you don't mind", "hope I'm
+/// not interrupting", "if it's not too much trouble").
 fn negations(tokens: &[Token]) -> usize {
     let low = |k: usize| tokens.get(k).map(|t| t.low.as_str());
     let framing = |k: usize| {
@@ -580,12 +601,28 @@ fn negations(tokens: &[Token]) -> usize {
             .is_none_or(|w| w.boundary || QUESTION_WORDS.contains(&w.low.as_str()));
         asker && knowing && then_asks
     };
+    let hedge = |k: usize| {
+        let mut words = tokens
+            .iter()
+            .filter(|u| u.clause == tokens[k].clause && !is_negation(&u.low))
+            .filter(|u| !STOP.contains(&u.stem.as_str()) && !STOP.contains(&u.low.as_str()))
+            .peekable();
+        words.peek().is_some()
+            && words.all(|u| HEDGES.contains(&u.low.as_str()) || HEDGES.contains(&u.stem.as_str()))
+    };
     tokens
         .iter()
         .enumerate()
-        .filter(|&(k, t)| is_negation(&t.low) && !framing(k))
+        .filter(|&(k, t)| is_negation(&t.low) && !framing(k) && !hedge(k))
         .count()
 }
+
+/// The words of a polite hedge ([`negations`]).
+#[rustfmt::skip]
+const HEDGES: &[&str] = &[
+    "mind", "trouble", "much", "hope", "interrupting", "interrupt", "bother", "bothering",
+    "dumb", "silly", "stupid", "question",
+];
 
 /// Verbs of knowing, negated by the asker to frame a question ([`negations`]).
 const KNOWING: &[&str] = &["know", "get", "understand", "remember", "sure"];
@@ -777,10 +814,10 @@ impl Verifier {
 
     /// The similarity `cached` and `incoming` need to hit: `threshold`, or
     /// [`TYPO_MARGIN`] less when one is the other typed in a hurry (the
-    /// same words but for typos, in the same order). The word checks
-    /// ([`Self::check_at`]) apply all the same.
+    /// same words but for typos, in the same order) and `typo_variants` is
+    /// on. The word checks ([`Self::check_at`]) apply all the same.
     pub fn threshold_for(&self, cached: &str, incoming: &str, threshold: f32) -> f32 {
-        if typo_variant(cached, incoming) {
+        if self.typo_variants && typo_variant(cached, incoming) {
             threshold - TYPO_MARGIN
         } else {
             threshold
@@ -815,13 +852,13 @@ impl Verifier {
                 .collect()
         };
         let (wa, wb) = (words(&a), words(&b));
-        let english = english(&a) && english(&b);
+        let english_text = english(&a) && english(&b);
         for (xs, other) in [(&a, &wb), (&b, &wa)] {
             for t in xs.iter().filter(|t| is_key(t)) {
                 let plain = unaccented(&t.low);
                 if !other
                     .iter()
-                    .any(|(y, caps)| same_key(t, plain.as_deref(), y, *caps, english))
+                    .any(|(y, caps)| same_key(t, plain.as_deref(), y, *caps, english_text))
                 {
                     return Err(Reason::KeyTerm);
                 }
@@ -893,7 +930,7 @@ impl Verifier {
                         && if exact {
                             t.stem == u.stem
                         } else {
-                            same_word(&t.stem, &u.stem, false, english)
+                            same_word(&t.stem, &u.stem, false, english_text)
                                 || alias(&t.low) == Some(u.low.as_str())
                         }
                 });
@@ -1171,19 +1208,26 @@ fn typo_variant(a: &str, b: &str) -> bool {
             .collect()
     };
     let (wa, wb) = (words(&ta), words(&tb));
-    let same = |x: &String, y: &String| {
-        x == y || alias(x) == Some(y.as_str()) || same_word(x, y, false, true)
-    };
-    wa.len() == wb.len() && wa.len() >= 3 && wa.iter().zip(&wb).all(|(x, y)| same(x, y)) && {
-        // Heavy typos: two words or more misspelt, or one long word. A
-        // short word one letter off may be another name (deno and demo).
-        let typos: Vec<_> = wa.iter().zip(&wb).filter(|(x, y)| x != y).collect();
-        typos.len() >= 2
-            || typos
-                .iter()
-                .any(|(x, y)| x.chars().count().min(y.chars().count()) >= 8)
+    let alias_of = |x: &String, y: &String| alias(x) == Some(y.as_str());
+    let same = |x: &String, y: &String| alias_of(x, y) || same_word(x, y, false, true);
+    if wa.len() != wb.len() || wa.len() < 3 || !wa.iter().zip(&wb).all(|(x, y)| same(x, y)) {
+        return false;
     }
+    // Heavy typos: two words or more misspelt, or one long word, and none
+    // short. A short word one letter off may be another name ("deno" and
+    // "demo"), whatever else is misspelt.
+    let typos: Vec<usize> = wa
+        .iter()
+        .zip(&wb)
+        .filter(|(x, y)| x != y && !alias_of(x, y))
+        .map(|(x, y)| x.chars().count().min(y.chars().count()))
+        .collect();
+    typos.iter().all(|&n| n >= TYPO_MIN_CHARS)
+        && (typos.len() >= 2 || typos.iter().any(|&n| n >= 8))
 }
+
+/// The shortest misspelt word a typo variant may have ([`typo_variant`]).
+const TYPO_MIN_CHARS: usize = 6;
 
 /// How two prompts' content words differ: counts of words only in each,
 /// and of words in both (counted on the cached prompt's side).

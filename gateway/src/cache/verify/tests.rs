@@ -866,3 +866,90 @@ fn a_question_typed_in_a_hurry_needs_less_similarity() {
         assert_eq!(v.threshold_for(a, b, t), t, "{a:?} vs {b:?}");
     }
 }
+
+#[test]
+fn stems_shouting_and_short_typos_do_not_open_the_typo_allowance() {
+    // A stem is known by its word: "campu" is campus, not a misspelt camp.
+    assert!(
+        check(
+            "How big is the campus at my university?",
+            "How big is the camp at my university?"
+        )
+        .is_err()
+    );
+    // A shouted prompt's plural is a plural.
+    assert_eq!(
+        check(
+            "How many calories are in a banana?",
+            "HOW MANY CALORIES ARE IN BANANAS"
+        ),
+        Ok(())
+    );
+    let t = tokenize("Is 2FA on for B2B and A?");
+    let caps: Vec<bool> = t.iter().map(|t| t.capitals).collect();
+    assert_eq!(caps, [false, true, false, false, true, false, false]);
+    let v = Verifier::default();
+    let t = 0.6;
+    for (a, b) in [
+        // A short word one letter off, whatever else is misspelt.
+        (
+            "How do I install deno on a mac?",
+            "how do i instal demo on a mac",
+        ),
+        // Fewer than three words.
+        ("Kubernetes tutorials", "kubernets tutorails"),
+        // An alias is no typo.
+        (
+            "How do I sort an array in JavaScript?",
+            "how do i sort an array in js",
+        ),
+    ] {
+        assert_eq!(v.threshold_for(a, b, t), t, "{a:?} vs {b:?}");
+    }
+    // Off (as in a group with audits on): the threshold as given.
+    let off = Verifier {
+        typo_variants: false,
+        ..Verifier::default()
+    };
+    let (a, b) = ("What causes earthquakes?", "what causes earthquaks");
+    assert!(v.threshold_for(a, b, t) < t);
+    assert_eq!(off.threshold_for(a, b, t), t);
+    // At least half English; characters of Chinese count as unknown words.
+    assert!(english(&tokenize("wie lang ist the river")));
+    assert!(!english(&tokenize("如何安装 kubernetes")));
+    assert!(!english(&tokenize("")));
+}
+
+#[test]
+fn a_negation_in_a_polite_hedge_does_not_count() {
+    let n = |text: &str| negations(&tokenize(text));
+    assert_eq!(
+        n("Quick question, if you don't mind: is ibuprofen safe?"),
+        0
+    );
+    assert_eq!(
+        n("If it's not too much trouble, translate 'hello' into Czech."),
+        0
+    );
+    assert_eq!(
+        n("Hiya, hope I'm not interrupting - what is 12 squared?"),
+        0
+    );
+    assert_eq!(
+        n("I hope this isn't a dumb question, but why is the sky blue?"),
+        0
+    );
+    // A clause that says more than politeness counts.
+    assert_eq!(n("I don't eat meat, what should I cook tonight?"), 1);
+    assert_eq!(n("Don't explain, just give me the regex."), 1);
+    assert_eq!(n("If you don't mind spicy food, what should I cook?"), 1);
+    // A hyphen inside a word, or before a flag, is no dash.
+    assert_eq!(n("What does the -r flag do if it's not recursive?"), 1);
+    assert_eq!(
+        check(
+            "Is ibuprofen safe to take with coffee?",
+            "Quick question, if you don't mind: is ibuprofen safe to take with coffee? thanks!"
+        ),
+        Ok(())
+    );
+}
