@@ -1050,10 +1050,16 @@ fn final_question(text: &str) -> Option<&str> {
     // language, digits glued to a unit: "I'm on a Mac.", "I weigh 80kg."),
     // an output format or a scope word ("I only need a brief answer."), or
     // a condition the advice must respect ("I'm allergic to nuts.", "It's
-    // winter here.").
+    // winter here."). The names of days and months are time words, which
+    // in a story only tell it ("an interview next Tuesday"), as SEASONS
+    // says.
     let named = |ts: &[Token]| -> std::collections::BTreeSet<String> {
         let mut s = numbers(ts);
-        s.extend(ts.iter().filter(|t| is_key(t)).map(|t| t.low.clone()));
+        s.extend(
+            ts.iter()
+                .filter(|t| is_key(t) && !TIME.contains(&t.low.as_str()))
+                .map(|t| t.low.clone()),
+        );
         s.extend(in_lexicon(ts, FORMAT));
         s.extend(in_lexicon(ts, SCOPE));
         s.extend(in_lexicon(ts, CONDITIONS));

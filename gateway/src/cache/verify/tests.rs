@@ -953,3 +953,19 @@ fn a_negation_in_a_polite_hedge_does_not_count() {
         Ok(())
     );
 }
+
+#[test]
+fn days_and_months_in_a_backstory_only_tell_the_story() {
+    let q = "Can you explain what a closure is?";
+    assert_eq!(
+        final_question(&format!("I have an interview next Tuesday. {q}")),
+        Some(q)
+    );
+    assert_eq!(
+        final_question(&format!("My exam is in March, and I'm nervous. {q}")),
+        Some(q)
+    );
+    // Other names still keep the context.
+    assert_eq!(final_question(&format!("I'm on a Mac. {q}")), None);
+    assert_eq!(final_question(&format!("I use Python at work. {q}")), None);
+}
