@@ -488,6 +488,34 @@ def test_an_unreachable_qdrant_server_fails_open(launch, tmp_path):
     gw.process.wait_for_record(lambda r: "Qdrant server not ready" in r.get("message", ""), 10)
 
 
+def test_a_copy_typed_in_a_hurry_hits_under_the_threshold_unless_audited(launch, tmp_path):
+    """Heavy typos put a copy of a question far under the 0.60 threshold
+    ("what causes earthquaks", 0.45); the verifier's typo-variant margin
+    lets it hit. A group with audits on holds every hit to its threshold:
+    there the same copy is neither a hit nor a near miss."""
+    fake = launch.fake()
+    gw = launch.gateway(semantic_config(fake, tmp_path / "cache", auth=True,
+                                        groups={"gpt-test": None, "gpt-audited": {"audit_rate": 1.0}}),
+                        env={MASTER_KEY_ENV: MASTER_KEY})
+    client = gw.client(api_key=MASTER_KEY)
+    auth = {"authorization": f"Bearer {MASTER_KEY}"}
+    question, typed = "What causes earthquakes?", "what causes earthquaks"
+    for model in ("gpt-test", "gpt-audited"):
+        assert ask(client, messages=user(question), model=model).headers["x-switchyard-cache"] == "miss"
+    deadline = time.monotonic() + 10
+    while gw.http("GET", "/admin/cache/stats", headers=auth).json()["store"]["entries"] < 2:
+        assert time.monotonic() < deadline, "the store never held both answers"
+        time.sleep(0.02)
+    hit = until_semantic_hit(client, user(typed))
+    assert hit.headers["x-switchyard-cache"] == "hit-semantic"
+    assert float(hit.headers["x-switchyard-cache-similarity"]) < 0.6
+    assert hit.parse().choices[0].message.content == answer_to(question)
+    audited = ask(client, messages=user(typed), model="gpt-audited")
+    assert audited.headers["x-switchyard-cache"] == "miss"
+    assert "x-switchyard-cache-audit" not in audited.headers
+    assert audited.parse().choices[0].message.content == answer_to(typed)
+
+
 def test_audits_answer_hits_fresh_and_a_disagreement_raises_the_groups_threshold(launch, tmp_path):
     """An audited group (audit_rate 1: every semantic hit is checked) with a
     strict agreement bar: the fake answers each prompt differently, so a

@@ -12,7 +12,8 @@
 //! found, [`Verifier::check`] compares the two prompts' words and refuses
 //! the hit when any of these differ:
 //!
-//! - **numbers** (digits, and number words from two up);
+//! - **numbers** (digits, and number words from two up, in English,
+//!   German, French, Spanish, Italian and Portuguese);
 //! - **key terms**: names and other specific tokens (capitalised mid-sentence,
 //!   containing digits or `_` or inner capitals, or a programming or human
 //!   language), each of which must appear in the other prompt, accents
@@ -146,6 +147,19 @@ const NUMBER_WORDS: &[(&str, &str)] = &[
     ("sixteen", "16"), ("seventeen", "17"), ("eighteen", "18"), ("nineteen", "19"),
     ("twenty", "20"), ("twice", "2"), ("hundred", "100"), ("thousand", "1000"),
     ("million", "1000000"), ("half", "0.5"), ("dozen", "12"),
+    // German, French, Spanish, Italian, Portuguese; not those that are also
+    // other words ("due", "sei", "dos", "cent", "neuf", "sept", "mil", "elf").
+    ("zwei", "2"), ("drei", "3"), ("vier", "4"), ("fünf", "5"), ("sechs", "6"), ("sieben", "7"),
+    ("acht", "8"), ("neun", "9"), ("zehn", "10"), ("zwölf", "12"), ("zwanzig", "20"),
+    ("hundert", "100"), ("tausend", "1000"),
+    ("deux", "2"), ("trois", "3"), ("quatre", "4"), ("cinq", "5"), ("huit", "8"), ("dix", "10"),
+    ("douze", "12"), ("vingt", "20"), ("mille", "1000"),
+    ("tres", "3"), ("cuatro", "4"), ("cinco", "5"), ("seis", "6"), ("siete", "7"), ("ocho", "8"),
+    ("nueve", "9"), ("diez", "10"), ("doce", "12"), ("veinte", "20"), ("cien", "100"),
+    ("tre", "3"), ("quattro", "4"), ("cinque", "5"), ("sette", "7"), ("nove", "9"),
+    ("dieci", "10"), ("dodici", "12"), ("cento", "100"),
+    ("dois", "2"), ("duas", "2"), ("três", "3"), ("sete", "7"), ("oito", "8"), ("dez", "10"),
+    ("doze", "12"), ("vinte", "20"), ("cem", "100"),
 ];
 /// Capitalised words that name nothing.
 #[rustfmt::skip]

@@ -969,3 +969,26 @@ fn days_and_months_in_a_backstory_only_tell_the_story() {
     assert_eq!(final_question(&format!("I'm on a Mac. {q}")), None);
     assert_eq!(final_question(&format!("I use Python at work. {q}")), None);
 }
+
+#[test]
+fn number_words_count_in_the_other_languages_too() {
+    assert_eq!(
+        check(
+            "¿Cuál es el río más largo de España?",
+            "¿Cuáles son los diez ríos más largos de España?"
+        ),
+        Err(Reason::Number)
+    );
+    assert_eq!(
+        check(
+            "Nenne drei Flüsse in Bayern.",
+            "Nenne vier Flüsse in Bayern."
+        ),
+        Err(Reason::Number)
+    );
+    // Words that are also other words are not read as numbers.
+    assert_eq!(
+        numbers(&tokenize("When is the rent due? Dos and don'ts, one cent")),
+        std::collections::BTreeSet::new()
+    );
+}
