@@ -435,31 +435,44 @@ const MAX_FUZZY_CHARS: usize = 40;
 
 /// Optimal-string-alignment distance (a transposition counts once), or
 /// more than 2 when the lengths alone differ by more, or either is longer
-/// than [`MAX_FUZZY_CHARS`].
+/// than [`MAX_FUZZY_CHARS`]. On the stack: it runs for every long word
+/// against every long negation ([`is_negation`]).
 fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len().abs_diff(b.len()) > 2 || a.len().max(b.len()) > MAX_FUZZY_CHARS {
+    let chars = |w: &str| -> Option<([char; MAX_FUZZY_CHARS], usize)> {
+        let mut out = ['\0'; MAX_FUZZY_CHARS];
+        let mut n = 0;
+        for c in w.chars() {
+            *out.get_mut(n)? = c;
+            n += 1;
+        }
+        Some((out, n))
+    };
+    let (Some((ca, n)), Some((cb, m))) = (chars(a), chars(b)) else {
+        return 3;
+    };
+    if n.abs_diff(m) > 2 {
         return 3;
     }
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
+    let (a, b) = (&ca[..n], &cb[..m]);
+    // Rows i, i - 1 and i - 2 of the table, kept at i % 3.
+    let mut rows = [[0usize; MAX_FUZZY_CHARS + 1]; 3];
+    for (j, cell) in rows[0].iter_mut().enumerate().take(m + 1) {
         *cell = j;
     }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]));
+    for i in 1..=n {
+        let (cur, prev, prev2) = (i % 3, (i - 1) % 3, (i + 1) % 3);
+        rows[cur][0] = i;
+        for j in 1..=m {
+            let mut best = (rows[prev][j] + 1)
+                .min(rows[cur][j - 1] + 1)
+                .min(rows[prev][j - 1] + usize::from(a[i - 1] != b[j - 1]));
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
+                best = best.min(rows[prev2][j - 2] + 1);
             }
-            d[i][j] = best;
+            rows[cur][j] = best;
         }
     }
-    d[a.len()][b.len()]
+    rows[n % 3][m]
 }
 
 /// English words and names in lower case, one per line: SCOWL's common

@@ -992,3 +992,71 @@ fn number_words_count_in_the_other_languages_too() {
         std::collections::BTreeSet::new()
     );
 }
+
+/// The textbook table, to check the one on the stack against.
+fn reference_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]));
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[test]
+fn edit_distance_matches_the_textbook_table() {
+    let words = [
+        "",
+        "a",
+        "ab",
+        "ba",
+        "abc",
+        "acb",
+        "recieve",
+        "receive",
+        "kitten",
+        "sitting",
+        "wihtout",
+        "without",
+        "cannnot",
+        "cannot",
+        "Perú",
+        "peru",
+        "earthquaks",
+        "earthquakes",
+        "ca",
+        "abc",
+        "flaw",
+        "lawn",
+        "zürich",
+        "zurich",
+    ];
+    for a in words {
+        for b in words {
+            let want = reference_distance(a, b);
+            let got = edit_distance(a, b);
+            if a.chars().count().abs_diff(b.chars().count()) > 2 {
+                assert_eq!(got, 3, "{a:?} {b:?}");
+            } else {
+                assert_eq!(got, want, "{a:?} {b:?}");
+            }
+        }
+    }
+    let long = "x".repeat(MAX_FUZZY_CHARS);
+    assert_eq!(edit_distance(&long, &long), 0);
+    assert_eq!(edit_distance(&format!("{long}y"), &format!("{long}y")), 3);
+}
