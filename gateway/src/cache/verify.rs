@@ -1080,17 +1080,27 @@ fn final_question(text: &str) -> Option<&str> {
     // winter here."). The names of days and months are time words, which
     // in a story only tell it ("an interview next Tuesday"), as SEASONS
     // says.
-    let named = |ts: &[Token]| -> std::collections::BTreeSet<String> {
+    let named = |ts: &[Token], story: bool| -> std::collections::BTreeSet<String> {
         let mut s = numbers(ts);
         s.extend(
             ts.iter()
                 .filter(|t| is_key(t) && !TIME.contains(&t.low.as_str()))
                 .map(|t| t.low.clone()),
         );
-        s.extend(in_lexicon(ts, FORMAT));
-        s.extend(in_lexicon(ts, SCOPE));
+        // Format and scope words shape the answer when the asker asks for
+        // them; in the story's other sentences they only tell it ("every
+        // night my cat…", "I've tried all the settings", "I'm writing an
+        // email to my manager").
+        let shaping = if story { wishes(ts) } else { ts.to_vec() };
+        s.extend(in_lexicon(&shaping, FORMAT));
+        s.extend(in_lexicon(&shaping, SCOPE));
         s.extend(in_lexicon(ts, CONDITIONS));
-        s.extend(in_lexicon(ts, SEASONS));
+        // "Fall" is autumn ("she loves fall" and "a haiku about autumn").
+        s.extend(
+            in_lexicon(ts, SEASONS)
+                .into_iter()
+                .map(|w| if w == "fall" { "autumn".to_owned() } else { w }),
+        );
         s
     };
     // A constraint on the means: "without", or a negation just before a
@@ -1105,8 +1115,66 @@ fn final_question(text: &str) -> Option<&str> {
                     .take(2)
                     .any(|v| MEANS.contains(&v.stem.as_str())))
     });
-    (!constrained && named(&told).is_subset(&named(&asked))).then_some(question)
+    (!constrained && named(&told, true).is_subset(&named(&asked, false))).then_some(question)
 }
+
+/// The tokens of the sentences in `tokens` that state a wish: a word of
+/// [`WANTING`] ("I only need the names.", "I'd prefer a table."), "please",
+/// or an obligation ("It has to be one sentence.", "gotta fit a slide"),
+/// or that are a short fragment telling no one's story, with no pronoun
+/// ("Just the names.", "One sentence max."; a longer sentence without one
+/// is the story's: "Nobody at the table is good at maths.", or in a
+/// language that drops its pronouns, "En casa solo tengo una báscula.").
+fn wishes(tokens: &[Token]) -> Vec<Token> {
+    let mut wished: std::collections::BTreeSet<usize> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| {
+            WANTING.contains(&t.low.as_str())
+                || (OBLIGED.contains(&t.low.as_str())
+                    && tokens.get(i + 1).is_some_and(|n| n.low == "to"))
+        })
+        .map(|(_, t)| t.sentence)
+        .collect();
+    let told: std::collections::BTreeSet<usize> = tokens
+        .iter()
+        .filter(|t| PRONOUNS.contains(&t.low.as_str()) || REFERRING.contains(&t.low.as_str()))
+        .map(|t| t.sentence)
+        .collect();
+    let length = |k: usize| tokens.iter().filter(|t| t.sentence == k).count();
+    wished.extend(
+        tokens
+            .iter()
+            .map(|t| t.sentence)
+            .filter(|&k| !told.contains(&k) && length(k) <= FRAGMENT_WORDS),
+    );
+    tokens
+        .iter()
+        .filter(|t| wished.contains(&t.sentence))
+        .cloned()
+        .collect()
+}
+
+/// Words by which an asker states a wish ([`wishes`]).
+#[rustfmt::skip]
+const WANTING: &[&str] = &[
+    "want", "wants", "wanted", "wanna", "need", "needs", "needed", "prefer", "like", "looking",
+    "trying", "hoping", "hope", "require", "required", "requires", "must", "should", "wish",
+    "rather", "asked", "asks", "expects", "expected", "please", "gotta", "ideally",
+];
+/// Personal pronouns other than [`REFERRING`]'s, by which a sentence
+/// tells someone's story ([`wishes`]).
+#[rustfmt::skip]
+const PRONOUNS: &[&str] = &[
+    "i", "i'm", "i've", "i'd", "i'll", "im", "ive", "me", "my", "mine", "we", "we're", "we've",
+    "we'd", "we'll", "us", "our", "you", "your", "you're", "he's", "she's", "they're", "it'll",
+    "ich", "mein", "meine", "wir", "unser", "je", "j'ai", "mon", "ma", "mes", "nous", "yo",
+    "mi", "mis", "nosotros", "nuestro", "nuestra",
+];
+/// The most words in a fragment ([`wishes`]).
+const FRAGMENT_WORDS: usize = 5;
+/// Verbs of obligation before "to" ([`wishes`]).
+const OBLIGED: &[&str] = &["has", "have", "had", "got", "needs", "ought"];
 
 /// Verbs of using or having: negated in a backstory, they constrain how
 /// the question may be answered.

@@ -971,6 +971,53 @@ fn days_and_months_in_a_backstory_only_tell_the_story() {
 }
 
 #[test]
+fn format_and_scope_words_in_a_backstory_count_only_when_asked_for() {
+    // Told in the story, they tell it.
+    for (story, q) in [
+        (
+            "Every night my cat climbs onto my lap and kneads the blanket.",
+            "Why do cats knead blankets?",
+        ),
+        (
+            "I've tried all the settings pages and can't find it anywhere obvious.",
+            "How do I update my billing address?",
+        ),
+        (
+            "I'm writing an email to my manager and always second-guess myself.",
+            "What is the difference between affect and effect?",
+        ),
+        (
+            "Estoy siguiendo una receta americana y solo tengo una báscula de cocina.",
+            "¿Cuántos gramos hay en una taza de harina?",
+        ),
+        // "Fall" is autumn.
+        (
+            "My grandmother says fall is her favourite season.",
+            "Could you write a haiku about autumn rain?",
+        ),
+    ] {
+        assert_eq!(final_question(&format!("{story} {q}")), Some(q), "{story}");
+    }
+    // Asked for (a wish, an obligation, "please", or a short fragment with
+    // no one in it), they shape the answer.
+    let q = "What are the planets in our solar system?";
+    for story in [
+        "For the quiz I only need their names.",
+        "It has to be a single sentence for my slide.",
+        "Bullet points please, it's for my kid.",
+        "Just the names.",
+        "One sentence max.",
+    ] {
+        assert_eq!(final_question(&format!("{story} {q}")), None, "{story}");
+    }
+    // Seasons other than autumn are still conditions.
+    assert_eq!(
+        final_question("My grandmother loves spring. Could you write a haiku about autumn rain?"),
+        None
+    );
+}
+
+#[test]
 fn number_words_count_in_the_other_languages_too() {
     assert_eq!(
         check(
