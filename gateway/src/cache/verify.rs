@@ -1016,8 +1016,14 @@ impl Verifier {
                         .iter()
                         .any(|u| u.clause == t.clause && COORDINATORS.contains(&u.low.as_str()))
             };
+            // An added clause of its own is set aside only where a name in
+            // it would show: in a prompt whose writer uses capitals. In
+            // one written all in lower case, "i live in texas, what is the
+            // minimum wage" names a place no check can see.
+            let unseen = !writes_capitals(tokens);
             if extra.iter().any(|t| {
-                (asking.iter().any(|u| u.clause == t.clause) || joined(t)) && !incidental(t)
+                (asking.iter().any(|u| u.clause == t.clause) || joined(t) || unseen)
+                    && !incidental(t)
             }) {
                 return Err(Reason::Qualifier);
             }
@@ -1057,6 +1063,10 @@ fn final_question(text: &str) -> Option<&str> {
     let asked = tokenize(question);
     let told = tokenize(context);
     if asked.is_empty() || told.is_empty() {
+        return None;
+    }
+    // A story written all in lower case would hide the names it tells.
+    if !writes_capitals(&told) {
         return None;
     }
     // A question that points back into its context ("Is that dangerous?",
@@ -1116,6 +1126,14 @@ fn final_question(text: &str) -> Option<&str> {
                     .any(|v| MEANS.contains(&v.stem.as_str())))
     });
     (!constrained && named(&told, true).is_subset(&named(&asked, false))).then_some(question)
+}
+
+/// Whether the writer of `tokens` uses capitals at all, so that a name
+/// would show as one ([`is_key`]).
+fn writes_capitals(tokens: &[Token]) -> bool {
+    tokens
+        .iter()
+        .any(|t| t.surface.chars().any(char::is_uppercase))
 }
 
 /// The tokens of the sentences in `tokens` that state a wish: a word of

@@ -1018,6 +1018,52 @@ fn format_and_scope_words_in_a_backstory_count_only_when_asked_for() {
 }
 
 #[test]
+fn context_written_all_in_lower_case_is_not_set_aside() {
+    let v = Verifier::default();
+    // A place no check can see: the writer capitalises nothing.
+    for (told, bare) in [
+        (
+            "i live in texas. what is the minimum wage?",
+            "What is the minimum wage?",
+        ),
+        (
+            "i live in california, what is the minimum wage",
+            "what is the minimum wage",
+        ),
+    ] {
+        assert!(v.check_at(told, bare, 0.8).is_err(), "{told}");
+        assert!(v.check_at(bare, told, 0.8).is_err(), "{told}");
+    }
+    // Written with capitals, a context clause with no name still is...
+    assert_eq!(
+        v.check_at(
+            "Sorry if this is a dumb question, but what is the minimum wage?",
+            "What is the minimum wage?",
+            0.8
+        ),
+        Ok(())
+    );
+    // ...and one that names a place is refused for it.
+    assert_eq!(
+        v.check_at(
+            "I live in Texas. What is the minimum wage?",
+            "What is the minimum wage?",
+            0.8
+        ),
+        Err(Reason::KeyTerm)
+    );
+    // In lower case, an added clause of pleasantries alone still passes.
+    assert_eq!(
+        v.check_at(
+            "hey friend, what is the minimum wage",
+            "what is the minimum wage",
+            0.8
+        ),
+        Ok(())
+    );
+}
+
+#[test]
 fn number_words_count_in_the_other_languages_too() {
     assert_eq!(
         check(
