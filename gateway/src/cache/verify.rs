@@ -303,6 +303,8 @@ struct Token {
     cjk: bool,
     /// Written in capitals in a prompt that is not ([`key_stem`]).
     capitals: bool,
+    /// In a prompt in German, which capitalises every noun ([`is_name`]).
+    german: bool,
 }
 
 fn is_cjk(c: char) -> bool {
@@ -383,6 +385,16 @@ fn tokenize(text: &str) -> Vec<Token> {
             i += 1;
         }
     }
+    // German capitalises every noun: a capital there names nothing.
+    let function = tokens
+        .iter()
+        .filter(|t| GERMAN.contains(&t.low.as_str()) || GERMAN_GREETINGS.contains(&t.low.as_str()))
+        .count();
+    if function >= 2 && function * 5 >= tokens.iter().filter(|t| !t.cjk).count() {
+        for t in &mut tokens {
+            t.german = true;
+        }
+    }
     // A prompt in capitals throughout is shouted: its words are words.
     if text.chars().any(char::is_lowercase) {
         for t in &mut tokens {
@@ -410,6 +422,7 @@ fn token(surface: String, start: bool, place: (bool, usize, usize), cjk: bool) -
         coordinated: false,
         cjk,
         capitals: false,
+        german: false,
     }
 }
 
@@ -599,14 +612,38 @@ fn same_key(t: &Token, plain: Option<&str>, y: &str, y_capitalised: bool, englis
 }
 
 fn is_key(t: &Token) -> bool {
+    is_name(t, true)
+}
+
+/// [`is_key`], where `capital` says whether a capital first letter alone
+/// makes a name: not in German, where every noun has one ("Hallo! Kurze
+/// Frage: …" names nothing), so German names rest on the checks that
+/// lower-case English ones do (a swapped word is a substitution, an added
+/// one a qualifier).
+fn is_name(t: &Token, capital: bool) -> bool {
     let s = &t.surface;
     let function = FUNCTION_CAPS.contains(&t.low.as_str()) || GREETINGS.contains(&t.low.as_str());
     s.chars().any(|c| c.is_ascii_digit())
         || s.contains('_')
         || LANGUAGES.contains(&t.low.as_str())
-        || (!function && !t.start && s.chars().next().is_some_and(char::is_uppercase))
+        || (capital && !function && !t.start && s.chars().next().is_some_and(char::is_uppercase))
         || (!function && s.chars().skip(1).any(char::is_uppercase))
 }
+
+/// The German ones of [`GREETINGS`], which show a prompt's language too.
+const GERMAN_GREETINGS: &[&str] = &["hallo", "danke", "dank", "vielen", "bitte"];
+
+/// German function words: a prompt with enough of them is in German
+/// ([`tokenize`]), where they ask for nothing more ([`incidental`]).
+#[rustfmt::skip]
+const GERMAN: &[&str] = &[
+    "der", "die", "das", "den", "dem", "des", "ein", "eine", "einen", "einem", "einer", "eines",
+    "ist", "sind", "wie", "was", "wo", "wann", "warum", "welche", "welcher", "welches", "ich",
+    "du", "sie", "wir", "es", "und", "oder", "mit", "von", "zu", "auf", "für", "im", "am",
+    "man", "hat", "habe", "kann", "können", "könnten", "mir", "mich", "bitte", "auch", "noch",
+    "nach", "bei", "aus", "über", "gibt", "mein", "meine", "sich", "wird", "werden", "dieses",
+    "diese", "dieser",
+];
 
 /// The negations that bear on what is asked: not the asker's own "I don't
 /// get what…", "I'm not sure how…" (a negated verb of knowing between "I"
@@ -881,7 +918,7 @@ impl Verifier {
         let (wa, wb) = (words(&a), words(&b));
         let english_text = english(&a) && english(&b);
         for (xs, other) in [(&a, &wb), (&b, &wa)] {
-            for t in xs.iter().filter(|t| is_key(t)) {
+            for t in xs.iter().filter(|t| is_name(t, !t.german)) {
                 let plain = unaccented(&t.low);
                 if !other
                     .iter()
@@ -1020,7 +1057,7 @@ impl Verifier {
             // it would show: in a prompt whose writer uses capitals. In
             // one written all in lower case, "i live in texas, what is the
             // minimum wage" names a place no check can see.
-            let unseen = !writes_capitals(tokens);
+            let unseen = !writes_capitals(tokens) || tokens.iter().any(|u| u.german);
             if extra.iter().any(|t| {
                 (asking.iter().any(|u| u.clause == t.clause) || joined(t) || unseen)
                     && !incidental(t)
@@ -1223,7 +1260,8 @@ const CONDITIONS: &[&str] = &[
 /// misspelt function word ("wat", "wich", "teh": one edit from a common
 /// one, same first letter).
 fn incidental(t: &Token) -> bool {
-    PLEASANTRIES.contains(&t.low.as_str())
+    (t.german && GERMAN.contains(&t.low.as_str()))
+        || PLEASANTRIES.contains(&t.low.as_str())
         || PLEASANTRIES.contains(&t.stem.as_str())
         || GREETINGS.contains(&t.low.as_str())
         || (t.low.chars().count() >= 3
@@ -1240,6 +1278,14 @@ const PLEASANTRIES: &[&str] = &[
     "appreciate", "appreciated", "random", "assistant", "regards", "kind", "advance", "lol",
     "ty", "tysm", "hiya", "interrupting", "hope", "way", "given", "describe", "explain",
     "process", "inform", "exactly", "actually", "basically", "simply",
+    // The same in German, French, Spanish, Italian and Portuguese: a quick
+    // question, sorry to bother, many thanks in advance, kind regards.
+    "kurze", "frage", "entschuldigen", "entschuldigung", "störung", "stören",
+    "voraus", "schön", "grüße", "freundlichen", "excusez-moi", "excusez", "déranger",
+    "beaucoup", "avance", "cordialement", "petite", "rapide", "disculpe", "perdón",
+    "molestar", "molestia", "pregunta", "rápida", "muchas", "saludos", "scusi", "scusa",
+    "disturbo", "disturbare", "domanda", "veloce", "saluti", "mille", "desculpe",
+    "incomodar", "pergunta", "obrigado", "obrigada",
 ];
 
 /// Function words often misspelt ([`incidental`]).
@@ -1312,7 +1358,10 @@ const TYPO_SHORT: &[(&str, &str)] = &[
 fn typo_variant(a: &str, b: &str) -> bool {
     let (ta, tb) = (tokenize(a), tokenize(b));
     // Only English text: the word list tells a typo from another word.
-    if !english(&ta) || !english(&tb) {
+    // The copy typed in a hurry may have too many typos to read as English
+    // ("explian recurson with an exmaple"); its words must pair with the
+    // other's one by one, so the other being English is enough.
+    if !english(&ta) && !english(&tb) {
         return false;
     }
     let words = |ts: &[Token]| -> Vec<String> {

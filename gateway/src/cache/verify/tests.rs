@@ -839,6 +839,12 @@ fn a_question_typed_in_a_hurry_needs_less_similarity() {
             "How do you declare a constant in Go?",
             "how do u delcare a constnat in go",
         ),
+        // So many typos that the copy no longer reads as English: the
+        // other prompt does.
+        (
+            "Explain recursion with an example.",
+            "explian recurson with an exmaple",
+        ),
     ] {
         assert!(
             (v.threshold_for(a, b, t) - (t - TYPO_MARGIN)).abs() < 1e-6,
@@ -1060,6 +1066,57 @@ fn context_written_all_in_lower_case_is_not_set_aside() {
             0.8
         ),
         Ok(())
+    );
+}
+
+#[test]
+fn german_capitals_name_nothing_but_german_names_still_count() {
+    let v = Verifier::default();
+    // Every German noun has a capital: greetings and "Kurze Frage" added
+    // around a question name nothing.
+    for (a, b) in [
+        (
+            "Wie lange kocht man Spaghetti?",
+            "Hallo! Kurze Frage: Wie lange kocht man Spaghetti? Danke schön!",
+        ),
+        (
+            "Wie lange gilt die Garantie auf dieses Produkt?",
+            "Hallo, entschuldigen Sie die Störung. Wie lange gilt die Garantie auf \
+             dieses Produkt? Vielen Dank im Voraus!",
+        ),
+    ] {
+        assert_eq!(v.check_at(a, b, 0.8), Ok(()), "{b}");
+    }
+    // A name swapped or added is refused as a lower-case English one is.
+    for (a, b, reason) in [
+        (
+            "Wie viele Einwohner hat Hamburg?",
+            "Wie viele Einwohner hat München?",
+            Reason::Substitution,
+        ),
+        (
+            "Wie lange ist ein Reisepass gültig?",
+            "Wie lange ist ein Reisepass in Deutschland gültig?",
+            Reason::Qualifier,
+        ),
+        // In German a name in added context cannot be seen, so the
+        // context is never set aside.
+        (
+            "Hallo! Ich wohne in Köln. Wie viel Trinkgeld gibt man?",
+            "Wie viel Trinkgeld gibt man?",
+            Reason::Qualifier,
+        ),
+    ] {
+        assert_eq!(v.check_at(a, b, 0.8), Err(reason), "{b}");
+    }
+    // English capitals still name things.
+    assert_eq!(
+        v.check_at(
+            "How many people live in Hamburg?",
+            "How many people live in Munich?",
+            0.8
+        ),
+        Err(Reason::KeyTerm)
     );
 }
 
