@@ -787,6 +787,81 @@ fn order_keys(cs: &[Token]) -> Vec<&str> {
     k
 }
 
+/// Whether `b` is `a` with whole phrases moved: the same words, in runs
+/// (the longest first, from the start of `a`) that each begin a prompt,
+/// follow punctuation or open with a preposition or conjunction of
+/// [`OPENERS`], on both sides, no two with the same opener. "What is the
+/// monthly payment on a $250,000 mortgage at 6% over 30 years?" is "Over
+/// 30 years at 6%, what is the monthly payment on a $250,000 mortgage?";
+/// "…from London to New York?" is not "…from New York to London?" (the
+/// prepositions stay where they were and the names swap), nor "What time is
+/// it in London, when it's 9 AM in Tokyo?" "…in Tokyo, when it's 9 AM in
+/// London?" (two phrases with one opener trade places).
+fn moved_phrases(a: &[Token], b: &[Token]) -> bool {
+    let words = |ts: &[Token]| -> Vec<String> { ts.iter().map(|t| t.low.clone()).collect() };
+    let (wa, wb) = (words(a), words(b));
+    let (mut x, mut y) = (wa.clone(), wb.clone());
+    x.sort_unstable();
+    y.sort_unstable();
+    if x != y {
+        return false;
+    }
+    let opens =
+        |ts: &[Token], i: usize| i == 0 || ts[i].boundary || OPENERS.contains(&ts[i].low.as_str());
+    let mut used = vec![false; wb.len()];
+    let mut openers = std::collections::BTreeSet::new();
+    let mut i = 0;
+    while i < wa.len() {
+        // The longest run from `a[i]` that is unused and in a row in `b`.
+        let (len, at) = (0..wb.len())
+            .map(|j| {
+                let n = (0..)
+                    .take_while(|&k| {
+                        i + k < wa.len()
+                            && j + k < wb.len()
+                            && !used[j + k]
+                            && wa[i + k] == wb[j + k]
+                    })
+                    .count();
+                (n, j)
+            })
+            .max_by_key(|&(n, j)| (n, std::cmp::Reverse(j)))
+            .unwrap_or((0, 0));
+        if len == 0 || !opens(a, i) || !opens(b, at) {
+            return false;
+        }
+        if OPENERS.contains(&wa[i].as_str()) && !openers.insert(wa[i].as_str()) {
+            return false;
+        }
+        used[at..at + len].iter_mut().for_each(|u| *u = true);
+        i += len;
+    }
+    true
+}
+
+/// The prepositions of direction in `tokens`, in order.
+fn directions(tokens: &[Token]) -> Vec<&str> {
+    tokens
+        .iter()
+        .map(|t| t.low.as_str())
+        .filter(|w| DIRECTIONS.contains(w))
+        .collect()
+}
+
+/// Prepositions of direction, which as stop words would otherwise be hidden
+/// from the order check.
+const DIRECTIONS: &[&str] = &["from", "to", "into", "onto", "than", "towards", "toward"];
+
+/// Prepositions and subordinating conjunctions that open a phrase which
+/// may move whole ([`moved_phrases`]).
+#[rustfmt::skip]
+const OPENERS: &[&str] = &[
+    "if", "when", "whenever", "while", "once", "after", "before", "until", "unless", "as",
+    "because", "since", "though", "although", "in", "on", "at", "under", "over", "for",
+    "from", "to", "with", "without", "by", "during", "between", "into", "through", "via",
+    "using", "per", "within", "across", "besides", "except",
+];
+
 /// Words that join two words or clauses of equal standing.
 #[rustfmt::skip]
 const COORDINATORS: &[&str] = &[
@@ -966,6 +1041,18 @@ impl Verifier {
         // Two words joined by "and" or "or" are compared in one order
         // ("&str and String" is "String and &str").
         let (ka, kb) = (order_keys(&ca), order_keys(&cb));
+        // The same words in the same order, but with the words that give a
+        // direction swapped: "…from French into English" is not "…into
+        // French from English".
+        let (ra, rb) = (directions(&a), directions(&b));
+        if ka == kb && ra != rb && {
+            let (mut x, mut y) = (ra.clone(), rb.clone());
+            x.sort_unstable();
+            y.sort_unstable();
+            x == y
+        } {
+            return Err(Reason::Order);
+        }
         if ka != kb && {
             let (mut x, mut y) = (ka.clone(), kb.clone());
             x.sort_unstable();
@@ -973,12 +1060,13 @@ impl Verifier {
             x == y
         } {
             // The same words in another order: fine only if a whole clause
-            // moved at a boundary.
+            // moved at a boundary, or whole phrases moved, each with the
+            // word that opens it.
             let moved_clause = (1..ka.len()).any(|k| {
                 ka[k..].iter().chain(&ka[..k]).eq(kb.iter())
                     && (ca[k].boundary || cb[ka.len() - k].boundary)
             });
-            if !moved_clause {
+            if !moved_clause && !moved_phrases(&a, &b) {
                 return Err(Reason::Order);
             }
         }

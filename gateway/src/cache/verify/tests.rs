@@ -1121,6 +1121,56 @@ fn german_capitals_name_nothing_but_german_names_still_count() {
 }
 
 #[test]
+fn whole_phrases_may_move_with_their_openers() {
+    let v = Verifier::default();
+    for (a, b) in [
+        (
+            "What is the monthly payment on a $250,000 mortgage at 6% over 30 years?",
+            "Over 30 years at 6%, what is the monthly payment on a $250,000 mortgage?",
+        ),
+        (
+            "If my flight is delayed more than three hours, am I entitled to \
+             compensation under EU rules?",
+            "Under EU rules, am I entitled to compensation if my flight is delayed \
+             more than three hours?",
+        ),
+        (
+            "When traveling to Japan, do I need a visa as a US citizen?",
+            "As a US citizen, do I need a visa when traveling to Japan?",
+        ),
+    ] {
+        assert_eq!(v.check(a, b), Ok(()), "{a:?} vs {b:?}");
+    }
+    // Names that trade places around prepositions that stay, or two
+    // phrases with the same opener that trade places, change the question.
+    for (a, b) in [
+        (
+            "How long is the flight from London to New York?",
+            "How long is the flight from New York to London?",
+        ),
+        ("Convert 10 km to miles.", "Convert 10 miles to km."),
+        (
+            "In London, what time is it when it's 9 AM in Tokyo?",
+            "In Tokyo, what time is it when it's 9 AM in London?",
+        ),
+        (
+            "When it's 3 PM in Paris, what time is it in New York?",
+            "When it's 3 PM in New York, what time is it in Paris?",
+        ),
+        (
+            "Translate 'hello' from French into English.",
+            "Translate 'hello' into French from English.",
+        ),
+        (
+            "Can I bring food on a plane from the US to Canada?",
+            "Can I bring food on a plane to the US from Canada?",
+        ),
+    ] {
+        assert_eq!(v.check(a, b), Err(Reason::Order), "{a:?} vs {b:?}");
+    }
+}
+
+#[test]
 fn number_words_count_in_the_other_languages_too() {
     assert_eq!(
         check(
