@@ -803,7 +803,7 @@ fn moved_phrases(a: &[Token], b: &[Token]) -> bool {
     let (mut x, mut y) = (wa.clone(), wb.clone());
     x.sort_unstable();
     y.sort_unstable();
-    if x != y {
+    if x != y || wa.len() > MAX_MOVED_WORDS {
         return false;
     }
     let opens =
@@ -851,6 +851,11 @@ fn directions(tokens: &[Token]) -> Vec<&str> {
 /// Prepositions of direction, which as stop words would otherwise be hidden
 /// from the order check.
 const DIRECTIONS: &[&str] = &["from", "to", "into", "onto", "than", "towards", "toward"];
+
+/// The longest prompt, in words, whose phrases may move
+/// ([`moved_phrases`], whose search grows with the cube of the length in
+/// the worst case); a longer one keeps its order.
+const MAX_MOVED_WORDS: usize = 80;
 
 /// Prepositions and subordinating conjunctions that open a phrase which
 /// may move whole ([`moved_phrases`]).
