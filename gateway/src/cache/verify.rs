@@ -685,7 +685,7 @@ fn negations(tokens: &[Token]) -> usize {
 #[rustfmt::skip]
 const HEDGES: &[&str] = &[
     "mind", "trouble", "much", "hope", "interrupting", "interrupt", "bother", "bothering",
-    "dumb", "silly", "stupid", "question",
+    "dumb", "silly", "stupid", "question", "asking", "ask",
 ];
 
 /// Verbs of knowing, negated by the asker to frame a question ([`negations`]).

@@ -942,6 +942,10 @@ fn a_negation_in_a_polite_hedge_does_not_count() {
         0
     );
     assert_eq!(
+        n("Good evening! If you don't mind me asking, how many grams are in a pound?"),
+        0
+    );
+    assert_eq!(
         n("I hope this isn't a dumb question, but why is the sky blue?"),
         0
     );
