@@ -625,7 +625,10 @@ fn is_name(t: &Token, capital: bool) -> bool {
     let function = FUNCTION_CAPS.contains(&t.low.as_str()) || GREETINGS.contains(&t.low.as_str());
     s.chars().any(|c| c.is_ascii_digit())
         || s.contains('_')
-        || LANGUAGES.contains(&t.low.as_str())
+        // A one-letter language is a name only as a capital: "how r they
+        // different", "the c to f formula" name no R and no C.
+        || (LANGUAGES.contains(&t.low.as_str())
+            && (t.low.chars().count() > 1 || s.chars().all(char::is_uppercase)))
         || (capital && !function && !t.start && s.chars().next().is_some_and(char::is_uppercase))
         || (!function && s.chars().skip(1).any(char::is_uppercase))
 }

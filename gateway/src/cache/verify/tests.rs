@@ -1175,6 +1175,38 @@ fn whole_phrases_may_move_with_their_openers() {
 }
 
 #[test]
+fn a_one_letter_language_is_a_name_only_as_a_capital() {
+    let v = Verifier::default();
+    let keys = |text: &str| -> Vec<String> {
+        tokenize(text)
+            .into_iter()
+            .filter(is_key)
+            .map(|t| t.surface)
+            .collect()
+    };
+    assert!(keys("how r they different").is_empty());
+    assert!(keys("whats the c to f formula").is_empty());
+    assert_eq!(keys("how do i read a csv in R"), ["R"]);
+    // Written as names, they are names.
+    assert_eq!(
+        v.check_at(
+            "How do I read a CSV file in R?",
+            "How do I read a CSV file in C?",
+            0.8
+        ),
+        Err(Reason::KeyTerm)
+    );
+    assert_eq!(
+        v.check_at(
+            "How do I read a CSV file in R?",
+            "How do I read a CSV file?",
+            0.8
+        ),
+        Err(Reason::KeyTerm)
+    );
+}
+
+#[test]
 fn number_words_count_in_the_other_languages_too() {
     assert_eq!(
         check(
