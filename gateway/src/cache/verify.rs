@@ -643,7 +643,7 @@ const GERMAN: &[&str] = &[
     "der", "die", "das", "den", "dem", "des", "ein", "eine", "einen", "einem", "einer", "eines",
     "ist", "sind", "wie", "was", "wo", "wann", "warum", "welche", "welcher", "welches", "ich",
     "du", "sie", "wir", "es", "und", "oder", "mit", "von", "zu", "auf", "für", "im", "am",
-    "man", "hat", "habe", "kann", "können", "könnten", "mir", "mich", "bitte", "auch", "noch",
+    "man", "hat", "habe", "kann", "können", "könnten", "mir", "mich", "auch", "noch",
     "nach", "bei", "aus", "über", "gibt", "mein", "meine", "sich", "wird", "werden", "dieses",
     "diese", "dieser",
 ];
@@ -801,12 +801,9 @@ fn order_keys(cs: &[Token]) -> Vec<&str> {
 /// it in London, when it's 9 AM in Tokyo?" "…in Tokyo, when it's 9 AM in
 /// London?" (two phrases with one opener trade places).
 fn moved_phrases(a: &[Token], b: &[Token]) -> bool {
-    let words = |ts: &[Token]| -> Vec<String> { ts.iter().map(|t| t.low.clone()).collect() };
-    let (wa, wb) = (words(a), words(b));
-    let (mut x, mut y) = (wa.clone(), wb.clone());
-    x.sort_unstable();
-    y.sort_unstable();
-    if x != y || wa.len() > MAX_MOVED_WORDS {
+    let wa: Vec<&str> = a.iter().map(|t| t.low.as_str()).collect();
+    let wb: Vec<&str> = b.iter().map(|t| t.low.as_str()).collect();
+    if !reordered(&wa, &wb) || wa.len() > MAX_MOVED_WORDS {
         return false;
     }
     let opens =
@@ -833,13 +830,23 @@ fn moved_phrases(a: &[Token], b: &[Token]) -> bool {
         if len == 0 || !opens(a, i) || !opens(b, at) {
             return false;
         }
-        if OPENERS.contains(&wa[i].as_str()) && !openers.insert(wa[i].as_str()) {
+        if OPENERS.contains(&wa[i]) && !openers.insert(wa[i]) {
             return false;
         }
         used[at..at + len].iter_mut().for_each(|u| *u = true);
         i += len;
     }
     true
+}
+
+/// Whether `y` holds the items of `x` in another order.
+fn reordered<T: Ord + Clone>(x: &[T], y: &[T]) -> bool {
+    x != y && {
+        let (mut x, mut y) = (x.to_vec(), y.to_vec());
+        x.sort_unstable();
+        y.sort_unstable();
+        x == y
+    }
 }
 
 /// The prepositions of direction in `tokens`, in order.
@@ -1052,21 +1059,10 @@ impl Verifier {
         // The same words in the same order, but with the words that give a
         // direction swapped: "…from French into English" is not "…into
         // French from English".
-        let (ra, rb) = (directions(&a), directions(&b));
-        if ka == kb && ra != rb && {
-            let (mut x, mut y) = (ra.clone(), rb.clone());
-            x.sort_unstable();
-            y.sort_unstable();
-            x == y
-        } {
+        if ka == kb && reordered(&directions(&a), &directions(&b)) {
             return Err(Reason::Order);
         }
-        if ka != kb && {
-            let (mut x, mut y) = (ka.clone(), kb.clone());
-            x.sort_unstable();
-            y.sort_unstable();
-            x == y
-        } {
+        if reordered(&ka, &kb) {
             // The same words in another order: fine only if a whole clause
             // moved at a boundary, or whole phrases moved, each with the
             // word that opens it.
@@ -1292,12 +1288,15 @@ fn wishes(tokens: &[Token]) -> Vec<Token> {
         .filter(|t| PRONOUNS.contains(&t.low.as_str()) || REFERRING.contains(&t.low.as_str()))
         .map(|t| t.sentence)
         .collect();
-    let length = |k: usize| tokens.iter().filter(|t| t.sentence == k).count();
+    let mut lengths = std::collections::BTreeMap::<usize, usize>::new();
+    for t in tokens {
+        *lengths.entry(t.sentence).or_default() += 1;
+    }
     wished.extend(
-        tokens
-            .iter()
-            .map(|t| t.sentence)
-            .filter(|&k| !told.contains(&k) && length(k) <= FRAGMENT_WORDS),
+        lengths
+            .into_iter()
+            .filter(|&(k, n)| !told.contains(&k) && n <= FRAGMENT_WORDS)
+            .map(|(k, _)| k),
     );
     tokens
         .iter()
