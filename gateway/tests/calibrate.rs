@@ -67,17 +67,17 @@ fn the_default_setting_meets_the_accuracy_target_on_the_dev_pairs() {
 #[test]
 fn the_default_setting_keeps_false_hits_under_one_percent_on_the_second_sets() {
     for (pairs, floor) in [
-        ("second_pairs_a.tsv", 0.60),
-        ("second_pairs_b.tsv", 0.50),
-        ("second_pairs_c.tsv", 0.40),
-        ("second_pairs_d.tsv", 0.45),
+        ("second_pairs_a.tsv", 0.65),
+        ("second_pairs_b.tsv", 0.55),
+        ("second_pairs_c.tsv", 0.50),
+        ("second_pairs_d.tsv", 0.50),
         ("second_pairs_e.tsv", 0.60),
-        ("second_pairs_f.tsv", 0.45),
-        ("second_pairs_g.tsv", 0.45),
-        ("second_pairs_h.tsv", 0.45),
-        ("second_pairs_i.tsv", 0.45),
+        ("second_pairs_f.tsv", 0.50),
+        ("second_pairs_g.tsv", 0.50),
+        ("second_pairs_h.tsv", 0.50),
+        ("second_pairs_i.tsv", 0.50),
         ("backstory_pairs_j.tsv", 0.20),
-        ("second_pairs_k.tsv", 0.50),
+        ("second_pairs_k.tsv", 0.55),
     ] {
         let (hit, false_hit, stdout) = default_rates(pairs);
         assert!(
@@ -86,6 +86,15 @@ fn the_default_setting_keeps_false_hits_under_one_percent_on_the_second_sets() {
         );
         assert!(hit >= floor, "{pairs}: hit rate {hit}:\n{stdout}");
     }
+}
+
+/// One word swapped for two, sharing a single word ("cancel my
+/// subscription" against "cancel my gym membership"): the verifier of
+/// 2901fde served 6 of these 30 as hits (`docs/cache.md`, "Substitution").
+#[test]
+fn the_default_setting_serves_no_swapped_thing() {
+    let (_, false_hit, stdout) = default_rates("thing_swaps.tsv");
+    assert_eq!(false_hit, 0.0, "{stdout}");
 }
 
 #[test]

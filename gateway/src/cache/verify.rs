@@ -19,7 +19,7 @@
 //!   language), each of which must appear in the other prompt, accents
 //!   aside, allowing one typo only in names of five letters or more written
 //!   in lower case on at least one side (Iran is not Iraq);
-//! - **negation** (not, never, without, …n't with or without its
+//! - **negation** (not, never, without, avoid, prevent, …n't with or without its
 //!   apostrophe, the asker's own "I don't get what…" aside, and their
 //!   counterparts in German, French, Spanish, Italian, Portuguese and
 //!   Chinese) and
@@ -33,10 +33,14 @@
 //!   "How do I… in Excel?", but "string to integer" is not "integer to
 //!   string"), or two words joined by "and" or "or" swapped;
 //! - **substitution**: a content word or two replaced while the rest is
-//!   shared ("melting point of copper" vs "of iron"). Paraphrases change
-//!   more than that, typos less (one or two letters, tolerated, but in
+//!   shared ("melting point of copper" vs "of iron"), or a thing swapped
+//!   however little is shared ("cancel my subscription" vs "cancel my gym
+//!   membership": `is_thing`, from WordNet). Paraphrases change more than
+//!   that, or reword one word as two within the question ("substitute"
+//!   vs "use instead"); typos less (one or two letters, tolerated, but in
 //!   English text not between two dictionary words, "bake" and "make",
-//!   nor between two short unknown ones, "gzip" and "bzip": `same_word`);
+//!   nor between two short unknown ones, "gzip" and "bzip": `same_word`).
+//!   Inflections pair by their Snowball stem ("differ", "difference");
 //! - **qualifier**: words added on one side only, in the clause that asks
 //!   or one joined to it by "and" or "or" ("return policy for shoes" vs
 //!   "return policy");
@@ -137,7 +141,7 @@ const STOP: &[&str] = &[
     "give", "let", "let's", "i'm", "i've", "i'd", "i'll", "it's", "that's", "there's", "im",
     "ive", "id", "ill", "dont", "pls", "plz", "sup", "yo", "bro", "you're", "youre", "again",
     "quickly", "help", "out", "up", "get", "when's", "where's", "who's", "how's", "here's",
-    "using", "since", "because", "via",
+    "using", "since", "because", "via", "between", "w", "vs", "versus", "and/or",
 ];
 #[rustfmt::skip]
 const NUMBER_WORDS: &[(&str, &str)] = &[
@@ -204,7 +208,9 @@ const NEGATIONS: &[&str] = &[
     "can't", "cannot", "won't", "wouldn't", "shouldn't", "couldn't", "without", "nor",
     "neither", "none", "nothing", "nobody", "dont", "doesnt", "didnt", "isnt", "arent",
     "wasnt", "werent", "cant", "wont", "wouldnt", "shouldnt", "couldnt", "havent", "hasnt",
-    "hadnt",
+    "hadnt", "w/o",
+    // Verbs that say "not": "foods to avoid" are the foods not to eat.
+    "avoid", "prevent",
     // German, French, Spanish, Italian, Portuguese, Chinese.
     "nicht", "kein", "keine", "keinen", "keinem", "keiner", "keines", "nie", "niemals", "ohne",
     "nichts", "weder", "ne", "pas", "jamais", "sans", "aucun", "aucune", "rien", "nunca",
@@ -243,7 +249,7 @@ const FORMAT: &[&str] = &[
     "story", "song", "code", "summary", "outline", "step", "steps", "step-by-step", "word",
     "one-liner", "yes/no", "phrase", "liste", "puce", "tableau", "tabla", "lista", "absatz",
     "párrafo", "frase", "satz", "gedicht", "poème", "poema", "diagram", "chart", "numbered",
-    "bulleted", "comma-separated", "line",
+    "bulleted", "comma-separated", "line", "true/false", "multiple-choice", "fill-in-the-blank",
 ];
 #[rustfmt::skip]
 const SCOPE: &[&str] = &[
@@ -288,6 +294,11 @@ struct Token {
     surface: String,
     low: String,
     stem: String,
+    /// The English Snowball stem of a word in ASCII letters ("tracking",
+    /// "tracked" → "track"; "difference" → "differ"), else `stem`: two
+    /// words with one root are one word inflected ([`Verifier::check_at`]'s
+    /// pairing).
+    root: String,
     /// Punctuation (a comma, a full stop…) since the previous token.
     boundary: bool,
     /// First token of a sentence.
@@ -316,7 +327,8 @@ fn is_word_char(c: char) -> bool {
     (c.is_alphanumeric() || c == '_') && !is_cjk(c)
 }
 
-/// Splits on words (letters, digits, `_`, and inner `.+#'-`), single CJK
+/// Splits on words (letters, digits, `_`, inner `.+#'-`, and `/` between
+/// letters), single CJK
 /// characters and punctuation (which only marks boundaries).
 fn tokenize(text: &str) -> Vec<Token> {
     let text = text.replace('’', "'");
@@ -335,8 +347,17 @@ fn tokenize(text: &str) -> Vec<Token> {
             i += 1;
         } else if c.is_alphanumeric() {
             let mut j = i + 1;
+            // A slash between two letters joins one word: "true/false",
+            // "w/o" (not "w/ friends", not "1/2").
+            let slash = |j: usize| {
+                chars[j] == '/'
+                    && chars[j - 1].is_alphabetic()
+                    && chars.get(j + 1).is_some_and(|c| c.is_alphabetic())
+            };
             while j < chars.len()
-                && (is_word_char(chars[j]) || matches!(chars[j], '.' | '+' | '#' | '\'' | '-'))
+                && (is_word_char(chars[j])
+                    || matches!(chars[j], '.' | '+' | '#' | '\'' | '-')
+                    || slash(j))
             {
                 j += 1;
             }
@@ -408,11 +429,19 @@ fn tokenize(text: &str) -> Vec<Token> {
 fn token(surface: String, start: bool, place: (bool, usize, usize), cjk: bool) -> Token {
     let (boundary, clause, sentence) = place;
     let low = surface.to_lowercase();
+    let stem = ABBREVIATIONS
+        .iter()
+        .find(|(short, _)| *short == low)
+        .map_or_else(|| stem(&low), |(_, word)| (*word).to_owned());
     Token {
-        stem: ABBREVIATIONS
-            .iter()
-            .find(|(short, _)| *short == low)
-            .map_or_else(|| stem(&low), |(_, word)| (*word).to_owned()),
+        // Every negation is one word to pair: the negation check has
+        // compared them already.
+        root: if is_negation(&low) {
+            "not".to_owned()
+        } else {
+            root(&stem)
+        },
+        stem,
         low,
         surface,
         boundary,
@@ -423,6 +452,29 @@ fn token(surface: String, start: bool, place: (bool, usize, usize), cjk: bool) -
         cjk,
         capitals: false,
         german: false,
+    }
+}
+
+/// Whether `t` names a thing: an English noun whose most frequent sense
+/// (WordNet's) is an animal, a plant, a food, a substance, an object, a
+/// body part, a place or a person (`verify/things.txt`,
+/// `scripts/make-things.sh`). Swapping one is never rewording.
+fn is_thing(t: &Token) -> bool {
+    static THINGS: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+        std::sync::LazyLock::new(|| include_str!("verify/things.txt").lines().collect());
+    !t.cjk && THINGS.contains(t.stem.as_str())
+}
+
+/// The English Snowball stem of `stem` (see [`Token::root`]).
+fn root(stem: &str) -> String {
+    static ENGLISH: std::sync::LazyLock<qdrant_rust_stemmers::Stemmer> =
+        std::sync::LazyLock::new(|| {
+            qdrant_rust_stemmers::Stemmer::create(qdrant_rust_stemmers::Algorithm::English)
+        });
+    if stem.len() > 3 && stem.bytes().all(|b| b.is_ascii_lowercase()) {
+        ENGLISH.stem(stem).into_owned()
+    } else {
+        stem.to_owned()
     }
 }
 
@@ -1078,13 +1130,17 @@ impl Verifier {
         // first, then a misspelling or an alias: "…POST request with
         // requests?" against "…POST request with httpx?" leaves "requests"
         // unpaired.
+        // One word written as two ("sourdough" against "sour dough", "login"
+        // against "log in"): the words on both sides that make it.
+        let glued: std::collections::HashSet<String> =
+            compounds(&a, &b).chain(compounds(&b, &a)).collect();
         let paired = |xs: &[Token], ys: &[Token]| -> Vec<bool> {
             let mut used = vec![false; ys.len()];
             let mut pair = |t: &Token, exact: bool| {
                 let found = ys.iter().enumerate().position(|(j, u)| {
                     !used[j]
                         && if exact {
-                            t.stem == u.stem
+                            t.stem == u.stem || t.root == u.root
                         } else {
                             same_word(&t.stem, &u.stem, false, english_text)
                                 || alias(&t.low) == Some(u.low.as_str())
@@ -1093,9 +1149,16 @@ impl Verifier {
                 found.inspect(|&j| used[j] = true).is_some()
             };
             let exact: Vec<bool> = xs.iter().map(|t| pair(t, true)).collect();
+            // A word said again, just as it was, is no new word: "a Roth
+            // IRA and a traditional IRA" against "Roth and traditional
+            // IRAs". (The library "requests" after a "request" is another.)
+            let again = |t: &Token| {
+                xs.iter().filter(|u| u.low == t.low).count() >= 2
+                    && ys.iter().any(|u| t.stem == u.stem || t.root == u.root)
+            };
             xs.iter()
                 .zip(exact)
-                .map(|(t, done)| done || pair(t, false))
+                .map(|(t, done)| done || pair(t, false) || again(t) || glued.contains(&t.low))
                 .collect()
         };
         let (pa, pb) = (paired(&ca, &cb), paired(&cb, &ca));
@@ -1108,13 +1171,31 @@ impl Verifier {
         };
         let (da, db) = (only(&ca, &pa), only(&cb, &pb));
         let shared = ca.len() - da.len();
+        // A word or two swapped for as many ("copper" against "iron") is a
+        // substitution; so is any swap that trades a thing ("cancel my
+        // subscription" against "cancel my gym membership": [`is_thing`]),
+        // however few words the two prompts share. Otherwise one word
+        // reworded as two ("Who painted…" against "Which artist created…")
+        // is a paraphrase, when each side's own words sit in a clause with
+        // shared ones: rewording the question, not an instruction of its
+        // own (", just the number" against "and show the working").
+        let reworded = |own: &[Token], all: &[Token], mask: &[bool]| {
+            own.iter().all(|t| {
+                all.iter()
+                    .zip(mask)
+                    .any(|(u, p)| *p && u.clause == t.clause)
+            })
+        };
+        let most = da.len().max(db.len());
         if self.max_substitution > 0
             && !da.is_empty()
             && !db.is_empty()
             && shared >= 1
-            && da.len() <= self.max_substitution
-            && db.len() <= self.max_substitution
-            && shared >= da.len().max(db.len())
+            && most <= self.max_substitution
+            && (da.iter().chain(&db).any(is_thing)
+                || (shared >= most
+                    && (da.len() == db.len()
+                        || !(reworded(&da, &ca, &pa) && reworded(&db, &cb, &pb)))))
         {
             return Err(Reason::Substitution);
         }
@@ -1166,6 +1247,16 @@ impl Verifier {
             shared,
         })
     }
+}
+
+/// The words of `x` that are two neighbouring words of `y` written as one,
+/// with those two words.
+fn compounds<'t>(x: &'t [Token], y: &'t [Token]) -> impl Iterator<Item = String> + 't {
+    y.windows(2)
+        .filter(|w| !w[1].boundary && !w[0].cjk && !w[1].cjk)
+        .map(|w| (format!("{}{}", w[0].low, w[1].low), w))
+        .filter(|(one, _)| one.chars().count() >= 5 && x.iter().any(|t| t.low == *one))
+        .flat_map(|(one, w)| [one, w[0].low.clone(), w[1].low.clone()])
 }
 
 /// Byte offsets just past each sentence end in `text`: a `.`, `!` or `?`
@@ -1372,7 +1463,7 @@ const PLEASANTRIES: &[&str] = &[
     "grateful", "many", "lemme", "ngl", "dumb", "silly", "wondering", "wonder", "curious",
     "appreciate", "appreciated", "random", "assistant", "regards", "kind", "advance", "lol",
     "ty", "tysm", "hiya", "interrupting", "hope", "way", "given", "describe", "explain",
-    "process", "inform", "exactly", "actually", "basically", "simply",
+    "process", "inform", "exactly", "actually", "basically", "simply", "mind",
     // The same in German, French, Spanish, Italian and Portuguese: a quick
     // question, sorry to bother, many thanks in advance, kind regards.
     "kurze", "frage", "entschuldigen", "entschuldigung", "störung", "stören",
