@@ -142,6 +142,9 @@ const STOP: &[&str] = &[
     "ive", "id", "ill", "dont", "pls", "plz", "sup", "yo", "bro", "you're", "youre", "again",
     "quickly", "help", "out", "up", "get", "when's", "where's", "who's", "how's", "here's",
     "using", "since", "because", "via", "between", "w", "vs", "versus", "and/or",
+    // Function words as chat spells them.
+    "q", "k", "shud", "wud", "cud", "r", "gonna", "gotta", "kinda", "sorta", "tryna", "gimme", "dunno",
+    "ya", "yall", "y'all",
 ];
 #[rustfmt::skip]
 const NUMBER_WORDS: &[(&str, &str)] = &[
@@ -188,11 +191,11 @@ const LANGUAGES: &[&str] = &[
     "german", "chinese", "japanese", "italian", "portuguese", "russian", "korean", "arabic",
     "hindi", "dutch", "mandarin",
 ];
-/// Short and long names of the same language: one matches the other.
+/// Short and long names of the same language or platform: one matches the other.
 #[rustfmt::skip]
 const ALIASES: &[(&str, &str)] = &[
     ("js", "javascript"), ("ts", "typescript"), ("py", "python"), ("golang", "go"),
-    ("cpp", "c++"), ("csharp", "c#"),
+    ("cpp", "c++"), ("csharp", "c#"), ("mac", "macos"),
 ];
 
 /// The other name of a language, if it has one.
@@ -368,6 +371,10 @@ fn tokenize(text: &str) -> Vec<Token> {
             {
                 end -= 1;
             }
+            // A percentage keeps its sign: 20% is not 20.
+            if chars.get(end) == Some(&'%') && chars[end - 1].is_ascii_digit() {
+                end += 1;
+            }
             clause += usize::from(boundary && !tokens.is_empty());
             sentence += usize::from(start && !tokens.is_empty());
             let place = (boundary, clause, sentence);
@@ -405,6 +412,32 @@ fn tokenize(text: &str) -> Vec<Token> {
             }
             i += 1;
         }
+    }
+    // "15 percent" (or "per cent") is "15%".
+    let mut k = 0;
+    while k + 1 < tokens.len() {
+        let next = |n: usize| {
+            tokens
+                .get(k + n)
+                .filter(|t| !t.boundary)
+                .map(|t| t.low.as_str())
+        };
+        let words = match (next(1), next(2)) {
+            (Some("percent" | "pct"), _) => 1,
+            (Some("per"), Some("cent")) => 2,
+            _ => 0,
+        };
+        let low = tokens[k].low.as_str();
+        // Digits only: "fifteen%" would be no word at all.
+        let number = is_number(low) && !low.ends_with('%');
+        if words > 0 && number {
+            let t = &mut tokens[k];
+            for form in [&mut t.surface, &mut t.low, &mut t.stem, &mut t.root] {
+                form.push('%');
+            }
+            tokens.drain(k + 1..=k + words);
+        }
+        k += 1;
     }
     // German capitalises every noun: a capital there names nothing.
     let function = tokens
@@ -463,6 +496,19 @@ fn is_thing(t: &Token) -> bool {
     static THINGS: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
         std::sync::LazyLock::new(|| include_str!("verify/things.txt").lines().collect());
     !t.cjk && THINGS.contains(t.stem.as_str())
+}
+
+/// Whether `short`, no English word itself, is the start of the English
+/// word `long` cut short: "diff" of "difference", "dir" of "directory",
+/// "int" of "integer".
+fn abbreviates(short: &str, long: &str) -> bool {
+    let n = short.chars().count();
+    n >= 3
+        && long.chars().count() > n + 1
+        && long.starts_with(short)
+        && short.chars().all(|c| c.is_ascii_lowercase())
+        && !is_word(short)
+        && is_word(long)
 }
 
 /// The English Snowball stem of `stem` (see [`Token::root`]).
@@ -607,17 +653,30 @@ fn is_number(low: &str) -> bool {
         && (frac.is_empty() != s.contains('.'))
 }
 
-fn numbers(tokens: &[Token]) -> std::collections::BTreeSet<String> {
+/// The numbers `tokens` name. A hyphenated word that `other` writes as
+/// separate words counts as those words: "two-factor" against "two
+/// factor" names two on both sides ("a four-year-old" alone names none).
+fn numbers(tokens: &[Token], other: &[Token]) -> std::collections::BTreeSet<String> {
     tokens
         .iter()
-        .filter_map(|t| {
-            if is_number(&t.low) {
-                Some(t.low.replace(',', ""))
+        .flat_map(|t| {
+            let parts: Vec<&str> = t.low.split('-').collect();
+            let split = parts.len() > 1
+                && other
+                    .windows(parts.len())
+                    .any(|w| w.iter().zip(&parts).all(|(u, p)| u.low == *p));
+            let own = std::iter::once(t.low.as_str()).filter(move |_| !split);
+            own.chain(parts.into_iter().filter(move |_| split))
+        })
+        .filter_map(|low| {
+            let (body, sign) = low.strip_suffix('%').map_or((low, ""), |b| (b, "%"));
+            if is_number(body) {
+                Some(format!("{}{sign}", body.replace(',', "")))
             } else {
                 NUMBER_WORDS
                     .iter()
-                    .find(|(w, _)| *w == t.low)
-                    .map(|(_, n)| (*n).to_owned())
+                    .find(|(w, _)| *w == body)
+                    .map(|(_, n)| format!("{n}{sign}"))
             }
         })
         .collect()
@@ -697,7 +756,7 @@ const GERMAN: &[&str] = &[
     "du", "sie", "wir", "es", "und", "oder", "mit", "von", "zu", "auf", "für", "im", "am",
     "man", "hat", "habe", "kann", "können", "könnten", "mir", "mich", "auch", "noch",
     "nach", "bei", "aus", "über", "gibt", "mein", "meine", "sich", "wird", "werden", "dieses",
-    "diese", "dieser",
+    "diese", "dieser", "dir", "dich", "euch", "uns",
 ];
 
 /// The negations that bear on what is asked: not the asker's own "I don't
@@ -767,7 +826,11 @@ fn in_lexicon(tokens: &[Token], lexicon: &[&str]) -> std::collections::BTreeSet<
     tokens
         .iter()
         .filter(|t| lexicon.contains(&t.stem.as_str()) || lexicon.contains(&t.low.as_str()))
-        .map(|t| t.stem.clone())
+        // One name of the two an alias gives: "mac" is "macOS".
+        .map(|t| match alias(&t.low) {
+            Some(other) if other < t.stem.as_str() => other.to_owned(),
+            _ => t.stem.clone(),
+        })
         .collect()
 }
 
@@ -784,6 +847,8 @@ fn times(tokens: &[Token]) -> std::collections::BTreeSet<String> {
             let greeting = phrase_ends
                 && ((i > 0 && PLEASANT.contains(&tokens[i - 1].low.as_str()) && !t.boundary)
                     || t.start);
+            // "Hope your day is going well": the reader's day, no date.
+            let yours = i > 0 && tokens[i - 1].low == "your" && !t.boundary;
             let modal = t.low == "may"
                 && [i.checked_sub(1), Some(i + 1)]
                     .into_iter()
@@ -791,6 +856,7 @@ fn times(tokens: &[Token]) -> std::collections::BTreeSet<String> {
                     .filter_map(|j| tokens.get(j))
                     .any(|n| MODAL_NEIGHBOURS.contains(&n.low.as_str()));
             !greeting
+                && !yours
                 && !modal
                 && (TIME.contains(&t.stem.as_str()) || TIME.contains(&t.low.as_str()))
         })
@@ -1041,7 +1107,7 @@ impl Verifier {
     /// The word checks; on success, how the content words differ.
     fn words(&self, cached: &str, incoming: &str) -> Result<Overlap, Reason> {
         let (a, b) = (tokenize(cached), tokenize(incoming));
-        if numbers(&a) != numbers(&b) {
+        if numbers(&a, &b) != numbers(&b, &a) {
             return Err(Reason::Number);
         }
         // Each word's forms (accents aside too), and whether its writer
@@ -1144,6 +1210,8 @@ impl Verifier {
                         } else {
                             same_word(&t.stem, &u.stem, false, english_text)
                                 || alias(&t.low) == Some(u.low.as_str())
+                                || abbreviates(&t.low, &u.low)
+                                || abbreviates(&u.low, &t.low)
                         }
                 });
                 found.inspect(|&j| used[j] = true).is_some()
@@ -1254,7 +1322,12 @@ impl Verifier {
 fn compounds<'t>(x: &'t [Token], y: &'t [Token]) -> impl Iterator<Item = String> + 't {
     y.windows(2)
         .filter(|w| !w[1].boundary && !w[0].cjk && !w[1].cjk)
-        .map(|w| (format!("{}{}", w[0].low, w[1].low), w))
+        .flat_map(|w| {
+            [
+                (format!("{}{}", w[0].low, w[1].low), w),
+                (format!("{}-{}", w[0].low, w[1].low), w),
+            ]
+        })
         .filter(|(one, _)| one.chars().count() >= 5 && x.iter().any(|t| t.low == *one))
         .flat_map(|(one, w)| [one, w[0].low.clone(), w[1].low.clone()])
 }
@@ -1311,7 +1384,7 @@ fn final_question(text: &str) -> Option<&str> {
     // in a story only tell it ("an interview next Tuesday"), as SEASONS
     // says.
     let named = |ts: &[Token], story: bool| -> std::collections::BTreeSet<String> {
-        let mut s = numbers(ts);
+        let mut s = numbers(ts, &[]);
         s.extend(
             ts.iter()
                 .filter(|t| is_key(t) && !TIME.contains(&t.low.as_str()))
@@ -1464,6 +1537,8 @@ const PLEASANTRIES: &[&str] = &[
     "appreciate", "appreciated", "random", "assistant", "regards", "kind", "advance", "lol",
     "ty", "tysm", "hiya", "interrupting", "hope", "way", "given", "describe", "explain",
     "process", "inform", "exactly", "actually", "basically", "simply", "mind",
+    // Chat's interjections.
+    "confused", "provide", "clarify", "omg", "tbh", "wtf", "lmao", "lmfao", "tho", "dude", "af", "nah", "imo", "imho", "btw",
     // The same in German, French, Spanish, Italian and Portuguese: a quick
     // question, sorry to bother, many thanks in advance, kind regards.
     "kurze", "frage", "entschuldigen", "entschuldigung", "störung", "stören",

@@ -1224,7 +1224,10 @@ fn number_words_count_in_the_other_languages_too() {
     );
     // Words that are also other words are not read as numbers.
     assert_eq!(
-        numbers(&tokenize("When is the rent due? Dos and don'ts, one cent")),
+        numbers(
+            &tokenize("When is the rent due? Dos and don'ts, one cent"),
+            &[]
+        ),
         std::collections::BTreeSet::new()
     );
 }
@@ -1346,6 +1349,85 @@ fn verbs_that_say_not_and_words_joined_by_a_slash() {
             "bro my sink's clogged, how do i fix it calling a plumber"
         ),
         Err(Reason::Negation)
+    );
+}
+
+#[test]
+fn a_percentage_is_its_own_number() {
+    let v = Verifier::default();
+    // The sign used to fall away with the punctuation.
+    assert_eq!(
+        v.check("Reduce the price by 20%.", "Reduce the price by 20."),
+        Err(Reason::Number)
+    );
+    for b in ["whats 15 percent of 240", "What is 15 per cent of 240?"] {
+        assert_eq!(v.check("What is 15% of 240?", b), Ok(()), "{b:?}");
+    }
+    assert_eq!(
+        v.check("What is 15% of 240?", "What is 15 of 240 percent?"),
+        Err(Reason::Number)
+    );
+    assert_eq!(tokenize("15 per cent")[0].low, "15%");
+}
+
+#[test]
+fn numbers_in_hyphenated_words_and_chat_spellings() {
+    let v = Verifier::default();
+    for (a, b) in [
+        (
+            "How do I reset my two-factor authentication?",
+            "how do I reset my two factor authentication",
+        ),
+        (
+            "bash command to count lines in all .log files in a directory",
+            "quick q — bash command to count lines in all .log files in a directory? cheers",
+        ),
+        (
+            "Rust: difference between String and &str",
+            "Hello! Hope your day is going well. Rust: difference between String and &str? Thanks!",
+        ),
+        (
+            "Wie viele Einwohner hat Hamburg?",
+            "Hallo! Kurze Frage: Wie viele Einwohner hat Hamburg? Danke dir!",
+        ),
+        (
+            "kinda confused, whats the diff between let and const in js",
+            "whats the difference between let and const in js",
+        ),
+    ] {
+        assert_eq!(v.check(a, b), Ok(()), "{a:?} vs {b:?}");
+    }
+    assert!(
+        v.check(
+            "Make a five-question quiz on Rome.",
+            "Make a ten-question quiz on Rome."
+        )
+        .is_err()
+    );
+    // A story's "four-year-old" still names no number of its own.
+    assert_eq!(numbers(&tokenize("My four-year-old asked."), &[]).len(), 0);
+    // The day of a date still counts.
+    assert_eq!(
+        v.check(
+            "What time does your store open?",
+            "What time does your store open today?"
+        ),
+        Err(Reason::Time)
+    );
+    // "mac" is "macOS", for the key term and the condition alike.
+    assert_eq!(
+        v.check(
+            "How do I take a screenshot on my mac?",
+            "How do I take a screenshot on macOS?"
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        v.check(
+            "How do I take a screenshot on my mac?",
+            "How do I take a screenshot on Windows?"
+        ),
+        Err(Reason::KeyTerm)
     );
 }
 
