@@ -1344,14 +1344,19 @@ fn sentence_ends(text: &str) -> impl DoubleEndedIterator<Item = usize> + '_ {
 }
 
 /// The question at the end of a prompt that opens with context: its last
-/// sentence, when it asks (ends in `?`) and something comes before it.
+/// sentence (or what follows its last colon), when it asks (ends in `?`)
+/// and something comes before it.
 fn final_question(text: &str) -> Option<&str> {
     let text = text.trim();
     if !text.ends_with(['?', '？']) {
         return None;
     }
     let body = &text[..text.len() - text.chars().last()?.len_utf8()];
-    let cut = sentence_ends(body).next_back()?;
+    // The question starts after the last sentence end, or after a colon
+    // that introduces it ("…so settle it: what is the tallest mountain in
+    // Africa?").
+    let colon = body.rfind(": ").map(|i| i + 1);
+    let cut = sentence_ends(body).next_back().max(colon)?;
     let (context, question) = (text[..cut].trim(), text[cut..].trim());
     let asked = tokenize(question);
     let told = tokenize(context);

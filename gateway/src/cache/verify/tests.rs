@@ -1431,6 +1431,25 @@ fn numbers_in_hyphenated_words_and_chat_spellings() {
     );
 }
 
+#[test]
+fn a_colon_may_introduce_the_question_after_a_story() {
+    let v = Verifier::default();
+    let q = "What's the SI unit of electrical resistance?";
+    let story = "My kid is doing physics homework tonight and asked me something I forgot \
+                 from school, so I'd like to double-check: what's the SI unit of electrical \
+                 resistance?";
+    assert_eq!(
+        final_question(story),
+        Some("what's the SI unit of electrical resistance?")
+    );
+    assert_eq!(v.check_at(q, story, 0.8), Ok(()));
+    // The story before the colon is still read: it names Python here.
+    assert_eq!(
+        final_question("I have been learning Python for a week: how do I reverse a list?"),
+        None
+    );
+}
+
 fn reference_distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
