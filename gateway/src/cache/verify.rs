@@ -469,7 +469,9 @@ fn token(surface: String, start: bool, place: (bool, usize, usize), cjk: bool) -
     Token {
         // Every negation is one word to pair: the negation check has
         // compared them already.
-        root: if is_negation(&low) {
+        // (The listed words only: a misspelt one still pairs as a typo, and
+        // the edit distances of `is_negation` are not paid twice.)
+        root: if NEGATIONS.contains(&low.as_str()) || low.ends_with("n't") {
             "not".to_owned()
         } else {
             root(&stem)
