@@ -61,7 +61,7 @@ fn the_default_setting_meets_the_accuracy_target_on_the_dev_pairs() {
 /// The second sets were written apart from the dev pairs and the
 /// verifier (`gateway/tests/data/cache-eval/README.md`). The false-hit
 /// bound holds on them; their hit rates are recorded in `docs/cache.md`
-/// (B's, C's, D's, F's, G's, H's, I's and L's are below 60%; J's backstories
+/// (B's, C's, D's, F's, H's, I's and L's are below 60%; J's backstories
 /// are kept by design when they name a number or a name), and kept from
 /// falling back here.
 #[test]
