@@ -467,10 +467,9 @@ fn token(surface: String, start: bool, place: (bool, usize, usize), cjk: bool) -
         .find(|(short, _)| *short == low)
         .map_or_else(|| stem(&low), |(_, word)| (*word).to_owned());
     Token {
-        // Every negation is one word to pair: the negation check has
-        // compared them already.
-        // (The listed words only: a misspelt one still pairs as a typo, and
-        // the edit distances of `is_negation` are not paid twice.)
+        // Every listed negation is one word to pair: the negation check has
+        // compared them already. (A misspelt one still pairs as a typo, and
+        // `is_negation`'s edit distances are not paid twice.)
         root: if NEGATIONS.contains(&low.as_str()) || low.ends_with("n't") {
             "not".to_owned()
         } else {
@@ -1244,9 +1243,10 @@ impl Verifier {
         // A word or two swapped for as many ("copper" against "iron") is a
         // substitution; so is any swap that trades a thing ("cancel my
         // subscription" against "cancel my gym membership": [`is_thing`]),
-        // however few words the two prompts share. Otherwise one word
-        // reworded as two ("Who painted…" against "Which artist created…")
-        // is a paraphrase, when each side's own words sit in a clause with
+        // however few words the two prompts share (a person too: "Which
+        // artist created…" is not "Who painted…"). Otherwise one word
+        // reworded as two ("a substitute for" against "use instead of") is
+        // a paraphrase, when each side's own words sit in a clause with
         // shared ones: rewording the question, not an instruction of its
         // own (", just the number" against "and show the working").
         let reworded = |own: &[Token], all: &[Token], mask: &[bool]| {
